@@ -1,0 +1,129 @@
+"""Reading images into float RGB (+ alpha) and writing PNGs atomically.
+
+Policies (also in the README):
+- grayscale (L, I;16, I): channels are replicated to RGB for the model and the result is
+  converted back to one channel with ITU-R 601 luma (what Pillow's convert('L') uses);
+- alpha (RGBA, LA, palette with transparency): colour goes through LIIF, alpha is resized
+  with bicubic (Pillow) to the output size and re-attached;
+- 16-bit grayscale PNGs are read at full precision and written back as 16-bit PNGs; Pillow
+  decodes 16-bit-per-channel colour PNGs to 8 bits, so those come out as 8-bit PNGs.
+- quantisation of the float output follows the official demo: clamp to [0, 1], x255, truncate.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from liif.checkpoints import atomic_path
+from liif.errors import LiifError
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class Decoded:
+    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1]
+    alpha: np.ndarray | None  # float32 (H, W) in [0, 1]
+    gray: bool
+    bits: int  # 8 or 16
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode ``path``; any problem becomes a one-line LiifError."""
+    p = Path(path)
+    if not p.exists():
+        raise LiifError(f"input not found: {p}")
+    if not p.is_file():
+        raise LiifError(f"input is not a file: {p}")
+    try:
+        im = Image.open(p)
+        im.load()
+    except UnidentifiedImageError:
+        raise LiifError(f"not an image (or an unsupported format): {p}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise LiifError(f"cannot decode {p} (truncated or corrupt?): {e}") from None
+    return im
+
+
+def decode(im: Image.Image) -> Decoded:
+    """PIL image of any common mode -> float RGB, optional alpha, and the output policy."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        g = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0, 1)
+        return Decoded(np.repeat(g[..., None], 3, axis=2), None, True, 16)
+    if mode == "F":
+        g = np.clip(np.asarray(im, dtype=np.float32), 0, 1)
+        return Decoded(np.repeat(g[..., None], 3, axis=2), None, True, 16)
+    if mode in ("1", "L", "LA"):
+        la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
+        alpha = la[..., 1] if mode == "LA" else None
+        return Decoded(np.repeat(la[..., :1], 3, axis=2), alpha, True, 8)
+    if mode in ("RGBA", "RGBa", "PA", "La"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        return Decoded(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3], False, 8)
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return Decoded(rgb, None, False, 8)
+
+
+def read_image(path: str | os.PathLike[str]) -> Decoded:
+    return decode(open_image(path))
+
+
+def png_bit_depth(path: str | os.PathLike[str]) -> int | None:
+    """Bit depth from a PNG header (None for other formats)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 25:
+        return None
+    return struct.unpack(">B", head[24:25])[0]
+
+
+def resize_alpha(alpha: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    im = Image.fromarray(alpha.astype(np.float32), mode="F")
+    out = im.resize((out_hw[1], out_hw[0]), Image.Resampling.BICUBIC)
+    return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
+
+
+def quantize(x: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Clamp to [0, 1] and truncate to uint8 (official demo) or uint16."""
+    top = 255.0 if bits == 8 else 65535.0
+    q = np.clip(x, 0.0, 1.0) * np.float32(top)
+    return q.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ LUMA
+
+
+def compose(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, bits: int) -> Image.Image:
+    """Float RGB result (+ resized alpha) -> PIL image in the policy's output mode."""
+    if gray:
+        g = to_gray(rgb)
+        if bits == 16 and alpha is None:
+            return Image.fromarray(quantize(g, 16))
+        chans = [quantize(g)] + ([quantize(alpha)] if alpha is not None else [])
+        return Image.fromarray(np.stack(chans, -1) if alpha is not None else chans[0],
+                               mode="LA" if alpha is not None else "L")
+    if alpha is not None:
+        return Image.fromarray(np.concatenate([quantize(rgb), quantize(alpha)[..., None]], -1), mode="RGBA")
+    return Image.fromarray(quantize(rgb), mode="RGB")
+
+
+def save_png(im: Image.Image, path: str | os.PathLike[str]) -> Path:
+    """Write a PNG via a temp file in the same folder, then rename: never a half-written file."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        im.save(tmp, format="PNG")
+    return p

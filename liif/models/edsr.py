@@ -1,0 +1,93 @@
+"""EDSR encoder (Lim et al. 2017). ``EDSR.baseline()`` is the 16-block, 64-feature LIIF encoder.
+
+Module names follow the official checkpoints (head / body / tail, MeanShift convs kept in the
+state dict even though LIIF never applies them) so official weights load with a strict match.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+def conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, bias=True)
+
+
+class MeanShift(nn.Conv2d):
+    """Fixed 1x1 conv adding sign * rgb_range * mean. Unused in LIIF's forward; kept for key parity."""
+
+    def __init__(self, rgb_range: float, sign: int, mean: tuple[float, ...] = DIV2K_MEAN) -> None:
+        super().__init__(3, 3, kernel_size=1)
+        with torch.no_grad():
+            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.bias.copy_(sign * rgb_range * torch.tensor(mean))
+        for p in self.parameters():
+            p.requires_grad = False
+
+
+class ResBlock(nn.Module):
+    def __init__(self, n_feats: int, res_scale: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv(n_feats, n_feats), nn.ReLU(inplace=True), conv(n_feats, n_feats))
+        self.res_scale = res_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * self.res_scale + x
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel upsampler for scale 2^n or 3 (only built when no_upsampling is False)."""
+
+    def __init__(self, scale: int, n_feats: int) -> None:
+        layers: list[nn.Module] = []
+        if scale & (scale - 1) == 0:
+            for _ in range(int(math.log2(scale))):
+                layers += [conv(n_feats, 4 * n_feats), nn.PixelShuffle(2)]
+        elif scale == 3:
+            layers += [conv(n_feats, 9 * n_feats), nn.PixelShuffle(3)]
+        else:
+            raise ValueError(f"EDSR upsampler supports scales 2^n and 3, not {scale}")
+        super().__init__(*layers)
+
+
+class EDSR(nn.Module):
+    def __init__(
+        self,
+        n_resblocks: int = 16,
+        n_feats: int = 64,
+        res_scale: float = 1.0,
+        scale: int = 2,
+        no_upsampling: bool = True,
+        rgb_range: float = 1.0,
+        n_colors: int = 3,
+    ) -> None:
+        super().__init__()
+        self.sub_mean = MeanShift(rgb_range, -1)
+        self.add_mean = MeanShift(rgb_range, +1)
+        self.head = nn.Sequential(conv(n_colors, n_feats))
+        self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], conv(n_feats, n_feats))
+        self.no_upsampling = no_upsampling
+        if no_upsampling:
+            self.out_dim = n_feats
+        else:
+            self.tail = nn.Sequential(Upsampler(scale, n_feats), conv(n_feats, n_colors))
+            self.out_dim = n_colors
+        # Receptive radius in LR pixels: head + 2 per block + body's last conv (each 3x3 adds 1).
+        self.receptive_radius = 1 + 2 * n_resblocks + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(x)
+        x = self.body(x) + x
+        return x if self.no_upsampling else self.tail(x)
+
+    @classmethod
+    def baseline(cls, **kw: object) -> "EDSR":
+        return cls(n_resblocks=16, n_feats=64, res_scale=1.0, **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def full(cls, **kw: object) -> "EDSR":
+        return cls(n_resblocks=32, n_feats=256, res_scale=0.1, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""RDN encoder (Zhang et al. 2018), configs A (20 blocks x 6 convs, growth 32) and B (16 x 8, 64).
+
+Module names follow the official checkpoints (SFENet1/2, RDBs.i.convs.j.conv.0, LFF, GFF).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int, k: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(cin, growth, k, padding=k // 2), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.conv(x)], dim=1)
+
+
+class RDB(nn.Module):
+    def __init__(self, g0: int, growth: int, n_convs: int, k: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*[DenseLayer(g0 + c * growth, growth, k) for c in range(n_convs)])
+        self.LFF = nn.Conv2d(g0 + n_convs * growth, g0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LFF(self.convs(x)) + x
+
+
+class RDN(nn.Module):
+    def __init__(
+        self,
+        G0: int = 64,
+        RDNkSize: int = 3,
+        RDNconfig: str = "B",
+        no_upsampling: bool = True,
+        scale: int = 2,
+        n_colors: int = 3,
+        D: int | None = None,
+        C: int | None = None,
+        G: int | None = None,
+    ) -> None:
+        super().__init__()
+        d, c, g = CONFIGS[RDNconfig]
+        d, c, g = D or d, C or c, G or g
+        k = RDNkSize
+        self.SFENet1 = nn.Conv2d(n_colors, G0, k, padding=k // 2)
+        self.SFENet2 = nn.Conv2d(G0, G0, k, padding=k // 2)
+        self.RDBs = nn.ModuleList([RDB(G0, g, c, k) for _ in range(d)])
+        self.GFF = nn.Sequential(nn.Conv2d(d * G0, G0, 1), nn.Conv2d(G0, G0, k, padding=k // 2))
+        self.no_upsampling = no_upsampling
+        if no_upsampling:
+            self.out_dim = G0
+        else:
+            if scale not in (2, 3, 4):
+                raise ValueError(f"RDN upsampler supports scales 2, 3, 4, not {scale}")
+            shuffles: list[nn.Module] = []
+            for r in ([2, 2] if scale == 4 else [scale]):
+                shuffles += [nn.Conv2d(G0 if not shuffles else g, g * r * r, k, padding=k // 2), nn.PixelShuffle(r)]
+            self.UPNet = nn.Sequential(*shuffles, nn.Conv2d(g, n_colors, k, padding=k // 2))
+            self.out_dim = n_colors
+        r = k // 2
+        # SFENet1, SFENet2, per RDB c dense convs, GFF's 3x3.
+        self.receptive_radius = r * (2 + d * c + 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f1 = self.SFENet1(x)
+        x = self.SFENet2(f1)
+        outs = []
+        for block in self.RDBs:
+            x = block(x)
+            outs.append(x)
+        x = self.GFF(torch.cat(outs, dim=1)) + f1
+        return x if self.no_upsampling else self.UPNet(x)

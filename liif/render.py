@@ -1,0 +1,311 @@
+"""Rendering a LIIF model on an output grid: the reference path and the fast, memory-bounded path.
+
+Both return the decoder's raw (normalised) prediction for a window of a virtual output image
+of size (H, W); ``model.denormalize`` maps it to RGB.
+
+reference
+    The official op structure: encoder on the whole image, full 3x3 unfold, nearest sampling of
+    the four shifted codes, concatenation and the MLP per query, in chunks of 30000 queries.
+
+fast (default)
+    Same function up to float rounding, organised around three facts:
+    1. The MLP's first layer applied to a 3x3-unfolded code is a 3x3 convolution of the LR
+       feature map; the cell term is constant over a render. So ``Z = conv3x3(feat) + bias`` is
+       computed once per LR pixel (256 values instead of 576 unfolded ones) and each query only
+       gathers a row of Z and adds ``W_rel @ rel_coord``.
+    2. On a regular output grid the nearest-code row depends only on the output row and the
+       column only on the output column, so indices, offsets and blend weights are separable;
+       they are computed per axis with the very grid_sample rule of the reference.
+    3. Output tiles whose LR footprint (plus the encoder's receptive radius as halo) fits a
+       memory budget are rendered one at a time, so peak memory does not grow with the image.
+    The three hidden layers then run as GEMMs on blocks of ~1K queries x 4 codes, in fp32, bf16
+    or fp16.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from liif.coords import axis_centres, make_coord, make_cell
+from liif.errors import LiifError
+from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+REFERENCE_CHUNK = 30000
+BLOCK_QUERIES = 1024
+DEFAULT_MAX_MEMORY = 256 << 20
+
+
+@dataclass(frozen=True)
+class Window:
+    """Pixel window (top, left, height, width) of a virtual output image."""
+
+    y: int
+    x: int
+    h: int
+    w: int
+
+    @classmethod
+    def full(cls, out_hw: tuple[int, int]) -> "Window":
+        return cls(0, 0, out_hw[0], out_hw[1])
+
+    def check(self, out_hw: tuple[int, int]) -> None:
+        H, W = out_hw
+        if H <= 0 or W <= 0:
+            raise LiifError(f"output size must be positive, got {H}x{W} (HxW)")
+        if self.h <= 0 or self.w <= 0:
+            raise LiifError(f"window size must be positive, got {self.w}x{self.h} (WxH)")
+        if self.y < 0 or self.x < 0 or self.y + self.h > H or self.x + self.w > W:
+            raise LiifError(f"window x={self.x} y={self.y} w={self.w} h={self.h} lies outside "
+                            f"the {W}x{H} (WxH) output")
+
+
+def render(
+    model: LIIF,
+    img: torch.Tensor,
+    out_hw: tuple[int, int],
+    window: Window | None = None,
+    method: str = "fast",
+    precision: str = "fp32",
+    max_memory: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """RGB image (3, h, w) in [0, 1] -> raw prediction (3, window.h, window.w), float32."""
+    window = window or Window.full(out_hw)
+    window.check(out_hw)
+    if method == "reference":
+        return render_reference(model, img, out_hw, window)
+    if method != "fast":
+        raise LiifError(f"unknown render method {method!r}; expected 'fast' or 'reference'")
+    out = torch.empty(3, window.h, window.w, device=img.device)
+    for (y, x), tile in render_tiles(model, img, out_hw, window, precision, max_memory, progress):
+        out[:, y:y + tile.shape[1], x:x + tile.shape[2]] = tile
+    return out
+
+
+@torch.no_grad()
+def render_reference(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], window: Window) -> torch.Tensor:
+    """The official route: whole-image features, model.query over chunks of 30000 queries."""
+    feat = model.encoder(model.normalize(img[None].float()))
+    coord = torch.stack(torch.meshgrid(
+        axis_centres(out_hw[0], device=img.device, start=window.y, count=window.h),
+        axis_centres(out_hw[1], device=img.device, start=window.x, count=window.w),
+        indexing="ij"), dim=-1).reshape(-1, 2)
+    cell = make_cell(out_hw, coord.shape[0], device=img.device)
+    preds = [model.query(feat, coord[None, i:i + REFERENCE_CHUNK], cell[None, i:i + REFERENCE_CHUNK])
+             for i in range(0, coord.shape[0], REFERENCE_CHUNK)]
+    return torch.cat(preds, dim=1)[0].t().reshape(-1, window.h, window.w)
+
+
+# -- fast path ------------------------------------------------------------------------------------
+
+@dataclass
+class AxisPlan:
+    """Per output row (or column) of the window, for each of the two ensemble shifts on this axis:
+    the nearest LR index and the offset to that code's centre in LR-pixel units."""
+
+    idx: torch.Tensor  # (2, n) int64 (or (1, n) without local ensemble)
+    rel: torch.Tensor  # (2, n) float32
+
+
+def plan_axis(n_out: int, start: int, count: int, n_lr: int, local_ensemble: bool,
+              device: torch.device) -> AxisPlan:
+    coord = axis_centres(n_out, device=device, start=start, count=count)
+    centres = axis_centres(n_lr, device=device)
+    radius = 2 / n_lr / 2
+    shifts, eps = ((-1, 1), EPS_SHIFT) if local_ensemble else ((0,), 0.0)
+    lut = torch.arange(n_lr, device=device, dtype=torch.float32).view(1, 1, 1, n_lr)
+    idx, rel = [], []
+    for v in shifts:
+        shifted = coord.clone()
+        shifted += v * radius + eps
+        shifted.clamp_(-CLAMP, CLAMP)
+        # Nearest index exactly as grid_sample picks it (same kernel, same float rounding).
+        grid = torch.stack([shifted, torch.zeros_like(shifted)], -1).view(1, 1, -1, 2)
+        i = F.grid_sample(lut, grid, mode="nearest", align_corners=False).view(-1).long()
+        r = coord - centres[i]
+        r *= n_lr
+        idx.append(i)
+        rel.append(r)
+    return AxisPlan(torch.stack(idx), torch.stack(rel))
+
+
+class FastDecoder:
+    """The MLP rearranged: layer 0 as a conv on LR features, the rest as GEMMs on query blocks."""
+
+    def __init__(self, model: LIIF, dtype: torch.dtype) -> None:
+        if model.imnet is None:
+            raise LiifError("the fast renderer needs a LIIF model with an MLP decoder")
+        layers = [m for m in model.imnet.layers if isinstance(m, torch.nn.Linear)]
+        w0, b0 = layers[0].weight.float(), layers[0].bias.float()
+        c = model.encoder.out_dim
+        nf = c * 9 if model.feat_unfold else c
+        k = 3 if model.feat_unfold else 1
+        self.conv_w = w0[:, :nf].reshape(w0.shape[0], c, k, k).contiguous()
+        self.w_rel = w0[:, nf:nf + 2].t().contiguous().to(dtype)  # (2, 256)
+        self.w_cell = w0[:, nf + 2:nf + 4] if model.cell_decode else None
+        self.b0 = b0
+        self.hidden = [(l.weight.t().contiguous().to(dtype), l.bias.to(dtype)) for l in layers[1:-1]]
+        self.last = (layers[-1].weight.t().contiguous().to(dtype), layers[-1].bias.to(dtype))
+        self.dtype = dtype
+        self.width = w0.shape[0]
+
+    def layer0_map(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        """feat (1, C, h, w) -> Z (h*w, 256): layer-0 pre-activation of every LR code, channels-last."""
+        bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
+        z = F.conv2d(feat.float(), self.conv_w, bias, padding=self.conv_w.shape[-1] // 2)
+        return z[0].permute(1, 2, 0).reshape(-1, self.width).to(self.dtype)
+
+    def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of Z plus the offset term, through the remaining layers -> (n, 3) float32."""
+        h = z.index_select(0, idx)
+        h.addmm_(rel.to(self.dtype), self.w_rel)
+        h.relu_()
+        for w, b in self.hidden:
+            h = torch.addmm(b, h, w).relu_()
+        return torch.addmm(self.last[1], h, self.last[0]).float()
+
+
+def render_tiles(
+    model: LIIF,
+    img: torch.Tensor,
+    out_hw: tuple[int, int],
+    window: Window,
+    precision: str = "fp32",
+    max_memory: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)) in raster order."""
+    window.check(out_hw)
+    dtype = _dtype(precision, img.device)
+    budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
+    H, W = out_hw
+    h_lr, w_lr = img.shape[-2:]
+    dev = img.device
+    ens = model.local_ensemble
+    rows = plan_axis(H, window.y, window.h, h_lr, ens, dev)
+    cols = plan_axis(W, window.x, window.w, w_lr, ens, dev)
+    dec = FastDecoder(model, dtype)
+    rel_cell = torch.tensor([2.0 / H, 2.0 / W], device=dev)
+    rel_cell[0] *= h_lr
+    rel_cell[1] *= w_lr
+    halo = int(getattr(model.encoder, "receptive_radius", 0)) + 1
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, _bytes_per_lr_pixel(model, dtype), window)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False)
+    cache: tuple[tuple[int, int, int, int], torch.Tensor] | None = None
+    with torch.no_grad():
+        for (r0, r1), (c0, c1) in tiles:
+            lr_box = _lr_box(rows, cols, r0, r1, c0, c1)
+            if cache is None or not _inside(lr_box, cache[0]):
+                cache = (lr_box, _z_region(model, dec, img, lr_box, halo, rel_cell, precision))
+            box, z = cache
+            yield (r0, c0), _decode_tile(dec, z, box, rows, cols, r0, r1, c0, c1, ens)
+            if bar is not None:
+                bar.update((r1 - r0) * (c1 - c0))
+    if bar is not None:
+        bar.close()
+
+
+def _dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type == "cpu":
+        raise LiifError("fp16 rendering needs a CUDA device; use bf16 on the CPU")
+    return PRECISIONS[precision]
+
+
+def _bytes_per_lr_pixel(model: LIIF, dtype: torch.dtype) -> int:
+    """Working memory per LR pixel of a tile: input, encoder activations, the Z map."""
+    enc = model.encoder
+    per = getattr(enc, "activation_bytes_per_pixel", None)
+    enc_bytes = per() if callable(per) else 4 * 8 * int(enc.out_dim)
+    z_bytes = (4 + torch.finfo(dtype).bits // 8) * 256
+    return 12 + enc_bytes + z_bytes
+
+
+def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, budget: int,
+               bytes_per_px: int, window: Window) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Split the window into output tiles whose LR footprint plus halo fits ``budget`` bytes."""
+    fixed = 8 << 20  # query blocks, plans and small buffers
+    avail = budget - fixed
+    whole = _lr_box(rows, cols, 0, window.h, 0, window.w)
+    whole_px = (whole[1] - whole[0]) * (whole[3] - whole[2])
+    if whole_px * bytes_per_px <= avail:
+        side_lr = max(h_lr, w_lr)
+    else:
+        side_lr = int(math.sqrt(max(avail, 0) / bytes_per_px)) - 2 * halo - 2
+        if side_lr < 8:
+            need = (8 + 2 * halo + 2) ** 2 * bytes_per_px + fixed
+            raise LiifError(f"memory budget {budget / 2**20:.0f} MiB is too small for one tile "
+                            f"(need at least {need / 2**20:.0f} MiB)")
+    # Output pixels per tile along each axis so that the LR footprint is about side_lr.
+    th = max(1, min(window.h, int(side_lr * window.h / max(1, whole[1] - whole[0]))))
+    tw = max(1, min(window.w, int(side_lr * window.w / max(1, whole[3] - whole[2]))))
+    return [((r, min(r + th, window.h)), (c, min(c + tw, window.w)))
+            for r in range(0, window.h, th) for c in range(0, window.w, tw)]
+
+
+def _lr_box(rows: AxisPlan, cols: AxisPlan, r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int]:
+    ri, ci = rows.idx[:, r0:r1], cols.idx[:, c0:c1]
+    return int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
+
+
+def _inside(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return b[0] <= a[0] and a[1] <= b[1] and b[2] <= a[2] and a[3] <= b[3]
+
+
+def _z_region(model: LIIF, dec: FastDecoder, img: torch.Tensor, box: tuple[int, int, int, int],
+              halo: int, rel_cell: torch.Tensor, precision: str) -> torch.Tensor:
+    """Z for LR rows box[0]:box[1], cols box[2]:box[3]; encoder run on the box plus halo."""
+    y0, y1, x0, x1 = box
+    h_lr, w_lr = img.shape[-2:]
+    ey0, ey1 = max(0, y0 - halo), min(h_lr, y1 + halo)
+    ex0, ex1 = max(0, x0 - halo), min(w_lr, x1 + halo)
+    crop = model.normalize(img[None, :, ey0:ey1, ex0:ex1].float())
+    if precision == "fp32":
+        feat = model.encoder(crop)
+    else:
+        with torch.autocast(img.device.type, dtype=PRECISIONS[precision]):
+            feat = model.encoder(crop)
+    # Z needs the codes' 3x3 neighbours: conv over the halo'd features, then crop to the box.
+    z = dec.layer0_map(feat, rel_cell).view(ey1 - ey0, ex1 - ex0, -1)
+    return z[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0].reshape(-1, z.shape[-1]).contiguous()
+
+
+def _decode_tile(dec: FastDecoder, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
+                 cols: AxisPlan, r0: int, r1: int, c0: int, c1: int, ens: bool) -> torch.Tensor:
+    th, tw = r1 - r0, c1 - c0
+    bw = box[3] - box[2]
+    ri = rows.idx[:, r0:r1] - box[0]
+    ci = cols.idx[:, c0:c1] - box[2]
+    rr, cr = rows.rel[:, r0:r1], cols.rel[:, c0:c1]
+    shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
+    out = torch.empty(th * tw, 3, device=z.device)
+    rows_per_block = max(1, BLOCK_QUERIES // tw)
+    for b0 in range(0, th, rows_per_block):
+        b1 = min(th, b0 + rows_per_block)
+        n = (b1 - b0) * tw
+        idx = torch.stack([(ri[sy, b0:b1, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts])
+        ry = torch.stack([rr[sy, b0:b1, None].expand(-1, tw).reshape(-1) for sy, _ in shifts])
+        rx = torch.stack([cr[sx, None, :].expand(b1 - b0, -1).reshape(-1) for _, sx in shifts])
+        pred = dec.decode(z, idx.view(-1), torch.stack([ry.view(-1), rx.view(-1)], -1)).view(len(shifts), n, 3)
+        if not ens:
+            out[b0 * tw:b1 * tw] = pred[0]
+            continue
+        areas = torch.abs(ry * rx) + 1e-9
+        total = ((areas[0] + areas[1]) + areas[2]) + areas[3]
+        acc = pred[0] * (areas[3] / total).unsqueeze(-1)
+        for t in (1, 2, 3):
+            acc = acc + pred[t] * (areas[3 - t] / total).unsqueeze(-1)
+        out[b0 * tw:b1 * tw] = acc
+    return out.t().reshape(3, th, tw)
+
+
+__all__ = ["Window", "render", "render_reference", "render_tiles", "PRECISIONS", "make_coord"]
