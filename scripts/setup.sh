@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv with liif and its dependencies. On machines without an NVIDIA GPU the CPU build of
+# torch 2.13.0 is pinned first (an unpinned torch would pull several GB of CUDA wheels).
+# Idempotent: re-running only installs what is missing. PYTHON=python3.11 to choose the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU found: installing torch==$TORCH_VERSION (CUDA build)"
+    "${pip[@]}" install -q "torch==$TORCH_VERSION"
+  elif tmp=$(mktemp -d) && "${pip[@]}" download -q --no-index --no-deps "torch==$TORCH_VERSION" -d "$tmp" 2>/dev/null \
+       && ls "$tmp" | grep -q '+cpu'; then
+    rm -rf "$tmp"
+    echo "setup: no GPU: installing torch==$TORCH_VERSION from the local CPU wheel (pip find-links)"
+    "${pip[@]}" install -q "torch==$TORCH_VERSION"
+  else
+    echo "setup: no GPU: installing the CPU build of torch==$TORCH_VERSION"
+    "${pip[@]}" install -q "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
+      --extra-index-url "${PIP_INDEX_URL:-https://pypi.org/simple}"
+  fi
+fi
+
+"${pip[@]}" install -q -e ".[dev]"
+.venv/bin/python -c "import torch, liif; print(f'setup: liif {liif.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
