@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from liif.coords import axis_centres, make_coord, make_cell
+from liif.coords import axis_centres, make_cell
 from liif.errors import LiifError
 from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF
 
@@ -134,12 +134,16 @@ def plan_axis(n_out: int, start: int, count: int, n_lr: int, local_ensemble: boo
     return AxisPlan(torch.stack(idx), torch.stack(rel))
 
 
-class FastDecoder:
-    """The MLP rearranged: layer 0 as a conv on LR features, the rest as GEMMs on query blocks."""
+class TorchBackend:
+    """The compute of the fast path in PyTorch: encoder, layer 0 as a conv on LR features, the rest
+    of the MLP as GEMMs on query blocks. Another backend (ONNX Runtime) provides the same three
+    methods and reuses all the planning, tiling and blending of ``render_tiles``."""
 
-    def __init__(self, model: LIIF, dtype: torch.dtype) -> None:
+    def __init__(self, model: LIIF, precision: str = "fp32") -> None:
         if model.imnet is None:
             raise LiifError("the fast renderer needs a LIIF model with an MLP decoder")
+        dtype = PRECISIONS[precision]
+        self.model, self.precision, self.dtype = model, precision, dtype
         layers = [m for m in model.imnet.layers if isinstance(m, torch.nn.Linear)]
         w0, b0 = layers[0].weight.float(), layers[0].bias.float()
         c = model.encoder.out_dim
@@ -151,17 +155,24 @@ class FastDecoder:
         self.b0 = b0
         self.hidden = [(l.weight.t().contiguous().to(dtype), l.bias.to(dtype)) for l in layers[1:-1]]
         self.last = (layers[-1].weight.t().contiguous().to(dtype), layers[-1].bias.to(dtype))
-        self.dtype = dtype
         self.width = w0.shape[0]
 
+    def encode(self, crop: torch.Tensor) -> torch.Tensor:
+        """RGB crop (1, 3, h, w) in [0, 1] -> feature map (1, C, h, w)."""
+        x = self.model.normalize(crop.float())
+        if self.precision == "fp32":
+            return self.model.encoder(x)
+        with torch.autocast(crop.device.type, dtype=self.dtype):
+            return self.model.encoder(x)
+
     def layer0_map(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
-        """feat (1, C, h, w) -> Z (h*w, 256): layer-0 pre-activation of every LR code, channels-last."""
+        """feat (1, C, h, w) -> Z (h, w, 256): layer-0 pre-activation of every LR code, channels-last."""
         bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
         z = F.conv2d(feat.float(), self.conv_w, bias, padding=self.conv_w.shape[-1] // 2)
-        return z[0].permute(1, 2, 0).reshape(-1, self.width).to(self.dtype)
+        return z[0].permute(1, 2, 0).to(self.dtype)
 
     def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
-        """Rows ``idx`` of Z plus the offset term, through the remaining layers -> (n, 3) float32."""
+        """Rows ``idx`` of Z (n_lr, 256) plus the offset term, through the remaining layers -> (n, 3) float32."""
         h = z.index_select(0, idx)
         h.addmm_(rel.to(self.dtype), self.w_rel)
         h.relu_()
@@ -178,6 +189,7 @@ def render_tiles(
     precision: str = "fp32",
     max_memory: int | None = None,
     progress: bool = False,
+    backend: "TorchBackend | None" = None,
 ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)) in raster order."""
     window.check(out_hw)
@@ -189,7 +201,7 @@ def render_tiles(
     ens = model.local_ensemble
     rows = plan_axis(H, window.y, window.h, h_lr, ens, dev)
     cols = plan_axis(W, window.x, window.w, w_lr, ens, dev)
-    dec = FastDecoder(model, dtype)
+    dec = backend if backend is not None else TorchBackend(model, precision)
     rel_cell = torch.tensor([2.0 / H, 2.0 / W], device=dev)
     rel_cell[0] *= h_lr
     rel_cell[1] *= w_lr
@@ -204,7 +216,7 @@ def render_tiles(
         for (r0, r1), (c0, c1) in tiles:
             lr_box = _lr_box(rows, cols, r0, r1, c0, c1)
             if cache is None or not _inside(lr_box, cache[0]):
-                cache = (lr_box, _z_region(model, dec, img, lr_box, halo, rel_cell, precision))
+                cache = (lr_box, _z_region(dec, img, lr_box, halo, rel_cell))
             box, z = cache
             yield (r0, c0), _decode_tile(dec, z, box, rows, cols, r0, r1, c0, c1, ens)
             if bar is not None:
@@ -261,25 +273,20 @@ def _inside(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     return b[0] <= a[0] and a[1] <= b[1] and b[2] <= a[2] and a[3] <= b[3]
 
 
-def _z_region(model: LIIF, dec: FastDecoder, img: torch.Tensor, box: tuple[int, int, int, int],
-              halo: int, rel_cell: torch.Tensor, precision: str) -> torch.Tensor:
-    """Z for LR rows box[0]:box[1], cols box[2]:box[3]; encoder run on the box plus halo."""
+def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, int],
+              halo: int, rel_cell: torch.Tensor) -> torch.Tensor:
+    """Z rows for LR rows box[0]:box[1], cols box[2]:box[3]; the encoder runs on the box plus halo."""
     y0, y1, x0, x1 = box
     h_lr, w_lr = img.shape[-2:]
     ey0, ey1 = max(0, y0 - halo), min(h_lr, y1 + halo)
     ex0, ex1 = max(0, x0 - halo), min(w_lr, x1 + halo)
-    crop = model.normalize(img[None, :, ey0:ey1, ex0:ex1].float())
-    if precision == "fp32":
-        feat = model.encoder(crop)
-    else:
-        with torch.autocast(img.device.type, dtype=PRECISIONS[precision]):
-            feat = model.encoder(crop)
+    feat = dec.encode(img[None, :, ey0:ey1, ex0:ex1])
     # Z needs the codes' 3x3 neighbours: conv over the halo'd features, then crop to the box.
-    z = dec.layer0_map(feat, rel_cell).view(ey1 - ey0, ex1 - ex0, -1)
+    z = dec.layer0_map(feat, rel_cell)
     return z[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0].reshape(-1, z.shape[-1]).contiguous()
 
 
-def _decode_tile(dec: FastDecoder, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
+def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
                  cols: AxisPlan, r0: int, r1: int, c0: int, c1: int, ens: bool) -> torch.Tensor:
     th, tw = r1 - r0, c1 - c0
     bw = box[3] - box[2]
@@ -308,4 +315,4 @@ def _decode_tile(dec: FastDecoder, z: torch.Tensor, box: tuple[int, int, int, in
     return out.t().reshape(3, th, tw)
 
 
-__all__ = ["Window", "render", "render_reference", "render_tiles", "PRECISIONS", "make_coord"]
+__all__ = ["PRECISIONS", "TorchBackend", "Window", "render", "render_reference", "render_tiles"]
