@@ -112,26 +112,31 @@ class AxisPlan:
     rel: torch.Tensor  # (2, n) float32
 
 
+def nearest_code(coord: torch.Tensor, n_lr: int, shift: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along one axis with ``n_lr`` latent codes: for coordinates ``coord`` (any shape, float32) and an
+    ensemble shift of ``shift`` in {-1, 0, +1} code widths, the index of the nearest code and the
+    offset ``(coord - centre) * n_lr`` to it. The shift/eps/clamp order and the index rule (the
+    grid_sample nearest kernel itself, on a look-up table) are the reference's, so indices agree
+    bit for bit; the row rule never depends on the column and vice versa.
+    """
+    shifted = coord.clone()
+    shifted += shift * (2 / n_lr / 2) + eps
+    shifted.clamp_(-CLAMP, CLAMP)
+    lut = torch.arange(n_lr, device=coord.device, dtype=torch.float32).view(1, 1, 1, n_lr)
+    flat = shifted.reshape(-1)
+    grid = torch.stack([flat, torch.zeros_like(flat)], -1).view(1, 1, -1, 2)
+    idx = F.grid_sample(lut, grid, mode="nearest", align_corners=False).view(coord.shape).long()
+    rel = coord - axis_centres(n_lr, device=coord.device)[idx]
+    rel *= n_lr
+    return idx, rel
+
+
 def plan_axis(n_out: int, start: int, count: int, n_lr: int, local_ensemble: bool,
               device: torch.device) -> AxisPlan:
     coord = axis_centres(n_out, device=device, start=start, count=count)
-    centres = axis_centres(n_lr, device=device)
-    radius = 2 / n_lr / 2
     shifts, eps = ((-1, 1), EPS_SHIFT) if local_ensemble else ((0,), 0.0)
-    lut = torch.arange(n_lr, device=device, dtype=torch.float32).view(1, 1, 1, n_lr)
-    idx, rel = [], []
-    for v in shifts:
-        shifted = coord.clone()
-        shifted += v * radius + eps
-        shifted.clamp_(-CLAMP, CLAMP)
-        # Nearest index exactly as grid_sample picks it (same kernel, same float rounding).
-        grid = torch.stack([shifted, torch.zeros_like(shifted)], -1).view(1, 1, -1, 2)
-        i = F.grid_sample(lut, grid, mode="nearest", align_corners=False).view(-1).long()
-        r = coord - centres[i]
-        r *= n_lr
-        idx.append(i)
-        rel.append(r)
-    return AxisPlan(torch.stack(idx), torch.stack(rel))
+    pairs = [nearest_code(coord, n_lr, v, eps) for v in shifts]
+    return AxisPlan(torch.stack([i for i, _ in pairs]), torch.stack([r for _, r in pairs]))
 
 
 class TorchBackend:
