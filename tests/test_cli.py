@@ -1,0 +1,138 @@
+"""`liif upscale` / `liif weights` end to end, including every bad input of the issue."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import GOLDEN, golden_cases
+from liif.cli import main
+
+COMIC = GOLDEN / "set14_comic_in.png"
+
+
+@pytest.fixture()
+def weights_arg(official_path):
+    return ["--weights", str(official_path)]
+
+
+def run(args, capsys):
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def no_outputs(folder: Path) -> bool:
+    return not any(p.suffix == ".png" or p.name.endswith(".tmp") for p in folder.iterdir())
+
+
+def test_upscale_matches_golden_png(tmp_path, capsys, weights_arg):
+    case = golden_cases()[3]
+    h, w = case["out_hw"]
+    rc, out, _ = run(["upscale", str(GOLDEN / case["input"]), "-o", str(tmp_path / "o.png"), "--size", f"{w}x{h}",
+                      *weights_arg], capsys)
+    assert rc == 0 and "(480x384)" in out
+    got = np.asarray(Image.open(tmp_path / "o.png"), dtype=np.int16)
+    gold = np.asarray(Image.open(GOLDEN / case["png"]), dtype=np.int16)
+    assert np.abs(got - gold).max() <= 1 and (got != gold).any(-1).mean() <= 0.001
+    assert oct((tmp_path / "o.png").stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_scales_and_folder_output(tmp_path, capsys, weights_arg):
+    jpg = tmp_path / "in.jpg"
+    Image.open(COMIC).convert("RGB").save(jpg, quality=95)
+    webp = tmp_path / "in2.webp"
+    Image.open(COMIC).convert("RGB").save(webp)
+    out = tmp_path / "out"
+    rc, _, _ = run(["upscale", str(jpg), str(webp), "-o", str(out), "--scale-x", "3", "--scale-y", "1.5", *weights_arg],
+                   capsys)
+    assert rc == 0
+    assert Image.open(out / "in.png").size == (120, 48) and Image.open(out / "in2.png").size == (120, 48)
+    rc, _, _ = run(["upscale", str(COMIC), "-o", str(tmp_path / "s.png"), "--scale", "2.7", *weights_arg], capsys)
+    assert rc == 0 and Image.open(tmp_path / "s.png").size == (108, 86)
+
+
+def write_truncated(p: Path) -> None:
+    data = COMIC.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("case,args,message", [
+    ("missing", ["--scale", "2"], "input not found"),
+    ("text", ["--scale", "2"], "not an image"),
+    ("truncated", ["--scale", "2"], "cannot decode"),
+    ("ok", ["--scale", "0"], "scale must be a finite number > 0"),
+    ("ok", ["--scale", "-2"], "scale must be a finite number > 0"),
+    ("ok", ["--scale", "nan"], "scale must be a finite number > 0"),
+    ("ok", ["--scale", "two"], "--scale must be a number"),
+    ("ok", ["--size", "0x10"], "--size must be positive"),
+    ("ok", ["--size", "10by10"], "--size must be WIDTHxHEIGHT"),
+    ("ok", ["--scale", "30", "--max-pixels", "100000"], "exceeds the limit of 100,000"),
+    ("ok", ["--scale", "2", "--size", "5x5"], "exactly one of"),
+    ("ok", ["--scale-x", "2"], "give both --scale-x and --scale-y"),
+    ("ok", ["--scale", "2", "--region", "0,0,500,500"], "outside"),
+    ("ok", ["--scale", "2", "--precision", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+])
+def test_bad_input_one_line_error_no_output(tmp_path, capsys, weights_arg, case, args, message):
+    src = {"missing": tmp_path / "nope.png", "text": tmp_path / "t.png", "truncated": tmp_path / "tr.png",
+           "ok": tmp_path / "ok.png"}[case]
+    if case == "text":
+        src.write_text("not an image")
+    elif case == "truncated":
+        write_truncated(src)
+    elif case == "ok":
+        shutil.copy(COMIC, src)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    rc, _, err = run(["upscale", str(src), "-o", str(out_dir / "r.png"), *args, *weights_arg], capsys)
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("liif: error: ") and message in lines[0], err
+    assert no_outputs(out_dir)
+
+
+def test_bad_input_among_several_writes_nothing(tmp_path, capsys, weights_arg):
+    bad = tmp_path / "bad.png"
+    write_truncated(bad)
+    out = tmp_path / "out"
+    rc, _, err = run(["upscale", str(COMIC), str(bad), "-o", str(out), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and "cannot decode" in err
+    assert not out.exists() or no_outputs(out)
+
+
+def test_wrong_checkpoint_and_output_kind(tmp_path, capsys):
+    ck = tmp_path / "ck.pth"
+    ck.write_bytes(b"\x00" * 100)
+    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(ck)], capsys)
+    assert rc == 1 and "not a PyTorch checkpoint" in err and not (tmp_path / "o.png").exists()
+    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.jpg"), "--scale", "2"], capsys)
+    assert rc == 1 and "must be a .png file or a folder" in err
+
+
+def test_failed_write_leaves_previous_output(tmp_path, capsys, weights_arg, monkeypatch):
+    """An error during saving leaves neither a partial file nor a temp file; an old output survives."""
+    dst = tmp_path / "o.png"
+    dst.write_bytes(b"old")
+
+    def boom(self, fp, format=None, **kw):
+        Path(fp).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(OSError):
+        main(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg])
+    assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+
+
+def test_console_script_and_weights_list(tmp_path, official_path):
+    env = {**os.environ, "LIIF_CACHE_DIR": str(official_path.parent.parent)}
+    exe = Path(sys.executable).with_name("liif")
+    res = subprocess.run([str(exe), "weights", "list"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and "edsr-baseline-liif\tcached" in res.stdout
+    res = subprocess.run([str(exe), "upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png"),
+                          "--scale", "2"], capture_output=True, text=True, env=env)
+    assert res.returncode == 1 and res.stderr.strip() == f"liif: error: input not found: {tmp_path / 'missing.png'}"

