@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
-from typing import Any, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -38,13 +38,15 @@ def default_max_pixels() -> int:
 
 def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: str | torch.device | None = None,
          precision: str = "fp32", method: str = "fast", max_memory: int | None = None,
-         max_pixels: int | None = None) -> "Upscaler":
+         max_pixels: int | None = None, backend: str = "torch",
+         onnx_dir: str | os.PathLike[str] | None = None) -> "Upscaler":
     """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path."""
     dev = torch.device(device) if device is not None else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LiifError("device 'cuda' requested but CUDA is not available")
     model, spec = checkpoints.load(weights.path(name_or_path), device=dev)
-    return Upscaler(model, spec, precision=precision, method=method, max_memory=max_memory, max_pixels=max_pixels)
+    return Upscaler(model, spec, precision=precision, method=method, max_memory=max_memory, max_pixels=max_pixels,
+                    backend=backend, onnx_dir=onnx_dir)
 
 
 def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
@@ -73,18 +75,27 @@ class Upscaler:
     """A loaded LIIF model with rendering settings."""
 
     def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "fp32", method: str = "fast",
-                 max_memory: int | None = None, max_pixels: int | None = None) -> None:
+                 max_memory: int | None = None, max_pixels: int | None = None, backend: str = "torch",
+                 onnx_dir: str | os.PathLike[str] | None = None) -> None:
         self.model, self.spec = model.eval(), spec
         self.device = next(model.parameters()).device
         self.precision, self.method, self.max_memory = precision, method, max_memory
         self.max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
+        self.backend = backend
         self._check_precision(precision)
+        # backend="onnxruntime": the compute runs the ONNX export in onnx_dir (or one cached on first use).
+        self._backend = None
+        if backend != "torch":
+            from liif.export.onnx import backend_for
+            self._backend = backend_for(backend, model, spec, onnx_dir, method)
 
     def _check_precision(self, precision: str) -> None:
         if precision not in PRECISIONS:
             raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and self.device.type != "cuda":
             raise LiifError("fp16 needs a CUDA device; use bf16 on the CPU")
+        if self.backend != "torch" and precision != "fp32":
+            raise LiifError(f"the {self.backend} backend renders in fp32 only; got precision {precision!r}")
 
     def plan(self, in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None,
              region: Sequence[int] | None = None) -> tuple[tuple[int, int], Window]:
@@ -116,23 +127,34 @@ class Upscaler:
         else:
             raise LiifError(f"unsupported image type {type(image).__name__}; use PIL, NumPy or torch")
         out_hw, window = self.plan(dec.hw, size, scale, region)
-        rgb = torch.from_numpy(np.ascontiguousarray(dec.rgb.transpose(2, 0, 1))).to(self.device)
-        result = self.render_rgb(rgb, out_hw, window, precision, progress)
+        # 8-bit sources stay uint8 (C, H, W) views: crops are converted to float tile by tile.
+        arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
+        rgb = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
+        channels, dtype, finish = imageio.finisher(dec.gray, dec.bits)
+        pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish)
         alpha = _window_alpha(dec.alpha, out_hw, window)
         if as_kind == "pil":
-            return imageio.compose(result, alpha, dec.gray, dec.bits)
-        return _encode_array(result, alpha, image)
+            return imageio.compose(pixels, alpha, dec.bits)
+        return _encode_array(pixels, alpha, image)
 
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False) -> np.ndarray:
-        """(3, h, w) RGB in [0, 1] -> float32 (window.h, window.w, 3) RGB, unclamped, tile by tile."""
-        out = np.empty((window.h, window.w, 3), dtype=np.float32)
+        """(3, h, w) RGB in [0, 1] (or uint8) -> float32 (window.h, window.w, 3) RGB, unclamped."""
+        return self.render_into(rgb, out_hw, window, precision, progress, 3, np.dtype(np.float32), lambda t: t)
+
+    def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
+                    progress: bool, channels: int, dtype: np.dtype,
+                    finish: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Render tile by tile, turning each float RGB tile into final pixels at once, so the
+        only full-size array is the result in its final dtype."""
+        out = np.empty((window.h, window.w, channels), dtype=dtype)
         if self.method == "reference":
             pred = render(self.model, rgb, out_hw, window, method="reference")
-            out[:] = self.model.denormalize(pred.permute(1, 2, 0)).cpu().numpy()
+            out[:] = finish(self.model.denormalize(pred.permute(1, 2, 0)).cpu().numpy())
             return out
-        for (y, x), tile in render_tiles(self.model, rgb, out_hw, window, precision, self.max_memory, progress):
-            t = self.model.denormalize(tile.permute(1, 2, 0)).cpu().numpy()
+        for (y, x), tile in render_tiles(self.model, rgb, out_hw, window, precision, self.max_memory, progress,
+                                         backend=self._backend):
+            t = finish(self.model.denormalize(tile.permute(1, 2, 0)).cpu().numpy())
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
         return out
 
@@ -175,7 +197,7 @@ def _decode_array(a: np.ndarray) -> imageio.Decoded:
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise LiifError(f"array input must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {a.shape}")
     if a.dtype == np.uint8:
-        f, bits = a.astype(np.float32) / 255.0, 8
+        f, bits = a, 8
     elif a.dtype == np.uint16:
         f, bits = a.astype(np.float32) / 65535.0, 16
     elif a.dtype in (np.float32, np.float64):
@@ -185,20 +207,17 @@ def _decode_array(a: np.ndarray) -> imageio.Decoded:
     if a.ndim == 2:
         return imageio.Decoded(np.repeat(f[..., None], 3, axis=2), None, True, bits)
     alpha = f[..., 3] if a.shape[2] == 4 else None
+    if alpha is not None and bits == 8:
+        alpha = alpha.astype(np.float32) / 255.0
     return imageio.Decoded(np.ascontiguousarray(f[..., :3]), alpha, False, bits)
 
 
-def _encode_array(rgb: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    gray = like.ndim == 2 or (like.ndim == 3 and like.shape[2] == 1)
-    chans = imageio.to_gray(rgb)[..., None] if gray else rgb
+def _encode_array(pixels: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+    """Finished pixels (h, w, 1 or 3) (+ float alpha) -> the layout and dtype of the input array."""
     if alpha is not None:
-        chans = np.concatenate([chans, alpha[..., None]], -1)
-    if like.dtype == np.uint8:
-        out: Any = imageio.quantize(chans, 8)
-    elif like.dtype == np.uint16:
-        out = imageio.quantize(chans, 16)
-    else:
-        out = np.clip(chans, 0, 1).astype(like.dtype)
-    if like.ndim == 2:
-        out = out[..., 0]
-    return out
+        a = (imageio.quantize(alpha, 16 if like.dtype == np.uint16 else 8) if like.dtype in (np.uint8, np.uint16)
+             else np.clip(alpha, 0, 1))
+        pixels = np.concatenate([pixels, a.astype(pixels.dtype)[..., None]], -1)
+    if like.dtype not in (np.uint8, np.uint16):
+        pixels = pixels.astype(like.dtype)
+    return pixels[..., 0] if like.ndim == 2 else pixels

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 @dataclass
 class Decoded:
-    rgb: np.ndarray  # float32 (H, W, 3) in [0, 1]
+    rgb: np.ndarray  # (H, W, 3): uint8 for 8-bit sources (kept compact), else float32 in [0, 1]
     alpha: np.ndarray | None  # float32 (H, W) in [0, 1]
     gray: bool
     bits: int  # 8 or 16
@@ -67,14 +68,13 @@ def decode(im: Image.Image) -> Decoded:
         g = np.clip(np.asarray(im, dtype=np.float32), 0, 1)
         return Decoded(np.repeat(g[..., None], 3, axis=2), None, True, 16)
     if mode in ("1", "L", "LA"):
-        la = np.asarray(im.convert("LA"), dtype=np.float32) / 255.0
-        alpha = la[..., 1] if mode == "LA" else None
+        la = np.asarray(im.convert("LA"))
+        alpha = la[..., 1].astype(np.float32) / 255.0 if mode == "LA" else None
         return Decoded(np.repeat(la[..., :1], 3, axis=2), alpha, True, 8)
     if mode in ("RGBA", "RGBa", "PA", "La"):
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-        return Decoded(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3], False, 8)
-    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return Decoded(rgb, None, False, 8)
+        rgba = np.asarray(im.convert("RGBA"))
+        return Decoded(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0, False, 8)
+    return Decoded(np.asarray(im.convert("RGB")), None, False, 8)
 
 
 def read_image(path: str | os.PathLike[str]) -> Decoded:
@@ -107,18 +107,29 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA
 
 
-def compose(rgb: np.ndarray, alpha: np.ndarray | None, gray: bool, bits: int) -> Image.Image:
-    """Float RGB result (+ resized alpha) -> PIL image in the policy's output mode."""
+def finisher(gray: bool, bits: int) -> "tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]":
+    """How a float RGB tile becomes output pixels: (channels, dtype, tile -> (h, w, channels))."""
+    if bits in (8, 16):
+        dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
+        if gray:
+            return 1, dtype, lambda t: quantize(to_gray(t), bits)[..., None]
+        return 3, dtype, lambda t: quantize(t, bits)
     if gray:
-        g = to_gray(rgb)
-        if bits == 16 and alpha is None:
-            return Image.fromarray(quantize(g, 16))
-        chans = [quantize(g)] + ([quantize(alpha)] if alpha is not None else [])
-        return Image.fromarray(np.stack(chans, -1) if alpha is not None else chans[0],
-                               mode="LA" if alpha is not None else "L")
+        return 1, np.dtype(np.float32), lambda t: np.clip(to_gray(t), 0, 1)[..., None]
+    return 3, np.dtype(np.float32), lambda t: np.clip(t, 0, 1)
+
+
+def compose(pixels: np.ndarray, alpha: np.ndarray | None, bits: int) -> Image.Image:
+    """Finished pixels (h, w, 1 or 3) (+ resized float alpha) -> PIL image in the policy's mode."""
+    gray = pixels.shape[2] == 1
+    if gray and bits == 16 and alpha is None:
+        return Image.fromarray(pixels[..., 0])
     if alpha is not None:
-        return Image.fromarray(np.concatenate([quantize(rgb), quantize(alpha)[..., None]], -1), mode="RGBA")
-    return Image.fromarray(quantize(rgb), mode="RGB")
+        a = quantize(alpha)[..., None]
+        if bits == 16:
+            pixels = (pixels >> 8).astype(np.uint8)
+        return Image.fromarray(np.concatenate([pixels, a], -1), mode="LA" if gray else "RGBA")
+    return Image.fromarray(pixels[..., 0] if gray else pixels, mode="L" if gray else "RGB")
 
 
 def save_png(im: Image.Image, path: str | os.PathLike[str]) -> Path:

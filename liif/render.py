@@ -90,7 +90,7 @@ def render(
 @torch.no_grad()
 def render_reference(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], window: Window) -> torch.Tensor:
     """The official route: whole-image features, model.query over chunks of 30000 queries."""
-    feat = model.encoder(model.normalize(img[None].float()))
+    feat = model.encoder(model.normalize(as_float(img[None])))
     coord = torch.stack(torch.meshgrid(
         axis_centres(out_hw[0], device=img.device, start=window.y, count=window.h),
         axis_centres(out_hw[1], device=img.device, start=window.x, count=window.w),
@@ -99,6 +99,11 @@ def render_reference(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], wi
     preds = [model.query(feat, coord[None, i:i + REFERENCE_CHUNK], cell[None, i:i + REFERENCE_CHUNK])
              for i in range(0, coord.shape[0], REFERENCE_CHUNK)]
     return torch.cat(preds, dim=1)[0].t().reshape(-1, window.h, window.w)
+
+
+def as_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 images (kept compact for big inputs) -> float32 in [0, 1]; float images unchanged."""
+    return img.float() / 255 if img.dtype == torch.uint8 else img.float()
 
 
 # -- fast path ------------------------------------------------------------------------------------
@@ -163,8 +168,8 @@ class TorchBackend:
         self.width = w0.shape[0]
 
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
-        """RGB crop (1, 3, h, w) in [0, 1] -> feature map (1, C, h, w)."""
-        x = self.model.normalize(crop.float())
+        """RGB crop (1, 3, h, w) in [0, 1] (or uint8) -> feature map (1, C, h, w)."""
+        x = self.model.normalize(as_float(crop))
         if self.precision == "fp32":
             return self.model.encoder(x)
         with torch.autocast(crop.device.type, dtype=self.dtype):
