@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                     help="decoder precision: bf16 on CPU or CUDA, fp16 on CUDA")
     up.add_argument("--method", default="fast", choices=["fast", "reference"], help="renderer")
+    up.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
+                    help="compute of the fast renderer (onnxruntime: fp32, CPU; needs liif[onnx])")
+    up.add_argument("--onnx-dir", metavar="DIR", help="export from `liif export onnx` (default: export to the cache)")
     up.add_argument("--max-memory", metavar="BYTES", help="working-memory budget of the renderer, e.g. 512M")
     up.add_argument("--max-pixels", type=int, metavar="N", help="refuse outputs above N pixels (default 100M)")
     up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--max-memory", default=None)
     bm.add_argument("--precision", default="fp32")
     b.set_defaults(func=cmd_bench)
+    __import__("liif.export.cli", fromlist=["add_parsers"]).add_parsers(sub)
     return p
 
 
@@ -158,7 +162,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         decoded.append(im)
     up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
-                  max_memory=max_memory, max_pixels=args.max_pixels)
+                  max_memory=max_memory, max_pixels=args.max_pixels, backend=args.backend, onnx_dir=args.onnx_dir)
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress

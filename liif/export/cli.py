@@ -1,0 +1,41 @@
+"""Command-line entries for deployment: ``liif export onnx`` and ``liif serve``.
+
+Only argparse is imported here; the heavy modules load when a command runs.
+"""
+from __future__ import annotations
+
+import argparse
+
+from liif.errors import LiifError
+
+
+def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``export onnx`` and ``serve`` on the ``liif`` subcommand parser."""
+    e = sub.add_parser("export", help="export a model for other runtimes (ONNX)")
+    esub = e.add_subparsers(dest="format", required=True)
+    o = esub.add_parser("onnx", help="encoder, layer-0 and decoder ONNX graphs (opset 17, dynamic sizes)",
+                        description="Write encoder.onnx, layer0.onnx, decoder.onnx and liif-onnx.json to DIR; "
+                                    "run them with `liif upscale --backend onnxruntime --onnx-dir DIR`.")
+    o.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
+    o.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    o.set_defaults(func=cmd_export)
+
+    from liif.serve.cli import add_parser as add_serve
+
+    add_serve(sub)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from liif import checkpoints, weights
+
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise LiifError("ONNX export needs the onnx package: pip install 'liif[onnx]'") from None
+    from liif.export.onnx import GRAPHS, MANIFEST, export
+
+    model, spec = checkpoints.load(weights.path(args.weights))
+    out = export(model, spec, args.output)
+    for g in GRAPHS + (MANIFEST,):
+        print(out / g)
+    return 0
