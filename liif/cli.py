@@ -102,19 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--weights", default="edsr-baseline-liif")
     bi.add_argument("--size", type=int, default=256, help="input side (default 256)")
     bi.add_argument("--scales", default="2,4,12")
-    bi.add_argument("--repeat", type=int, default=1)
+    bi.add_argument("--repeat", type=int, default=1, help="best of N timings per path")
+    bi.add_argument("--max-window-px", type=int, default=1 << 20,
+                    help="time a centred window of at most this many output pixels (default 1M)")
     bi.add_argument("--skip-memory", action="store_true", help="skip the 960x540 -> 3840x2160 peak-RSS runs")
     bi.add_argument("--huge", action="store_true",
-                    help="also run the upstream issue #44 case 3456x4608 -> 6912x9216 under a 2 GB budget (minutes)")
+                    help="also run the upstream issue #44 case 4608x3456 -> 9216x6912 (minutes)")
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
-    bm = bsub.add_parser("memory", help="(internal) one render in this process, prints peak RSS")
-    bm.add_argument("--weights", default="edsr-baseline-liif")
-    bm.add_argument("--method", default="fast")
-    bm.add_argument("--in-size", required=True, help="WxH")
-    bm.add_argument("--out-size", required=True, help="WxH")
-    bm.add_argument("--max-memory", default=None)
-    bm.add_argument("--precision", default="fp32")
     b.set_defaults(func=cmd_bench)
+    __import__("liif.eval.cli", fromlist=["add_parsers"]).add_parsers(sub)
     __import__("liif.export.cli", fromlist=["add_parsers"]).add_parsers(sub)
     return p
 

@@ -216,7 +216,7 @@ def render_tiles(
     rel_cell[0] *= h_lr
     rel_cell[1] *= w_lr
     halo = int(getattr(model.encoder, "receptive_radius", 0)) + 1
-    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, _bytes_per_lr_pixel(model, dtype), window)
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, *working_set(model, dtype), window)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -243,19 +243,19 @@ def _dtype(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
-def _bytes_per_lr_pixel(model: LIIF, dtype: torch.dtype) -> int:
-    """Working memory per LR pixel of a tile: input, encoder activations, the Z map."""
-    enc = model.encoder
-    per = getattr(enc, "activation_bytes_per_pixel", None)
-    enc_bytes = per() if callable(per) else 4 * 8 * int(enc.out_dim)
-    z_bytes = (4 + torch.finfo(dtype).bits // 8) * 256
-    return 12 + enc_bytes + z_bytes
+def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
+    """(bytes per LR pixel of a tile: input + encoder activations + Z map, fixed bytes: query blocks)."""
+    assert model.imnet is not None
+    width = model.imnet.layers[0].out_features
+    enc_bytes = model.encoder.activation_bytes_per_pixel()
+    z_bytes = (4 + torch.finfo(dtype).bits // 8) * width  # float32 conv output + its cast copy
+    fixed = 3 * BLOCK_QUERIES * 4 * width * 4 + (1 << 20)  # ~3 live (4 x block, width) activations
+    return 12 + enc_bytes + z_bytes, fixed
 
 
 def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, budget: int,
-               bytes_per_px: int, window: Window) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+               bytes_per_px: int, fixed: int, window: Window) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """Split the window into output tiles whose LR footprint plus halo fits ``budget`` bytes."""
-    fixed = 8 << 20  # query blocks, plans and small buffers
     avail = budget - fixed
     whole = _lr_box(rows, cols, 0, window.h, 0, window.w)
     whole_px = (whole[1] - whole[0]) * (whole[3] - whole[2])

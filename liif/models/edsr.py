@@ -79,6 +79,10 @@ class EDSR(nn.Module):
         # Receptive radius in LR pixels: head + 2 per block + body's last conv (each 3x3 adds 1).
         self.receptive_radius = 1 + 2 * n_resblocks + 1
 
+    def activation_bytes_per_pixel(self) -> int:
+        """Peak float32 activation bytes per input pixel at inference (head, running, block temps)."""
+        return 4 * 6 * self.out_dim if self.no_upsampling else 4 * 6 * self.head[0].out_channels * 16
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)
         x = self.body(x) + x

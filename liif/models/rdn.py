@@ -64,6 +64,13 @@ class RDN(nn.Module):
         r = k // 2
         # SFENet1, SFENet2, per RDB c dense convs, GFF's 3x3.
         self.receptive_radius = r * (2 + d * c + 1)
+        self._dims = (G0, d, c, g)
+
+    def activation_bytes_per_pixel(self) -> int:
+        """Peak float32 activation bytes per input pixel: a dense block's growing concat (twice, as
+        torch.cat copies), the D block outputs kept for GFF and their concatenation."""
+        g0, d, c, g = self._dims
+        return 4 * (2 * (g0 + c * g) + 2 * d * g0 + 3 * g0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f1 = self.SFENet1(x)

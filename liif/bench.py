@@ -1,0 +1,169 @@
+"""``liif bench infer``: reference vs fast fp32 vs fast bf16 rendering, measured in one run.
+
+Absolute times on shared machines mean little, so the figures that matter are ratios measured
+side by side in the same process, plus the fraction of this machine's matmul peak (measured
+here too) that each path reaches, and peak RSS of whole ``liif upscale`` processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from liif import checkpoints, weights
+from liif.checkpoints import atomic_path
+from liif.errors import LiifError
+from liif.models import LIIF
+from liif.render import Window, render
+
+def macs_per_pixel(model: LIIF, folded: bool) -> int:
+    """Multiply-adds per output pixel of the decoder (4 ensemble codes): 1.38 M official, 0.79 M folded."""
+    assert model.imnet is not None
+    linears = [m for m in model.imnet.layers if isinstance(m, torch.nn.Linear)]
+    per_code = sum(m.in_features * m.out_features for m in linears)
+    if folded:  # layer 0 becomes a gather plus the 2-wide offset term
+        per_code -= linears[0].in_features * linears[0].out_features - 2 * linears[0].out_features
+    return per_code * (4 if model.local_ensemble else 1)
+
+
+def matmul_peak(dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """GFLOP/s of a (4096 x 256) @ (256 x 256) GEMM, the decoder's shape."""
+    a = torch.randn(4096, 256).to(dtype)
+    b = torch.randn(256, 256).to(dtype)
+    for _ in range(5):
+        torch.mm(a, b)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        n += 1
+    return 2 * 4096 * 256 * 256 * n / (time.perf_counter() - t0) / 1e9
+
+
+def centred_window(out_hw: tuple[int, int], max_px: int) -> Window:
+    h, w = out_hw
+    side = int(max_px ** 0.5)
+    wh, ww = min(h, side), min(w, side)
+    return Window((h - wh) // 2, (w - ww) // 2, wh, ww)
+
+
+def timed(fn: Any, repeat: int) -> tuple[float, torch.Tensor]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out  # type: ignore[return-value]
+
+
+def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int, repeat: int) -> list[dict[str, Any]]:
+    rows = []
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"measured matmul peak (4096x256 @ 256x256): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    for s in scales:
+        out_hw = (round(img.shape[1] * s), round(img.shape[2] * s))
+        win = centred_window(out_hw, max_px)
+        px = win.h * win.w
+        with torch.no_grad():
+            t_ref, ref = timed(lambda: render(model, img, out_hw, win, method="reference"), repeat)
+            t_f32, f32 = timed(lambda: render(model, img, out_hw, win, precision="fp32"), repeat)
+            t_b16, b16 = timed(lambda: render(model, img, out_hw, win, precision="bf16"), repeat)
+        row = {
+            "scale": s, "output": f"{out_hw[1]}x{out_hw[0]}", "window_px": px,
+            "reference_px_s": px / t_ref, "fast_fp32_px_s": px / t_f32, "fast_bf16_px_s": px / t_b16,
+            "fp32_speedup": t_ref / t_f32, "bf16_speedup": t_ref / t_b16,
+            "fp32_max_abs_diff": float((f32 - ref).abs().max()), "bf16_max_abs_diff": float((b16 - ref).abs().max()),
+            "reference_peak_fraction": px / t_ref * macs_per_pixel(model, False) * 2 / 1e9 / peaks["fp32"],
+            "fp32_peak_fraction": px / t_f32 * macs_per_pixel(model, True) * 2 / 1e9 / peaks["fp32"],
+            "bf16_peak_fraction": px / t_b16 * macs_per_pixel(model, True) * 2 / 1e9 / peaks["bf16"],
+        }
+        rows.append(row)
+        print(f"x{s:g} ({row['output']}, window {win.w}x{win.h}): reference {row['reference_px_s']:,.0f} px/s | "
+              f"fast fp32 {row['fast_fp32_px_s']:,.0f} px/s = {row['fp32_speedup']:.2f}x, max|diff| "
+              f"{row['fp32_max_abs_diff']:.1e} | fast bf16 {row['fast_bf16_px_s']:,.0f} px/s = "
+              f"{row['bf16_speedup']:.2f}x, max|diff| {row['bf16_max_abs_diff']:.1e} | fraction of matmul peak: "
+              f"reference {row['reference_peak_fraction']:.0%}, fp32 {row['fp32_peak_fraction']:.0%}, "
+              f"bf16 {row['bf16_peak_fraction']:.0%}", flush=True)
+    return rows
+
+
+def peak_rss_of(cmd: list[str]) -> tuple[int, float]:
+    """Run ``cmd`` in a child of a fresh interpreter and return (peak RSS bytes, seconds)."""
+    probe = ("import resource, subprocess, sys, time; t = time.time(); "
+             "rc = subprocess.run(sys.argv[1:]).returncode; "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time() - t, rc)")
+    res = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
+    fields = res.stdout.strip().splitlines()[-1].split() if res.stdout.strip() else []
+    if len(fields) != 3 or fields[2] != "0":
+        raise LiifError(f"benchmark command failed: {' '.join(cmd)}: {res.stderr.strip()[-300:]}")
+    return int(fields[0]) * 1024, float(fields[1])
+
+
+def synthetic_input(folder: Path, wh: tuple[int, int]) -> Path:
+    from liif.demo import test_card
+
+    path = folder / f"input_{wh[0]}x{wh[1]}.png"
+    if not path.exists():
+        test_card(512).resize(wh, Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def memory(weights_file: Path, folder: Path, huge: bool) -> list[dict[str, Any]]:
+    liif = [sys.executable, "-m", "liif.cli"]
+    src = synthetic_input(folder, (960, 540))
+    runs = [
+        ("fast fp32", ["--size", "3840x2160"]),
+        ("fast bf16", ["--size", "3840x2160", "--precision", "bf16"]),
+        ("reference, 3840x64 window (the whole unfolded map is built for any window)",
+         ["--size", "3840x2160", "--method", "reference", "--region", "0,0,3840,64"]),
+    ]
+    rows = []
+    for label, extra in runs:
+        rss, secs = peak_rss_of([*liif, "upscale", str(src), "-o", str(folder / "out.png"), "--weights",
+                                 str(weights_file), "--no-progress", *extra])
+        rows.append({"case": f"960x540 -> 3840x2160, {label}", "peak_rss_gb": rss / 1e9, "seconds": secs})
+        print(f"960x540 -> 3840x2160, {label}: peak RSS {rss / 1e9:.2f} GB ({secs:.0f} s)", flush=True)
+    if huge:
+        big = synthetic_input(folder, (4608, 3456))
+        rss, secs = peak_rss_of([*liif, "upscale", str(big), "-o", str(folder / "huge.png"), "--weights",
+                                 str(weights_file), "--size", "9216x6912", "--max-memory", "1G", "--no-progress"])
+        rows.append({"case": "4608x3456 -> 9216x6912 (upstream issue #44), fast fp32, --max-memory 1G",
+                     "peak_rss_gb": rss / 1e9, "seconds": secs})
+        print(f"4608x3456 -> 9216x6912, fast fp32, --max-memory 1G: peak RSS {rss / 1e9:.2f} GB ({secs:.0f} s)")
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.what == "train":
+        from liif.train import bench as train_bench
+
+        return int(train_bench.main(args))
+    wfile = weights.path(args.weights)
+    model, _ = checkpoints.load(wfile)
+    from liif.demo import test_card
+
+    card = np.array(test_card(args.size))
+    img = torch.from_numpy(card).permute(2, 0, 1).float() / 255
+    scales = [float(s) for s in args.scales.split(",")]
+    print(f"liif bench infer: {args.size}x{args.size} input, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    report: dict[str, Any] = {"throughput": throughput(model, img, scales, args.max_window_px, args.repeat)}
+    if not args.skip_memory:
+        with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:
+            report["memory"] = memory(wfile, Path(tmp), args.huge)
+    if args.json:
+        with atomic_path(Path(args.json)) as tmp_json:
+            tmp_json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+__all__ = ["main", "macs_per_pixel", "matmul_peak"]
