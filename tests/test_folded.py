@@ -1,0 +1,40 @@
+"""The layer-0 folded query equals LIIF.query (forward and gradients) for every decoder variant."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from liif.models import ModelSpec, build
+from liif.models.folded import folded_forward, folded_query
+
+
+@pytest.mark.parametrize("ensemble,unfold,cell", [(True, True, True), (False, True, True),
+                                                   (True, False, True), (True, True, False)])
+def test_folded_query_matches_reference(ensemble: bool, unfold: bool, cell: bool) -> None:
+    torch.manual_seed(0)
+    model = build(ModelSpec(encoder_args={"n_resblocks": 1, "n_feats": 8}, hidden=[32, 16],
+                            local_ensemble=ensemble, feat_unfold=unfold, cell_decode=cell))
+    feat = torch.randn(2, 8, 7, 11, requires_grad=True)  # non-square, batch of 2
+    coord = torch.rand(2, 300, 2) * 2 - 1
+    coord[0, :4] = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [0.0, 0.0]])  # borders and ties
+    cell_t = torch.rand(2, 300, 2) * 0.3
+    ref = model.query(feat, coord, cell_t)
+    got = folded_query(model, feat, coord, cell_t)
+    assert got.shape == ref.shape == (2, 300, 3)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    params = [feat] + [p for p in model.imnet.parameters()]
+    g_ref = torch.autograd.grad((ref * torch.linspace(-1, 1, 3)).sum(), params)
+    g_got = torch.autograd.grad((got * torch.linspace(-1, 1, 3)).sum(), params)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_folded_forward_with_the_official_model(official) -> None:
+    model, _ = official
+    torch.manual_seed(1)
+    inp = torch.rand(1, 3, 12, 10) * 2 - 1
+    coord = torch.rand(1, 500, 2) * 2 - 1
+    cell = torch.full((1, 500, 2), 2 / 30)
+    with torch.no_grad():
+        torch.testing.assert_close(folded_forward(model, inp, coord, cell), model(inp, coord, cell),
+                                   rtol=1e-5, atol=2e-5)
