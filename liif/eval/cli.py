@@ -1,0 +1,166 @@
+"""The ``eval``, ``data`` and ``report`` subcommands (registered by ``liif.cli.build_parser``)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from liif.errors import LiifError
+
+DEFAULT_SCALES = {  # the scales of the published tables for each protocol
+    "benchmark": "2,3,4,6,8",
+    "div2k": "2,3,4,6,12,18,24,30",
+    "mmagic": "2,3,4,6,18,30",
+}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="PSNR/SSIM of weights on a dataset under a published protocol",
+                       description="Evaluate LIIF weights on a dataset folder (HR/ + LR_bicubic/X<k>/) or a "
+                                   "fetched dataset; writes per-image CSV and summary Markdown + JSON.")
+    e.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
+    e.add_argument("--dataset", required=True, help="set5, set14, b100, urban100, div2k, or a folder path")
+    e.add_argument("--scales", default=None, help="comma-separated integer scales (default: the protocol's "
+                                                  "published scales)")
+    e.add_argument("--protocol", choices=["benchmark", "div2k", "mmagic"], default=None,
+                   help="default: div2k for DIV2K, benchmark otherwise")
+    e.add_argument("--lr", choices=["auto", "pil"], default="auto",
+                   help="auto: MATLAB LR files for x2-x4 under the paper protocols; pil: always PIL bicubic")
+    e.add_argument("--gt-mod", type=int, default=None, metavar="N",
+                   help="crop the HR top-left to a multiple of N first (OpenMMLab's GTmod12 sets: 12)")
+    e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    e.add_argument("-o", "--output", default="eval-out", metavar="DIR", help="folder for CSV / summaries")
+    e.add_argument("--json", metavar="OUT", help="also write the summary records to this JSON file")
+    _common(e)
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("data", help="fetch or verify evaluation datasets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="known datasets, sources and whether they are present")
+    df = dsub.add_parser("fetch", help="download (resumable, checked) and extract into <root>/<Set>/HR, LR_bicubic/X<k>")
+    df.add_argument("name", choices=["div2k", "set5", "set14", "b100", "urban100"])
+    df.add_argument("--force", action="store_true", help="download and extract again")
+    dv = dsub.add_parser("verify", help="check a dataset's image counts and HR/LR pairs")
+    dv.add_argument("name", help="a known dataset name or a folder path")
+    for p in (d, df, dv):
+        p.add_argument("--root", default=None, metavar="DIR", help="data root (default: $LIIF_DATA_DIR or the cache)")
+    d.set_defaults(func=cmd_data)
+
+    r = sub.add_parser("report", help="reproduction report (Markdown + PSNR-vs-scale plot) against the paper")
+    r.add_argument("--weights", default="edsr-baseline-liif")
+    r.add_argument("--datasets", default=None,
+                   help="comma-separated names or folders (default: every known dataset under the data root)")
+    r.add_argument("--scales", default=None, help="default: the paper's scales for each protocol")
+    r.add_argument("-o", "--output", required=True, metavar="DIR")
+    _common(r)
+    r.set_defaults(func=cmd_report)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, metavar="DIR", help="where named datasets live "
+                                                                    "(default: $LIIF_DATA_DIR or the cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--method", default="fast", choices=["fast", "reference"], help="renderer")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar per dataset (default: when stderr is a terminal)")
+
+
+def _root(text: str | None) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
+def _load(args: argparse.Namespace):
+    from liif import api
+
+    return api.load(args.weights, device=args.device, precision=args.precision, method=args.method)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return sys.stderr.isatty() if args.progress is None else bool(args.progress)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from liif.data import datasets
+    from liif.eval import protocols, report
+
+    ds = datasets.resolve(args.dataset, _root(args.data_root))
+    prot = protocols.protocol(args.protocol or protocols.default_protocol(ds))
+    scales = protocols.parse_scales(args.scales or DEFAULT_SCALES[prot.name])
+    if args.gt_mod is not None and args.gt_mod < 1:
+        raise LiifError("--gt-mod must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise LiifError("--limit must be >= 1")
+    protocols.check_inputs(ds, scales, prot, args.lr)  # before loading the model
+    up = _load(args)
+    images = ds.hr_files[: args.limit] if args.limit else None
+    scores = protocols.evaluate(up, ds, scales, prot, args.lr, args.gt_mod, _progress(args), images)
+    summaries = protocols.summarize(scores)
+    out = Path(args.output)
+    paths = report.write_results(scores, summaries, out, f"{ds.name}-{prot.name}", up.spec.encoder)
+    if args.json:
+        paths.append(report.write_json(report.records(summaries, up.spec.encoder), Path(args.json)))
+    print(report.summary_markdown(summaries, up.spec.encoder))
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from liif.data import datasets
+
+    root = _root(args.root)
+    if args.action == "list":
+        base = root or datasets.data_root()
+        for d in datasets.REGISTRY.values():
+            state = "present" if (base / d.folder / "HR").is_dir() else "not fetched"
+            print(f"{d.key}\t{d.folder}\t{d.n_images} images\t{state} ({base / d.folder})")
+            for a in d.archives:
+                print(f"\t{a.url}\tsha256 {a.sha256 or 'unknown (verified by structure)'}")
+        return 0
+    if args.action == "fetch":
+        ds = datasets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())
+        print(f"{ds.name}: {len(ds.hr_files)} images at {ds.path}")
+        return 0
+    ds = datasets.verify(args.name, root)
+    scales = sorted(int(p.name[1:]) for p in (ds.path / "LR_bicubic").glob("X*") if p.name[1:].isdigit())
+    print(f"{ds.path}: OK ({len(ds.hr_files)} HR images; LR scales {', '.join(f'x{s}' for s in scales) or 'none'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from liif.data import datasets
+    from liif.eval import protocols, report
+
+    root = _root(args.data_root)
+    if args.datasets:
+        folders = [datasets.resolve(n.strip(), root) for n in args.datasets.split(",") if n.strip()]
+    else:
+        base = root or datasets.data_root()
+        folders = [datasets.open_folder(base / d.folder, d.folder) for d in datasets.REGISTRY.values()
+                   if (base / d.folder / "HR").is_dir()]
+        if not folders:
+            raise LiifError(f"no datasets under {base}; run `liif data fetch set5` or pass --datasets FOLDER,...")
+    plans = []
+    for ds in folders:
+        prot = protocols.protocol(protocols.default_protocol(ds))
+        scales = protocols.parse_scales(args.scales or DEFAULT_SCALES[prot.name])
+        protocols.check_inputs(ds, scales, prot, "auto")
+        plans.append((ds, prot, scales))
+    up = _load(args)
+    out = Path(args.output)
+    summaries = []
+    for ds, prot, scales in plans:
+        scores = protocols.evaluate(up, ds, scales, prot, progress=_progress(args))
+        s = protocols.summarize(scores)
+        report.write_results(scores, s, out, f"{ds.name}-{prot.name}", up.spec.encoder)
+        summaries += s
+    plot = report.plot_psnr_vs_scale(report.report_series(summaries, up.spec.encoder), out / "psnr_vs_scale.png",
+                                     f"{args.weights}: PSNR vs scale")
+    command = "liif " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "liif report"
+    md = report.report_markdown(summaries, str(args.weights), up.spec.encoder, plot.name, command)
+    report.write_json(report.records(summaries, up.spec.encoder), out / "report.json")
+    print(f"wrote {report.write_text(out / 'report.md', md)}")
+    print(f"wrote {plot}")
+    return 0
