@@ -1,0 +1,1 @@
+"""Training LIIF: YAML configs, one readable loop (single process or torchrun DDP), checkpoints, bench."""

@@ -1,0 +1,76 @@
+"""``liif train``: argument parsing and the command (the loop lives in liif.train.loop)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from liif.errors import LiifError
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML training config, e.g. configs/tiny-cpu.yaml")
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<config name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted key, e.g. --set train.lr=2e-4 (repeatable)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop cleanly after M minutes of wall-clock time, saving a checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: when stderr is a terminal)")
+
+
+DEFAULT_BENCH_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train-edsr-baseline-liif.yaml"
+DEFAULT_BENCH_DATA = ["../shared/data/train/T91", "../shared/data/train/SunHays80"]
+
+
+def add_bench_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``liif bench train`` (dispatched by liif.bench to liif.train.bench.main)."""
+    p = bsub.add_parser("train", help="training samples/s: reference loop vs ours, and the ratio")
+    p.add_argument("--config", default=str(DEFAULT_BENCH_CONFIG), help="training config (default: EDSR-baseline-LIIF)")
+    p.add_argument("--data", nargs="+", default=DEFAULT_BENCH_DATA, metavar="DIR",
+                   help="training image folders used instead of the config's (default ../shared/data/train/*)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="our loop's precision")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
+    p.add_argument("--iters", type=int, default=3, help="timed steps per loop (after one warm-up step)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    t = sub.add_parser("train", help="train a LIIF model (one process, or many under torchrun)",
+                       description="Train LIIF from a YAML config. Under torchrun every process runs this "
+                                   "command; rank 0 logs and writes checkpoints. See docs/training.md.")
+    add_train_arguments(t)
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from liif.train import config, loop
+
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        raise LiifError("--max-minutes must be positive")
+    cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    summary = loop.train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress)
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary), file=sys.stdout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python train.py CONFIG ...``: the same command without the ``liif`` prefix."""
+    p = argparse.ArgumentParser(prog="train.py", description="Train LIIF from a YAML config (see docs/training.md).")
+    add_train_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return cmd_train(args)
+    except LiifError as e:
+        print(f"liif: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("liif: interrupted", file=sys.stderr)
+        return 130

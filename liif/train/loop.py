@@ -1,0 +1,312 @@
+"""The training loop: one process or many (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK).
+
+Read top to bottom: setup (process group, device, seeds), model and optimizer, data, resume,
+then epochs of iterations: forward (layer-0 folded query, optional autocast), L1 loss in the
+normalised space, backward (DDP averages gradients), Adam step; per epoch the MultiStepLR step,
+validation (paper protocol PSNR) and checkpoints. Rank 0 alone logs and writes files.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from liif.checkpoints import atomic_path
+from liif.data.folders import ImageFolder, PairedFolders, div2k
+from liif.data.sampling import FixedScale, ImplicitDownsampled
+from liif.errors import LiifError
+from liif.models import LIIF, build
+from liif.models.folded import folded_forward
+from liif.train import checkpoint as ckpt
+from liif.train.config import Config, dump
+
+CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]
+
+
+class Step(nn.Module):
+    """The trained function as a module (so DDP can wrap it): normalised LR + queries -> prediction."""
+
+    def __init__(self, model: LIIF, fold: bool, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model, self.fold, self.channels_last = model, fold, channels_last
+        if channels_last:
+            model.encoder.to(memory_format=torch.channels_last)
+
+    def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        return folded_forward(self.model, inp, coord, cell) if self.fold else self.model(inp, coord, cell)
+
+
+def train_step(forward: nn.Module, model: LIIF, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               batch: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None) -> float:
+    """One optimisation step on one (per-rank) batch; returns the L1 loss in the normalised space."""
+    inp = model.normalize(batch["inp"].to(device, non_blocking=True))
+    coord = batch["coord"].to(device, non_blocking=True)
+    cell = batch["cell"].to(device, non_blocking=True)
+    gt = (batch["gt"].to(device, non_blocking=True) - model.out_mean.view(3)) / model.out_std.view(3)
+    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    with ctx:
+        pred = forward(inp, coord, cell)
+    loss = F.l1_loss(pred.float(), gt)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss.item()
+
+
+def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's share of each global batch of one epoch (a shuffled pass, last partial batch dropped).
+
+    The permutation depends only on (seed, epoch); rank r takes members r, r+world, ... of every
+    global batch, so the ranks see disjoint data and together exactly the single-process batches.
+    """
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return [perm[i * batch + rank:(i + 1) * batch:world] for i in range(n // batch)]
+
+
+def build_data(cfg: Config) -> tuple[ImplicitDownsampled, FixedScale | None]:
+    d = cfg.data.train
+    images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache) if d.div2k is not None
+              else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache))
+    train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed)
+    v = cfg.data.val
+    val = None
+    if v.hr is not None:
+        src: PairedFolders | ImageFolder = (PairedFolders(v.lr, v.hr, first_k=v.first_k) if v.lr is not None
+                                            else ImageFolder(v.hr, first_k=v.first_k))
+        val = FixedScale(src, v.scale)
+    return train, val
+
+
+@torch.no_grad()
+def validate(model: LIIF, val: FixedScale, y_channel: bool, device: torch.device) -> float:
+    """Mean PSNR over whole images rendered at the validation scale (Y + shave s, or RGB + shave s + 6)."""
+    from liif.eval.metrics import psnr  # noqa: PLC0415 - written by the evaluation work
+    from liif.render import render
+
+    was_training = model.training
+    model.eval()
+    values = []
+    for i in range(len(val)):
+        lr, hr = val[i]
+        pred = render(model, lr.to(device), tuple(hr.shape[-2:]))
+        sr = model.denormalize(pred.permute(1, 2, 0)).permute(2, 0, 1).clamp(0, 1).cpu()
+        shave = val.scale if y_channel else val.scale + 6
+        values.append(float(psnr(sr, hr, shave=shave, y_channel=y_channel)))
+    model.train(was_training)
+    return sum(values) / len(values)
+
+
+def pick_device(cfg: Config, local_rank: int) -> torch.device:
+    want = cfg.train.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise LiifError("config key train.device is cuda but no CUDA device is available")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    if cfg.train.precision == "fp16":
+        raise LiifError("config key train.precision: fp16 needs CUDA; use bf16 on the CPU")
+    return torch.device("cpu")
+
+
+def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` into ``out``; returns a summary (steps, epochs, last loss, samples/s, best PSNR)."""
+    t_start = time.monotonic()
+    # -- processes and device ------------------------------------------------------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(cfg, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if t.batch_size % world:
+        raise LiifError(f"config key train.batch_size ({t.batch_size}) must be a multiple of the "
+                        f"number of processes ({world})")
+    out = Path(out)
+    last_dir = out / "checkpoints" / "last"
+    found = ckpt.find(last_dir)
+    if found is not None and not resume:
+        raise LiifError(f"{out} already holds a checkpoint ({found}); pass --resume or choose another --out")
+
+    # -- model, optimizer, schedule ------------------------------------------------------------
+    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    spec = cfg.model_spec()
+    model = build(spec).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=t.lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+
+    # -- data ------------------------------------------------------------------------------------
+    train_set, val_set = build_data(cfg)
+    iters = len(train_set) // t.batch_size
+    if iters == 0:
+        raise LiifError(f"the training set has {len(train_set)} samples per epoch, fewer than one batch "
+                        f"({t.batch_size}); raise data.train.repeat")
+
+    # -- resume ------------------------------------------------------------------------------------
+    epoch, it0, step, best = 0, 0, 0, -math.inf
+    if resume and found is not None:
+        state = ckpt.load(found, model)
+        if state["config"]["model"] != cfg.to_dict()["model"]:
+            raise LiifError(f"--resume: the model section differs from the checkpoint's ({found})")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if master:
+            print(f"resumed from {found}: epoch {epoch + 1}, iteration {it0}, step {step}", file=sys.stderr)
+    elif resume and master:
+        print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
+    torch.manual_seed(t.seed * 1000 + rank + step)  # per-rank stream for anything random in the model
+
+    step_module: nn.Module = Step(model, t.fold, t.channels_last)
+    if world > 1:
+        step_module = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[local_rank] if device.type == "cuda" else None)
+    forward = torch.compile(step_module) if t.compile else step_module
+
+    # -- logging ------------------------------------------------------------------------------------
+    log_rows = out / "log.csv"
+    writer = None
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(dump(cfg))
+        _truncate_log(log_rows, step)
+        if cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(out / "tb"))
+    bar = None
+    if master and (sys.stderr.isatty() if progress is None else progress):
+        from tqdm import tqdm
+        bar = tqdm(total=t.epochs * iters, initial=epoch * iters + it0, unit="it", dynamic_ncols=True)
+
+    def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
+        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
+                "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict()}
+
+    def log(row: dict[str, Any]) -> None:
+        new = not log_rows.exists()
+        with open(log_rows, "a", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        if writer is not None:
+            for k in ("loss", "lr", "samples_per_s", "val_psnr"):
+                if row.get(k, "") != "":
+                    writer.add_scalar(k, row[k], row["step"])
+
+    # -- epochs ---------------------------------------------------------------------------------------
+    deadline = None if max_minutes is None else t_start + 60 * max_minutes
+    stopped = False
+    last_loss = math.nan
+    window_loss, window_n, window_t = 0.0, 0, time.monotonic()
+    sps = math.nan
+    model.train()
+    while epoch < t.epochs and not stopped:
+        train_set.set_epoch(epoch)
+        batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, rank, world)[it0:]
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.workers,
+                                             pin_memory=device.type == "cuda")
+        for it, batch in enumerate(loader, start=it0):
+            loss = train_step(forward, model, opt, scaler, batch, device, amp_dtype)
+            step += 1
+            window_loss += loss
+            window_n += 1
+            done_iter = it + 1
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.log.every == 0:
+                stats = torch.tensor([window_loss, window_n], dtype=torch.float64)
+                if world > 1:
+                    dist.all_reduce(stats)
+                now = time.monotonic()
+                sps = window_n / world * t.batch_size / (now - window_t)
+                last_loss = float(stats[0] / stats[1])
+                if master:
+                    log({"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
+                         "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{sps:.1f}")
+                window_loss, window_n, window_t = 0.0, 0, now
+            if deadline is not None:
+                flag = torch.tensor([time.monotonic() >= deadline], dtype=torch.int32)
+                if world > 1:
+                    dist.broadcast(flag, 0)
+                stopped = bool(flag.item())
+            if stopped or (cfg.checkpoint.last_every_iters and step % cfg.checkpoint.last_every_iters == 0
+                           and done_iter < iters):
+                if master:
+                    ckpt.save(last_dir, model, spec, state_dict(epoch, done_iter))
+                if stopped:
+                    break
+        if stopped:
+            break
+        # -- end of epoch: schedule, validation, checkpoints --------------------------------------
+        it0 = 0
+        sched.step()
+        epoch += 1
+        if master:
+            row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+            is_best = False
+            if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
+                row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
+                is_best = float(row["val_psnr"]) > best
+                best = max(best, float(row["val_psnr"]))
+                if bar is not None:
+                    bar.write(f"epoch {epoch}: val PSNR {row['val_psnr']} dB")
+            log(row)
+            st = state_dict(epoch, 0)
+            ckpt.save(last_dir, model, spec, st)
+            if is_best:
+                ckpt.save(out / "checkpoints" / "best", model, spec, st)
+            if epoch % cfg.checkpoint.save_every == 0:
+                ckpt.save(out / "checkpoints" / f"epoch-{epoch}", model, spec, st)
+        if world > 1:
+            dist.barrier()
+    if bar is not None:
+        bar.close()
+    if writer is not None:
+        writer.close()
+    if world > 1:
+        dist.barrier()
+    return {"step": step, "epoch": epoch, "loss": last_loss, "samples_per_s": sps,
+            "best_psnr": best, "stopped_early": stopped, "checkpoint": str(last_dir)}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log rows past ``step`` (written after the checkpoint a resumed run starts from)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [r for r in rows if int(r["step"]) <= step]
+    if len(keep) == len(rows):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        w.writerows(keep)

@@ -1,0 +1,219 @@
+"""Training: config validation, a short run whose checkpoint upscales, kill -9 + --resume, budgets."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from liif import checkpoints
+from liif.cli import main as liif_main
+from liif.errors import LiifError
+from liif.train import checkpoint as ckpt
+from liif.train import config
+from liif.train.loop import epoch_batches, train
+
+from conftest import DATA, ROOT
+
+
+def make_images(folder: Path, n: int = 6, side: int = 40) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    for i in range(n):
+        f = rng.uniform(1, 4, 3)
+        img = np.stack([np.sin(2 * np.pi * (f[c] * yy + (c + 1) * xx) + i) for c in range(3)], -1)
+        Image.fromarray(((img * 0.5 + 0.5) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+def tiny_config(tmp_path: Path, **extra: object) -> Path:
+    """A model and data small enough for a few seconds per run on one core."""
+    images = make_images(tmp_path / "images")
+    raw = {
+        "model": {"encoder": "edsr-baseline", "encoder_args": {"n_resblocks": 1, "n_feats": 8}, "hidden": [16]},
+        "data": {"train": {"roots": [str(images)], "repeat": 2, "inp_size": 12, "scale_max": 3.0,
+                           "sample_q": 64},
+                 "val": {"hr": str(images), "scale": 2, "first_k": 2, "every": 1}},
+        "train": {"batch_size": 4, "epochs": 2, "lr": 1e-3, "milestones": [1], "gamma": 0.5, "threads": 1},
+        "checkpoint": {"save_every": 1},
+        "log": {"every": 1},
+    }
+    for key, value in extra.items():
+        config.apply_override(raw, f"{key}={value}")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+def test_shipped_configs_parse_and_mirror_the_paper(tmp_path: Path) -> None:
+    for name in ("train-edsr-baseline-liif.yaml", "train-rdn-liif.yaml"):
+        raw = yaml.safe_load((ROOT / "configs" / name).read_text())
+        cfg = config.from_dict(raw)
+        t, d = cfg.train, cfg.data.train
+        assert (t.batch_size, t.epochs, t.lr, t.milestones, t.gamma) == (16, 1000, 1e-4, [200, 400, 600, 800], 0.5)
+        assert (d.inp_size, d.scale_min, d.scale_max, d.sample_q, d.repeat) == (48, 1.0, 4.0, 2304, 20)
+        assert cfg.model_spec().hidden == [256, 256, 256, 256]
+    cfg = config.load(ROOT / "configs" / "tiny-cpu.yaml",
+                      [f"data.train.roots=[{DATA / 'train' / 'T91'}]", f"data.val.hr={DATA / 'Set14' / 'HR'}",
+                       f"data.val.lr={DATA / 'Set14' / 'LR_bicubic' / 'X4'}"])
+    assert cfg.train.precision == "bf16"
+
+
+def test_overrides_are_typed(tmp_path: Path) -> None:
+    cfg = config.load(tiny_config(tmp_path), ["train.lr=2e-4", "train.milestones=[3, 5]", "data.train.augment=false"])
+    assert cfg.train.lr == 2e-4 and cfg.train.milestones == [3, 5] and cfg.data.train.augment is False
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lrr=1", r"unknown config key train\.lrr"),
+    ("train.batch_size=abc", r"train\.batch_size must be an integer"),
+    ("train.fold=maybe", r"train\.fold must be true or false"),
+    ("data.train.roots=[/no/such/folder]", r"data\.train\.roots\[0\].*not found: /no/such/folder"),
+    ("train.precision=fp8", r"train\.precision must be one of"),
+    ("model.encoder=vgg", r"config key model: unknown encoder"),
+    ("train.lr=-1", r"train\.lr must be positive"),
+])
+def test_config_errors_name_the_key_before_training(tmp_path: Path, override: str, message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_config(tmp_path)
+    with pytest.raises(LiifError, match=message):
+        config.load(path, [override])
+    out = tmp_path / "run"
+    assert liif_main(["train", str(path), "--out", str(out), "--set", override]) == 1
+    assert "liif: error: " in capsys.readouterr().err
+    assert not out.exists()  # nothing started
+
+
+def test_empty_dataset_folder_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LiifError, match=r"data\.val\.hr: .*empty holds no PNG/JPEG"):
+        config.load(tiny_config(tmp_path), [f"data.val.hr={tmp_path / 'empty'}"])
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+def test_epoch_batches_split_each_global_batch_across_ranks() -> None:
+    single = epoch_batches(50, 8, epoch=3, seed=1)
+    r0 = epoch_batches(50, 8, epoch=3, seed=1, rank=0, world=2)
+    r1 = epoch_batches(50, 8, epoch=3, seed=1, rank=1, world=2)
+    assert len(single) == len(r0) == len(r1) == 6
+    for s, a, b in zip(single, r0, r1):
+        assert len(a) == len(b) == 4 and not set(a) & set(b) and sorted(a + b) == sorted(s)
+    assert epoch_batches(50, 8, epoch=4, seed=1) != single
+
+
+def test_short_run_writes_checkpoints_that_upscale(tmp_path: Path) -> None:
+    cfg = config.load(tiny_config(tmp_path))
+    out = tmp_path / "run"
+    summary = train(cfg, out, progress=False)
+    assert summary["step"] == 6 and summary["epoch"] == 2 and np.isfinite(summary["loss"])
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [r["val_psnr"] != "" for r in rows].count(True) == 2
+    assert float(rows[-1]["lr"]) == pytest.approx(5e-4)  # MultiStepLR milestone 1, gamma 0.5
+    for name in ("last", "best", "epoch-1", "epoch-2"):
+        assert ckpt.complete(out / "checkpoints" / name)
+    model, spec = checkpoints.load(out / "checkpoints" / "last" / "model.safetensors")
+    assert spec.encoder_args == {"n_resblocks": 1, "n_feats": 8} and spec.hidden == [16]
+    state = torch.load(out / "checkpoints" / "last" / "state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 6 and state["config"]["train"]["batch_size"] == 4
+    png = tmp_path / "up.png"
+    assert liif_main(["upscale", str(tmp_path / "images" / "00.png"), "-o", str(png), "--scale", "2",
+                      "--weights", str(out / "checkpoints" / "last" / "model.safetensors")]) == 0
+    assert Image.open(png).size == (80, 80)
+    with pytest.raises(LiifError, match="already holds a checkpoint"):
+        train(cfg, out, progress=False)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return checkpoints.read(run / "checkpoints" / "last" / "model.safetensors")[1]
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "liif.cli", "train", *args, "--no-progress"]
+
+
+def test_kill_9_then_resume_continues_the_run(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, **{"train.epochs": 4, "data.train.repeat": 4, "checkpoint.last_every_iters": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run(_cli(str(path), "--out", str(whole)), check=True, env=env, cwd=ROOT, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(str(path), "--out", str(run)), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = run / "checkpoints" / "last" / "state.pt"
+    deadline = time.monotonic() + 120
+    step = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            step = torch.load(state_file, weights_only=True)["step"]
+        except Exception:  # noqa: BLE001 - not there yet, or being replaced
+            step = 0
+        if step >= 4:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    found = ckpt.find(run / "checkpoints" / "last")
+    assert found is not None
+    killed_at = torch.load(found / "state.pt", weights_only=True)["step"]
+    assert 4 <= killed_at < 24
+    done = subprocess.run(_cli(str(path), "--out", str(run), "--resume"), env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"step {killed_at}" in done.stderr
+    with open(run / "log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
+    assert steps == list(range(1, 25))  # the loss curve continues, no gap, no repeat
+    with open(whole / "log.csv") as f:
+        whole_loss = [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+    with open(run / "log.csv") as f:
+        run_loss = [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+    np.testing.assert_allclose(run_loss, whole_loss, rtol=1e-4, atol=1e-6)
+    a, b = _weights(whole), _weights(run)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+
+
+def test_interrupted_checkpoint_swap_keeps_the_previous_one(tmp_path: Path) -> None:
+    cfg = config.load(tiny_config(tmp_path, **{"train.epochs": 1}))
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    last = out / "checkpoints" / "last"
+    before = _weights(out)
+    # A kill between "move the old one aside" and "rename the new one in", with a half-written new one.
+    os.replace(last, last.parent / ".last.old")
+    (last.parent / ".last.new").mkdir()
+    (last.parent / ".last.new" / "model.safetensors").write_bytes(b"partial")
+    found = ckpt.find(last)
+    assert found == last.parent / ".last.old"
+    assert torch.equal(checkpoints.read(found / "model.safetensors")[1]["imnet.layers.0.weight"],
+                       before["imnet.layers.0.weight"])
+    summary = train(config.load(tiny_config(tmp_path, **{"train.epochs": 2})), out, resume=True, progress=False)
+    assert summary["epoch"] == 2 and ckpt.complete(last)
+    assert not (last.parent / ".last.old").exists() and not (last.parent / ".last.new").exists()
+
+
+def test_max_minutes_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    cfg = config.load(tiny_config(tmp_path, **{"train.epochs": 3}))
+    out = tmp_path / "run"
+    first = train(cfg, out, max_minutes=1e-6, progress=False)
+    assert first["stopped_early"] and first["step"] == 1
+    state = torch.load(out / "checkpoints" / "last" / "state.pt", weights_only=True)
+    assert (state["epoch"], state["iter"], state["step"]) == (0, 1, 1)
+    rest = train(cfg, out, resume=True, progress=False)
+    assert rest["step"] == 9 and rest["epoch"] == 3 and not rest["stopped_early"]
