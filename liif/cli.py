@@ -109,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--huge", action="store_true",
                     help="also run the upstream issue #44 case 4608x3456 -> 9216x6912 (minutes)")
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    __import__("liif.train.cli", fromlist=["add_bench_parser"]).add_bench_parser(bsub)
     b.set_defaults(func=cmd_bench)
     __import__("liif.eval.cli", fromlist=["add_parsers"]).add_parsers(sub)
     __import__("liif.export.cli", fromlist=["add_parsers"]).add_parsers(sub)
+    __import__("liif.train.cli", fromlist=["add_parsers"]).add_parsers(sub)
     return p
 
 
