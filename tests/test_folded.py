@@ -38,3 +38,17 @@ def test_folded_forward_with_the_official_model(official) -> None:
     with torch.no_grad():
         torch.testing.assert_close(folded_forward(model, inp, coord, cell), model(inp, coord, cell),
                                    rtol=1e-5, atol=2e-5)
+
+
+def test_folded_query_under_bf16_autocast_stays_close() -> None:
+    torch.manual_seed(2)
+    model = build(ModelSpec(encoder_args={"n_resblocks": 1, "n_feats": 16}, hidden=[64, 64]))
+    inp = torch.rand(2, 3, 9, 9) * 2 - 1
+    coord = torch.rand(2, 200, 2) * 2 - 1
+    cell = torch.full((2, 200, 2), 2 / 27)
+    with torch.no_grad():
+        ref = model(inp, coord, cell)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = folded_forward(model, inp, coord, cell)
+    assert got.dtype == torch.float32
+    assert (got - ref).abs().max() < 0.02 * ref.abs().max()

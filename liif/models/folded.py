@@ -43,13 +43,15 @@ def folded_query(model: LIIF, feat: torch.Tensor, coord: torch.Tensor, cell: tor
         rels.append(torch.stack([ry, rx], dim=-1))
     rel = torch.stack(rels)  # (T, B, Q, 2)
     h = z.index_select(0, torch.cat(idx)).view(len(shifts), B, Q, -1)
-    bias = first.bias
-    lin = rel @ w[:, nf:nf + 2].t()
-    if model.cell_decode:
-        rel_cell = cell * torch.tensor([H, W], dtype=cell.dtype, device=cell.device)
-        lin = lin + (rel_cell @ w[:, nf + 2:nf + 4].t()).unsqueeze(0)
-    h = h + (lin + bias).to(h.dtype)
-    preds = layers[1:](h)  # (T, B, Q, out)
+    # The coordinate and cell terms are tiny GEMMs (K = 2); keep them in fp32 under autocast so the
+    # offsets keep their precision, then join the (possibly bf16) gathered codes.
+    with torch.autocast(feat.device.type, enabled=False):
+        lin = rel @ w[:, nf:nf + 2].float().t() + first.bias.float()
+        if model.cell_decode:
+            rel_cell = cell.float() * torch.tensor([H, W], dtype=torch.float32, device=cell.device)
+            lin = lin + (rel_cell @ w[:, nf + 2:nf + 4].float().t()).unsqueeze(0)
+    h = h + lin.to(h.dtype)
+    preds = layers[1:](h).float()  # (T, B, Q, out); the blend runs in fp32
 
     areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9  # (T, B, Q)
     total = areas[0]
@@ -58,7 +60,7 @@ def folded_query(model: LIIF, feat: torch.Tensor, coord: torch.Tensor, cell: tor
     order = range(len(shifts) - 1, -1, -1) if model.local_ensemble else range(len(shifts))
     out = torch.zeros_like(preds[0])
     for t, a in zip(range(len(shifts)), order):
-        out = out + preds[t] * (areas[a] / total).unsqueeze(-1).to(preds.dtype)
+        out = out + preds[t] * (areas[a] / total).unsqueeze(-1)
     return out
 
 
