@@ -303,6 +303,9 @@
     const source = await createImageBitmap(await r.blob());
     st.image = info;
     st.source = source;
+    const sel = $("images");
+    if (![...sel.options].some((o) => o.value === info.id)) sel.appendChild(option(info, "uploaded: "));
+    sel.value = info.id;
     st.layers = { liif: { done: null, next: null }, bicubic: { done: null, next: null } };
     const c = cssSize();
     st.zoom = Math.min(c.w / info.width, c.h / info.height);
@@ -358,17 +361,19 @@
     setStatus(`downloaded ${W}×${H}`);
   });
 
+  function option(info, prefix) {
+    const o = document.createElement("option");
+    o.value = info.id;
+    o.textContent = `${prefix}${info.name} (${info.width}×${info.height})`;
+    o.dataset.info = JSON.stringify(info);
+    return o;
+  }
+
   async function init() {
     st.limits = (await (await fetch("/api/config")).json()).limits;
     const list = await (await fetch("/api/images")).json();
     const sel = $("images");
-    for (const info of list) {
-      const o = document.createElement("option");
-      o.value = info.id;
-      o.textContent = `${info.name} (${info.width}×${info.height})`;
-      o.dataset.info = JSON.stringify(info);
-      sel.appendChild(o);
-    }
+    for (const info of list) sel.appendChild(option(info, ""));
     redraw();
     window.liifViewer.ready = true;
   }
