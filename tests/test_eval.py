@@ -172,7 +172,7 @@ def test_eval_and_report_commands(tmp_path: Path, official_path: Path, capsys: p
                    "--protocol", "mmagic", "-o", str(out), "--json", str(tmp_path / "r.json"), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "| Set14 | x6 | mmagic | pil | 2 |" in text and "24.78 (LIIF-RDN (OpenMMLab)" in text
+    assert "| Set14 | x6 | mmagic | pil | 2 |" in text and "24.7824 (LIIF-RDN (OpenMMLab)" in text
     recs = json.loads((tmp_path / "r.json").read_text())
     assert [(r["dataset"], r["scale"], r["protocol"], r["n_images"]) for r in recs] == [
         ("Set14", 2, "mmagic", 2), ("Set14", 6, "mmagic", 2)]

@@ -75,7 +75,7 @@ def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None) 
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records(summaries, backbone):
         pubs = r["published"]
-        pub = "<br>".join(f"{p['psnr']:.4g} ({p['model']}, {p['source']})" for p in pubs) or "-"
+        pub = "<br>".join(f"{p['psnr']:g} ({p['model']}, {p['source']})" for p in pubs) or "-"
         diff = "<br>".join(f"{p['psnr_diff']:+.2f}" if p["psnr_diff"] is not None else "-" for p in pubs) or "-"
         lines.append(f"| {r['dataset']} | x{r['scale']} | {r['protocol']} | {r['lr_source']} | {r['n_images']} | "
                      f"{_fmt(r['psnr'])} | {_fmt(r['ssim'])} | {pub} | {diff} |")
@@ -128,7 +128,7 @@ def plot_psnr_vs_scale(series: Sequence[tuple[str, tuple[int, int, int], bool, d
         d.line([x, top, x, H - bottom], fill=(235, 235, 235))
         d.text((x, H - bottom + 6), f"x{s}", fill="black", font=font, anchor="ma")
     d.text(((left + W - right) / 2, 12), title, fill="black", font=font, anchor="ma")
-    d.text((left, H - 18), "scale (log axis)", fill="black", font=font, anchor="ls")
+    d.text(((left + W - right) / 2, H - 8), "scale (log axis)", fill="black", font=font, anchor="ms")
     d.text((12, top - 20), "PSNR (dB)", fill="black", font=font, anchor="ls")
     for i, (label, colour, dashed, data) in enumerate(series):
         line = [xy(s, v) for s, v in sorted(data.items()) if math.isfinite(v)]
