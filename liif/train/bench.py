@@ -2,8 +2,8 @@
 
 reference: the official op structure - ``LIIF.query`` with the full 3x3 unfold and four nearest
            grid_samples of the 576-wide codes, fp32.
-ours:      the layer-0 folded query (``liif.models.folded``) under the configured autocast (bf16
-           by default on CPU).
+ours:      the layer-0 folded query (``liif.models.folded``) under autocast (bf16 by default) with
+           NHWC (channels-last) encoder activations, as ``train.channels_last`` does.
 Both start from the same weights and run the same pre-built batches (data loading is excluded:
 in a real run it overlaps with compute in DataLoader workers). Steps alternate ref/ours so that
 background load affects both alike; samples/s = batch / median step time.
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     loops = {
         "reference": (Step(ref, fold=False), ref, None),
-        "ours": (Step(ours, fold=True), ours, amp),
+        "ours": (Step(ours, fold=True, channels_last=args.channels_last), ours, amp),
     }
     state = {}
     for name, (fwd, model, dtype) in loops.items():
@@ -77,12 +77,13 @@ def main(args: argparse.Namespace) -> int:
           f"{cfg.data.train.inp_size}px LR patches, {cfg.data.train.sample_q} queries/sample, device {device}, "
           f"{torch.get_num_threads()} threads, median of {args.iters} steps")
     print(f"  reference (LIIF.query, full unfold, fp32): {res['reference']:8.2f} samples/s")
-    print(f"  ours (layer-0 fold, {args.precision}):{' ' * (19 - len(args.precision))}{res['ours']:8.2f} samples/s")
+    label = f"ours (layer-0 fold, {args.precision}{', NHWC' if args.channels_last else ''}):"
+    print(f"  {label:<42} {res['ours']:8.2f} samples/s")
     ratio = res["ours"] / res["reference"]
     print(f"  ratio: {ratio:.2f}x")
     if args.json:
         fig = {"config": str(args.config), "batch": bs, "device": str(device), "threads": torch.get_num_threads(),
-               "precision": args.precision, "iters": args.iters,
+               "precision": args.precision, "channels_last": args.channels_last, "iters": args.iters,
                "reference_samples_per_s": res["reference"], "ours_samples_per_s": res["ours"], "ratio": ratio,
                "reference_step_s": state["reference"][5], "ours_step_s": state["ours"][5]}
         with atomic_path(Path(args.json)) as tmp:

@@ -34,6 +34,8 @@ def add_bench_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="training image folders used instead of the config's (default ../shared/data/train/*)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="our loop's precision")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="NHWC encoder activations in our loop (default on)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
     p.add_argument("--iters", type=int, default=3, help="timed steps per loop (after one warm-up step)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
