@@ -37,6 +37,7 @@ from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_CHUNK = 30000
 BLOCK_QUERIES = 1024
+STRIPE_PIXELS = 1 << 16  # output pixels yielded at a time
 DEFAULT_MAX_MEMORY = 256 << 20
 
 
@@ -178,8 +179,9 @@ class TorchBackend:
     def layer0_map(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         """feat (1, C, h, w) -> Z (h, w, 256): layer-0 pre-activation of every LR code, channels-last."""
         bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
-        z = F.conv2d(feat.float(), self.conv_w, bias, padding=self.conv_w.shape[-1] // 2)
-        return z[0].permute(1, 2, 0).to(self.dtype)
+        x = feat.float().contiguous(memory_format=torch.channels_last)
+        z = F.conv2d(x, self.conv_w, bias, padding=self.conv_w.shape[-1] // 2)
+        return z[0].permute(1, 2, 0).contiguous().to(self.dtype)  # no-op copy for channels-last output
 
     def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` of Z (n_lr, 256) plus the offset term, through the remaining layers -> (n, 3) float32."""
@@ -201,7 +203,10 @@ def render_tiles(
     progress: bool = False,
     backend: "TorchBackend | None" = None,
 ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
-    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)) in raster order."""
+    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)).
+
+    Tiles come tile by tile (each tile in stripes); together they cover the window exactly once.
+    """
     window.check(out_hw)
     dtype = _dtype(precision, img.device)
     budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
@@ -221,16 +226,17 @@ def render_tiles(
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False)
-    cache: tuple[tuple[int, int, int, int], torch.Tensor] | None = None
     with torch.no_grad():
         for (r0, r1), (c0, c1) in tiles:
-            lr_box = _lr_box(rows, cols, r0, r1, c0, c1)
-            if cache is None or not _inside(lr_box, cache[0]):
-                cache = (lr_box, _z_region(dec, img, lr_box, halo, rel_cell))
-            box, z = cache
-            yield (r0, c0), _decode_tile(dec, z, box, rows, cols, r0, r1, c0, c1, ens)
-            if bar is not None:
-                bar.update((r1 - r0) * (c1 - c0))
+            region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)
+            # Decode the tile in stripes so per-pixel temporaries stay small next to Z.
+            step = max(1, STRIPE_PIXELS // (c1 - c0))
+            for s0 in range(r0, r1, step):
+                s1 = min(r1, s0 + step)
+                yield (s0, c0), _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens)
+                if bar is not None:
+                    bar.update((s1 - s0) * (c1 - c0))
+            del z
     if bar is not None:
         bar.close()
 
@@ -248,7 +254,7 @@ def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
     assert model.imnet is not None
     width = model.imnet.layers[0].out_features
     enc_bytes = model.encoder.activation_bytes_per_pixel()
-    z_bytes = (4 + torch.finfo(dtype).bits // 8) * width  # float32 conv output + its cast copy
+    z_bytes = (4 + (torch.finfo(dtype).bits // 8 if dtype != torch.float32 else 0)) * width  # conv out (+ cast)
     fixed = 3 * BLOCK_QUERIES * 4 * width * 4 + (1 << 20)  # ~3 live (4 x block, width) activations
     return 12 + enc_bytes + z_bytes, fixed
 
@@ -279,21 +285,20 @@ def _lr_box(rows: AxisPlan, cols: AxisPlan, r0: int, r1: int, c0: int, c1: int) 
     return int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
 
 
-def _inside(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return b[0] <= a[0] and a[1] <= b[1] and b[2] <= a[2] and a[3] <= b[3]
-
-
 def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, int],
-              halo: int, rel_cell: torch.Tensor) -> torch.Tensor:
-    """Z rows for LR rows box[0]:box[1], cols box[2]:box[3]; the encoder runs on the box plus halo."""
+              halo: int, rel_cell: torch.Tensor) -> tuple[tuple[int, int, int, int], torch.Tensor]:
+    """Z for every LR pixel of ``box`` grown by the halo: (that region, Z rows (n, width)).
+
+    The region beyond ``box`` is kept rather than cropped away: queries only ever index inside
+    ``box``, where the values are exact, and skipping the crop saves a copy of the largest array.
+    """
     y0, y1, x0, x1 = box
     h_lr, w_lr = img.shape[-2:]
-    ey0, ey1 = max(0, y0 - halo), min(h_lr, y1 + halo)
-    ex0, ex1 = max(0, x0 - halo), min(w_lr, x1 + halo)
-    feat = dec.encode(img[None, :, ey0:ey1, ex0:ex1])
-    # Z needs the codes' 3x3 neighbours: conv over the halo'd features, then crop to the box.
+    region = (max(0, y0 - halo), min(h_lr, y1 + halo), max(0, x0 - halo), min(w_lr, x1 + halo))
+    feat = dec.encode(img[None, :, region[0]:region[1], region[2]:region[3]])
     z = dec.layer0_map(feat, rel_cell)
-    return z[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0].reshape(-1, z.shape[-1]).contiguous()
+    del feat
+    return region, z.reshape(-1, z.shape[-1])
 
 
 def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
