@@ -6,7 +6,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from liif.errors import LiifError
+from liif.errors import LiifError, run_reporting_errors
+from liif.eval import cli as eval_cli
+from liif.export import cli as export_cli
+from liif.train import cli as train_cli
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -102,31 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--weights", default="edsr-baseline-liif")
     bi.add_argument("--size", type=int, default=256, help="input side (default 256)")
     bi.add_argument("--scales", default="2,4,12")
-    bi.add_argument("--repeat", type=int, default=1, help="best of N timings per path")
-    bi.add_argument("--max-window-px", type=int, default=1 << 20,
-                    help="time a centred window of at most this many output pixels (default 1M)")
+    bi.add_argument("--repeat", type=int, default=3, help="best of N interleaved timings per path (default 3)")
+    bi.add_argument("--max-window-px", type=int, default=1 << 19,
+                    help="time a centred window of at most this many output pixels (default 512K)")
     bi.add_argument("--skip-memory", action="store_true", help="skip the 960x540 -> 3840x2160 peak-RSS runs")
     bi.add_argument("--huge", action="store_true",
                     help="also run the upstream issue #44 case 4608x3456 -> 9216x6912 (minutes)")
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
-    __import__("liif.train.cli", fromlist=["add_bench_parser"]).add_bench_parser(bsub)
+    train_cli.add_bench_parser(bsub)
     b.set_defaults(func=cmd_bench)
-    __import__("liif.eval.cli", fromlist=["add_parsers"]).add_parsers(sub)
-    __import__("liif.export.cli", fromlist=["add_parsers"]).add_parsers(sub)
-    __import__("liif.train.cli", fromlist=["add_parsers"]).add_parsers(sub)
+    eval_cli.add_parsers(sub)  # eval, data, report
+    export_cli.add_parsers(sub)  # export onnx, serve
+    train_cli.add_parsers(sub)  # train
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except LiifError as e:
-        print(f"liif: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("liif: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: args.func(args))
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:

@@ -1,6 +1,5 @@
 import re
 
-import numpy as np
 import pytest
 import torch
 
@@ -9,7 +8,6 @@ from liif import checkpoints
 from liif.errors import LiifError
 from liif.models import ModelSpec, build
 from liif.models.edsr import DIV2K_MEAN
-from liif.render import render
 
 
 def to_openmmlab(sd: dict, encoder: str) -> dict:

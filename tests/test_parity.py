@@ -5,7 +5,6 @@ from PIL import Image
 
 from conftest import GOLDEN, golden_cases, load_rgb
 from liif import checkpoints
-from liif.api import Upscaler
 from liif.render import Window, render
 
 CASES = golden_cases()

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from liif.errors import LiifError
+from liif.errors import LiifError, run_reporting_errors
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,11 +68,4 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="train.py", description="Train LIIF from a YAML config (see docs/training.md).")
     add_train_arguments(p)
     args = p.parse_args(argv)
-    try:
-        return cmd_train(args)
-    except LiifError as e:
-        print(f"liif: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("liif: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(lambda: cmd_train(args))
