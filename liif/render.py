@@ -226,7 +226,8 @@ def render_tiles(
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False)
+        bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False,
+                   delay=1.0)  # only renders that take more than a moment show a bar
     with torch.no_grad():
         for (r0, r1), (c0, c1) in tiles:
             region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)

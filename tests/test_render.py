@@ -167,3 +167,24 @@ def test_peak_memory_flat_as_image_grows():
     unfold_bytes = 768 * 768 * 16 * 9 * 4  # what the reference would materialise at 768x768
     assert unfold_bytes > 300e6
     assert peaks[768] - peaks[192] < 30e6, peaks  # the input tensor itself grows by 7 MB
+
+
+def test_progress_bar_counts_every_pixel(official, monkeypatch):
+    import tqdm
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, total, delay, **kw):
+            seen.update(total=total, delay=delay, done=0)
+
+        def update(self, n):
+            seen["done"] += n
+
+        def close(self):
+            seen["closed"] = True
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    model, _ = official
+    render(model, MID, (150, 170), max_memory=50 << 20, progress=True)  # several tiles and stripes
+    assert seen == {"total": 150 * 170, "delay": 1.0, "done": 150 * 170, "closed": True}
