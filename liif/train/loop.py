@@ -67,14 +67,17 @@ def train_step(forward: nn.Module, model: LIIF, opt: torch.optim.Optimizer, scal
 
 
 def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """This rank's share of each global batch of one epoch (a shuffled pass, last partial batch dropped).
+    """This rank's batches of one epoch: ``DistributedSampler`` (shuffled, seeded, incomplete tail dropped)
+    cut into per-rank batches of ``batch // world``.
 
-    The permutation depends only on (seed, epoch); rank r takes members r, r+world, ... of every
-    global batch, so the ranks see disjoint data and together exactly the single-process batches.
+    The sampler's permutation depends only on (seed, epoch) and rank r takes positions r, r + world, ...
+    of it, so at step k the ranks together hold positions k*batch .. (k+1)*batch - 1: exactly the
+    k-th batch of a single-process run with the same global batch, split into disjoint parts.
     """
-    g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    perm = torch.randperm(n, generator=g).tolist()
-    return [perm[i * batch + rank:(i + 1) * batch:world] for i in range(n // batch)]
+    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return list(torch.utils.data.BatchSampler(sampler, batch // world, drop_last=True))
 
 
 def build_data(cfg: Config) -> tuple[ImplicitDownsampled, FixedScale | None]:
