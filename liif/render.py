@@ -24,6 +24,7 @@ fast (default)
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,12 +33,13 @@ import torch.nn.functional as F
 
 from liif.coords import axis_centres, make_cell
 from liif.errors import LiifError
-from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF
+from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF, area_blend
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_CHUNK = 30000
 BLOCK_QUERIES = 1024
-STRIPE_PIXELS = 1 << 16  # output pixels yielded at a time
+STRIPE_PIXELS = 1 << 16  # output pixels decoded and yielded at a time (fewer under small budgets)
+STRIPE_BYTES_PER_PIXEL = 64 * 4  # per code: indices, offsets, prediction, blend weights, temporaries
 DEFAULT_MAX_MEMORY = 256 << 20
 
 
@@ -161,12 +163,25 @@ class TorchBackend:
         nf = c * 9 if model.feat_unfold else c
         k = 3 if model.feat_unfold else 1
         self.conv_w = w0[:, :nf].reshape(w0.shape[0], c, k, k).contiguous()
+        self.conv_w_lp = self.conv_w.to(dtype)  # the conv runs in the render precision
         self.w_rel = w0[:, nf:nf + 2].t().contiguous().to(dtype)  # (2, 256)
         self.w_cell = w0[:, nf + 2:nf + 4] if model.cell_decode else None
         self.b0 = b0
-        self.hidden = [(l.weight.t().contiguous().to(dtype), l.bias.to(dtype)) for l in layers[1:-1]]
-        self.last = (layers[-1].weight.t().contiguous().to(dtype), layers[-1].bias.to(dtype))
+        # Remaining layers as (out, in) weights for F.linear; on the CPU prepacked for oneDNN, which
+        # then runs GEMM + bias + ReLU as one call (the fusion torch.compile's CPU backend also uses).
+        self.fused = fused_linear_available(w0.device, dtype)
+        self.hidden = [(self._pack(l.weight.detach().to(dtype)), l.bias.detach().to(dtype)) for l in layers[1:-1]]
+        self.last = (self._pack(layers[-1].weight.detach().to(dtype)), layers[-1].bias.detach().to(dtype))
         self.width = w0.shape[0]
+
+    def _pack(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), BLOCK_QUERIES * 4) if self.fused else w
+
+    def _linear(self, h: torch.Tensor, wb: tuple[torch.Tensor, torch.Tensor], relu: bool) -> torch.Tensor:
+        if self.fused:
+            return torch.ops.mkldnn._linear_pointwise(h, wb[0], wb[1], "relu" if relu else "none", [], "")
+        out = F.linear(h, *wb)
+        return out.relu_() if relu else out
 
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
         """RGB crop (1, 3, h, w) in [0, 1] (or uint8) -> feature map (1, C, h, w)."""
@@ -180,18 +195,33 @@ class TorchBackend:
     def layer0_map(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         """feat (1, C, h, w) -> Z (h, w, 256): layer-0 pre-activation of every LR code, channels-last."""
         bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
-        x = feat.float().contiguous(memory_format=torch.channels_last)
-        z = F.conv2d(x, self.conv_w, bias, padding=self.conv_w.shape[-1] // 2)
-        return z[0].permute(1, 2, 0).contiguous().to(self.dtype)  # no-op copy for channels-last output
+        # In bf16/fp16 the conv runs in that precision too (fp32 accumulation), as the encoder did.
+        x = feat.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        z = F.conv2d(x, self.conv_w_lp, bias.to(self.dtype), padding=self.conv_w.shape[-1] // 2)
+        return z[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
 
     def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` of Z (n_lr, 256) plus the offset term, through the remaining layers -> (n, 3) float32."""
         h = z.index_select(0, idx)
         h.addmm_(rel.to(self.dtype), self.w_rel)
         h.relu_()
-        for w, b in self.hidden:
-            h = torch.addmm(b, h, w).relu_()
-        return torch.addmm(self.last[1], h, self.last[0]).float()
+        for wb in self.hidden:
+            h = self._linear(h, wb, relu=True)
+        return self._linear(h, self.last, relu=False).float()
+
+
+def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether oneDNN's fused linear(+ReLU) op with prepacked weights can run the MLP here.
+
+    It is a private PyTorch op (``torch.ops.mkldnn``), so it is used only on the CPU, only when
+    present, and ``LIIF_NO_FUSED_LINEAR=1`` turns it off (the plain F.linear path is the fallback).
+    """
+    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or os.environ.get("LIIF_NO_FUSED_LINEAR"):
+        return False
+    if not torch.backends.mkldnn.is_available():
+        return False
+    ops = torch.ops.mkldnn
+    return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
 
 
 def render_tiles(
@@ -222,7 +252,9 @@ def render_tiles(
     rel_cell[0] *= h_lr
     rel_cell[1] *= w_lr
     halo = int(getattr(model.encoder, "receptive_radius", 0)) + 1
-    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, *working_set(model, dtype), window)
+    stripe = stripe_pixels(budget)
+    per_px, fixed = working_set(model, dtype)
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe * STRIPE_BYTES_PER_PIXEL, window)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -232,7 +264,7 @@ def render_tiles(
         for (r0, r1), (c0, c1) in tiles:
             region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)
             # Decode the tile in stripes so per-pixel temporaries stay small next to Z.
-            step = max(1, STRIPE_PIXELS // (c1 - c0))
+            step = max(1, stripe // (c1 - c0))
             for s0 in range(r0, r1, step):
                 s1 = min(r1, s0 + step)
                 yield (s0, c0), _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens)
@@ -252,13 +284,20 @@ def _dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
-    """(bytes per LR pixel of a tile: input + encoder activations + Z map, fixed bytes: query blocks)."""
+    """(bytes per LR pixel of a tile: input + encoder activations + Z map, fixed bytes: query blocks).
+
+    The decoded stripe's own bytes (``stripe_pixels`` x ``STRIPE_BYTES_PER_PIXEL``) come on top."""
     assert model.imnet is not None
     width = model.imnet.layers[0].out_features
     enc_bytes = model.encoder.activation_bytes_per_pixel()
     z_bytes = (4 + (torch.finfo(dtype).bits // 8 if dtype != torch.float32 else 0)) * width  # conv out (+ cast)
     fixed = 3 * BLOCK_QUERIES * 4 * width * 4 + (1 << 20)  # ~3 live (4 x block, width) activations
     return 12 + enc_bytes + z_bytes, fixed
+
+
+def stripe_pixels(budget: int) -> int:
+    """Output pixels per decoded stripe: ``STRIPE_PIXELS``, or fewer so stripes take <= 1/16 of the budget."""
+    return max(BLOCK_QUERIES, min(STRIPE_PIXELS, budget // 16 // STRIPE_BYTES_PER_PIXEL))
 
 
 def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, budget: int,
@@ -305,30 +344,30 @@ def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, in
 
 def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
                  cols: AxisPlan, r0: int, r1: int, c0: int, c1: int, ens: bool) -> torch.Tensor:
+    """Raw prediction (3, r1 - r0, c1 - c0) for output rows r0:r1, columns c0:c1 of the window.
+
+    Code indices and offsets are laid out query-major, (pixel, code), for the whole stripe at once,
+    so each block of the MLP is one contiguous slice and the blend runs once per stripe.
+    """
     th, tw = r1 - r0, c1 - c0
     bw = box[3] - box[2]
     ri = rows.idx[:, r0:r1] - box[0]
     ci = cols.idx[:, c0:c1] - box[2]
     rr, cr = rows.rel[:, r0:r1], cols.rel[:, c0:c1]
     shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
-    out = torch.empty(th * tw, 3, device=z.device)
-    rows_per_block = max(1, BLOCK_QUERIES // tw)
-    for b0 in range(0, th, rows_per_block):
-        b1 = min(th, b0 + rows_per_block)
-        n = (b1 - b0) * tw
-        idx = torch.stack([(ri[sy, b0:b1, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts])
-        ry = torch.stack([rr[sy, b0:b1, None].expand(-1, tw).reshape(-1) for sy, _ in shifts])
-        rx = torch.stack([cr[sx, None, :].expand(b1 - b0, -1).reshape(-1) for _, sx in shifts])
-        pred = dec.decode(z, idx.view(-1), torch.stack([ry.view(-1), rx.view(-1)], -1)).view(len(shifts), n, 3)
-        if not ens:
-            out[b0 * tw:b1 * tw] = pred[0]
-            continue
-        areas = torch.abs(ry * rx) + 1e-9
-        total = ((areas[0] + areas[1]) + areas[2]) + areas[3]
-        acc = pred[0] * (areas[3] / total).unsqueeze(-1)
-        for t in (1, 2, 3):
-            acc = acc + pred[t] * (areas[3 - t] / total).unsqueeze(-1)
-        out[b0 * tw:b1 * tw] = acc
+    n, k = th * tw, len(shifts)
+    idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
+    ry = torch.stack([rr[sy, :, None].expand(th, tw).reshape(-1) for sy, _ in shifts], 1)
+    rx = torch.stack([cr[sx, None, :].expand(th, tw).reshape(-1) for _, sx in shifts], 1)
+    rel = torch.stack([ry, rx], -1)  # (n, k, 2)
+    pred = torch.empty(n, k, 3, device=z.device)
+    for b0 in range(0, n, BLOCK_QUERIES):
+        b1 = min(n, b0 + BLOCK_QUERIES)
+        pred[b0:b1] = dec.decode(z, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2)).view(b1 - b0, k, 3)
+    if ens:
+        out = area_blend(pred.unbind(1), (torch.abs(ry * rx) + 1e-9).unbind(1), local_ensemble=True)
+    else:
+        out = pred[:, 0]
     return out.t().reshape(3, th, tw)
 
 

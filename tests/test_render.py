@@ -188,3 +188,17 @@ def test_progress_bar_counts_every_pixel(official, monkeypatch):
     model, _ = official
     render(model, MID, (150, 170), max_memory=50 << 20, progress=True)  # several tiles and stripes
     assert seen == {"total": 150 * 170, "delay": 1.0, "done": 150 * 170, "closed": True}
+
+
+def test_fused_cpu_linear_equals_plain_linear(official, monkeypatch):
+    """The oneDNN fused linear+ReLU route (CPU default) and the plain F.linear route agree."""
+    from liif import render as R
+
+    model, _ = official
+    if not R.fused_linear_available(torch.device("cpu"), torch.float32):
+        pytest.skip("this PyTorch build has no oneDNN fused linear op")
+    fused = render(model, BUTTERFLY, (61, 83))
+    monkeypatch.setenv("LIIF_NO_FUSED_LINEAR", "1")
+    assert not R.TorchBackend(model).fused
+    plain = render(model, BUTTERFLY, (61, 83))
+    assert (fused - plain).abs().max() <= 1e-5

@@ -65,20 +65,18 @@ class _Layer0(nn.Module):
 
 
 class _Decoder(nn.Module):
-    def __init__(self, tb: TorchBackend) -> None:
+    def __init__(self, model: LIIF, tb: TorchBackend) -> None:
         super().__init__()
+        assert model.imnet is not None
         self.register_buffer("w_rel", tb.w_rel.float().clone())
-        self.hidden = nn.ParameterList()
-        for w, b in tb.hidden + [tb.last]:
-            self.hidden.append(nn.Parameter(w.float().clone(), requires_grad=False))
-            self.hidden.append(nn.Parameter(b.float().clone(), requires_grad=False))
+        self.layers = nn.ModuleList(
+            [m for m in model.imnet.layers if isinstance(m, nn.Linear)][1:])  # layer 0 is in layer0.onnx
 
     def forward(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         h = torch.relu(z.index_select(0, idx) + rel @ self.w_rel)
-        n = len(self.hidden) // 2
-        for i in range(n):
-            h = torch.addmm(self.hidden[2 * i + 1], h, self.hidden[2 * i])
-            if i < n - 1:
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
                 h = torch.relu(h)
         return h
 
@@ -108,7 +106,7 @@ def export(model: LIIF, spec: ModelSpec, out_dir: str | os.PathLike[str]) -> Pat
          {"image": {2: "h", 3: "w"}, "feat": {2: "h", 3: "w"}}),
         ("layer0.onnx", _Layer0(tb), (feat, torch.tensor([0.5, 0.5])), ["feat", "rel_cell", "z"],
          {"feat": {2: "h", 3: "w"}, "z": {0: "h", 1: "w"}}),
-        ("decoder.onnx", _Decoder(tb), (z, torch.randint(0, 120, (50,)), torch.rand(50, 2)),
+        ("decoder.onnx", _Decoder(model, tb), (z, torch.randint(0, 120, (50,)), torch.rand(50, 2)),
          ["z", "idx", "rel", "pred"], {"z": {0: "n_lr"}, "idx": {0: "n"}, "rel": {0: "n"}, "pred": {0: "n"}}),
     ]
     for name, module, args, names, axes in jobs:

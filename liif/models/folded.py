@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from liif.models.liif import ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF
+from liif.models.liif import ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF, area_blend
 from liif.render import nearest_code
 
 
@@ -54,14 +54,7 @@ def folded_query(model: LIIF, feat: torch.Tensor, coord: torch.Tensor, cell: tor
     preds = layers[1:](h).float()  # (T, B, Q, out); the blend runs in fp32
 
     areas = torch.abs(rel[..., 0] * rel[..., 1]) + 1e-9  # (T, B, Q)
-    total = areas[0]
-    for a in areas[1:]:
-        total = total + a
-    order = range(len(shifts) - 1, -1, -1) if model.local_ensemble else range(len(shifts))
-    out = torch.zeros_like(preds[0])
-    for t, a in zip(range(len(shifts)), order):
-        out = out + preds[t] * (areas[a] / total).unsqueeze(-1)
-    return out
+    return area_blend(preds.unbind(0), areas.unbind(0), model.local_ensemble)
 
 
 def folded_forward(model: LIIF, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:

@@ -92,15 +92,21 @@ class LIIF(nn.Module):
             preds.append(self.imnet(torch.cat(parts, dim=-1)))
             areas.append(torch.abs(rel_coord[:, :, 0] * rel_coord[:, :, 1]) + 1e-9)
 
-        total = areas[0]
-        for a in areas[1:]:
-            total = total + a
-        if self.local_ensemble:
-            areas = areas[::-1]  # weight of code t = area of its diagonal partner 3 - t
-        out = torch.zeros_like(preds[0])
-        for pred, area in zip(preds, areas):
-            out = out + pred * (area / total).unsqueeze(-1)
-        return out
+        return area_blend(preds, areas, self.local_ensemble)
+
+
+def area_blend(preds: Sequence[torch.Tensor], areas: Sequence[torch.Tensor], local_ensemble: bool) -> torch.Tensor:
+    """Blend the per-code predictions (..., 3): with the local ensemble, code t is weighted by the
+    area of its diagonal partner 3 - t over the total area. The summation order is fixed (the
+    reference's), so every rendering route that calls this blends bit for bit alike."""
+    total = areas[0]
+    for a in areas[1:]:
+        total = total + a
+    weights = list(areas)[::-1] if local_ensemble else list(areas)
+    out = preds[0] * (weights[0] / total).unsqueeze(-1)
+    for pred, area in zip(preds[1:], weights[1:]):
+        out = out + pred * (area / total).unsqueeze(-1)
+    return out
 
 
 def sample_nearest(feat: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
