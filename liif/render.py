@@ -38,7 +38,7 @@ from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF, area_blend
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_CHUNK = 30000
 BLOCK_QUERIES = 1024
-STRIPE_PIXELS = 1 << 16  # output pixels decoded and yielded at a time (fewer under small budgets)
+STRIPE_PIXELS = 1 << 15  # output pixels decoded and yielded at a time (fewer under small budgets)
 STRIPE_BYTES_PER_PIXEL = 64 * 4  # per code: indices, offsets, prediction, blend weights, temporaries
 DEFAULT_MAX_MEMORY = 256 << 20
 
