@@ -23,9 +23,12 @@ fast (default)
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -271,8 +274,30 @@ def render_tiles(
                 if bar is not None:
                     bar.update((s1 - s0) * (c1 - c0))
             del z
+            release_free_memory()
     if bar is not None:
         bar.close()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the OS between tiles (glibc ``malloc_trim``).
+
+    Tiles allocate and free the same large arrays over and over; without this the heap fragments
+    and the process's resident memory creeps up tile after tile, past the budget.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _dtype(precision: str, device: torch.device) -> torch.dtype:
