@@ -23,6 +23,7 @@ fast (default)
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -191,7 +192,8 @@ class TorchBackend:
         # channels-last input makes oneDNN run the whole encoder channels-last (~20-35% faster on CPU)
         x = self.model.normalize(as_float(crop)).contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            return self.model.encoder(x)
+            with exact_fp32(crop.device):
+                return self.model.encoder(x)
         with torch.autocast(crop.device.type, dtype=self.dtype):
             return self.model.encoder(x)
 
@@ -200,17 +202,35 @@ class TorchBackend:
         bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
         # In bf16/fp16 the conv runs in that precision too (fp32 accumulation), as the encoder did.
         x = feat.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        z = F.conv2d(x, self.conv_w_lp, bias.to(self.dtype), padding=self.conv_w.shape[-1] // 2)
+        with exact_fp32(feat.device):
+            z = F.conv2d(x, self.conv_w_lp, bias.to(self.dtype), padding=self.conv_w.shape[-1] // 2)
         return z[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
 
     def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` of Z (n_lr, 256) plus the offset term, through the remaining layers -> (n, 3) float32."""
-        h = z.index_select(0, idx)
-        h.addmm_(rel.to(self.dtype), self.w_rel)
-        h.relu_()
-        for wb in self.hidden:
-            h = self._linear(h, wb, relu=True)
-        return self._linear(h, self.last, relu=False).float()
+        with exact_fp32(z.device):
+            h = z.index_select(0, idx)
+            h.addmm_(rel.to(self.dtype), self.w_rel)
+            h.relu_()
+            for wb in self.hidden:
+                h = self._linear(h, wb, relu=True)
+            return self._linear(h, self.last, relu=False).float()
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device) -> Iterator[None]:
+    """On CUDA, keep float32 convolutions and matmuls in full fp32 (no TF32, which cuDNN allows for
+    convolutions by default): ``fp32`` promises the reference's result up to rounding. Only float32
+    ops are affected, so bf16/fp16 renders are unchanged. A no-op on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
