@@ -241,10 +241,24 @@ def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
     """
     if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or os.environ.get("LIIF_NO_FUSED_LINEAR"):
         return False
+    return _fused_linear_works(dtype)
+
+
+@functools.cache
+def _fused_linear_works(dtype: torch.dtype) -> bool:
+    """Try the op once on a small problem (a CPU without bf16 support, or a build without the op,
+    falls back to F.linear instead of failing mid-render)."""
     if not torch.backends.mkldnn.is_available():
         return False
-    ops = torch.ops.mkldnn
-    return hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+    try:
+        w = torch.linspace(-1, 1, 48).reshape(6, 8).to(dtype)
+        x = torch.linspace(-2, 2, 40).reshape(5, 8).to(dtype)
+        b = torch.zeros(6, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 5)
+        got = torch.ops.mkldnn._linear_pointwise(x, packed, b, "relu", [], "")
+        return bool(torch.allclose(got.float(), F.linear(x, w, b).relu().float(), atol=1e-2))
+    except (RuntimeError, AttributeError):
+        return False
 
 
 def render_tiles(
