@@ -70,7 +70,8 @@ def fast_macs(model: LIIF, lr_hw: tuple[int, int], out_hw: tuple[int, int], win:
     per_lr_px = encoder_macs_per_pixel(model)
     assert model.imnet is not None
     first = model.imnet.layers[0]
-    per_lr_px += (first.in_features - 4) * first.out_features  # layer 0 as a conv (the 3x3-unfolded part)
+    n_feat = first.in_features - 2 - (2 if model.cell_decode else 0)  # minus the offset (and cell) inputs
+    per_lr_px += n_feat * first.out_features  # layer 0 as a conv on the (3x3-unfolded) features
     return box[0] * box[1] * per_lr_px + win.h * win.w * macs_per_pixel(model, folded=True)
 
 

@@ -29,6 +29,7 @@ import functools
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -97,14 +98,15 @@ def render(
 @torch.no_grad()
 def render_reference(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], window: Window) -> torch.Tensor:
     """The official route: whole-image features, model.query over chunks of 30000 queries."""
-    feat = model.encoder(model.normalize(as_float(img[None])))
     coord = torch.stack(torch.meshgrid(
         axis_centres(out_hw[0], device=img.device, start=window.y, count=window.h),
         axis_centres(out_hw[1], device=img.device, start=window.x, count=window.w),
         indexing="ij"), dim=-1).reshape(-1, 2)
     cell = make_cell(out_hw, coord.shape[0], device=img.device)
-    preds = [model.query(feat, coord[None, i:i + REFERENCE_CHUNK], cell[None, i:i + REFERENCE_CHUNK])
-             for i in range(0, coord.shape[0], REFERENCE_CHUNK)]
+    with exact_fp32(img.device):
+        feat = model.encoder(model.normalize(as_float(img[None])))
+        preds = [model.query(feat, coord[None, i:i + REFERENCE_CHUNK], cell[None, i:i + REFERENCE_CHUNK])
+                 for i in range(0, coord.shape[0], REFERENCE_CHUNK)]
     return torch.cat(preds, dim=1)[0].t().reshape(-1, window.h, window.w)
 
 
@@ -217,20 +219,44 @@ class TorchBackend:
             return self._linear(h, self.last, relu=False).float()
 
 
+_FP32_LOCK = threading.RLock()
+
+
+def fp32_modes() -> tuple[str, ...] | tuple[bool, ...]:
+    """The process's current float32 modes for cuDNN convolutions and CUDA matmuls: the
+    ``fp32_precision`` strings where PyTorch has them, else the legacy ``allow_tf32`` flags.
+    (Once a program has used one API, PyTorch refuses reads through the other.)"""
+    try:
+        return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    except (AttributeError, RuntimeError):
+        return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def set_fp32_modes(modes: tuple[str, ...] | tuple[bool, ...]) -> None:
+    if isinstance(modes[0], str):
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = modes
+    else:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = modes
+
+
 @contextlib.contextmanager
 def exact_fp32(device: torch.device) -> Iterator[None]:
     """On CUDA, keep float32 convolutions and matmuls in full fp32 (no TF32, which cuDNN allows for
     convolutions by default): ``fp32`` promises the reference's result up to rounding. Only float32
-    ops are affected, so bf16/fp16 renders are unchanged. A no-op on the CPU."""
+    ops are affected, so bf16/fp16 renders are unchanged. A no-op on the CPU.
+
+    The modes are process-wide, so concurrent CUDA renders (the server's workers) take turns
+    through a lock instead of switching them under each other."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with _FP32_LOCK:
+        saved = fp32_modes()
+        set_fp32_modes(("ieee", "ieee") if isinstance(saved[0], str) else (False, False))
+        try:
+            yield
+        finally:
+            set_fp32_modes(saved)
 
 
 def fused_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -349,7 +375,7 @@ def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
     assert model.imnet is not None
     width = model.imnet.layers[0].out_features
     enc_bytes = model.encoder.activation_bytes_per_pixel()
-    z_bytes = (4 + (torch.finfo(dtype).bits // 8 if dtype != torch.float32 else 0)) * width  # conv out (+ cast)
+    z_bytes = (4 + (torch.finfo(dtype).bits // 8 if dtype != torch.float32 else 0)) * width  # Z (generous for bf16/fp16)
     fixed = 3 * BLOCK_QUERIES * 4 * width * 4 + (1 << 20)  # ~3 live (4 x block, width) activations
     return 12 + enc_bytes + z_bytes, fixed
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import DATA, load_rgb
-from liif.render import Window, render
+from liif.render import Window, fp32_modes, render, render_tiles
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -51,10 +51,11 @@ def test_cuda_tiles_and_regions_equal_the_full_render(on_cuda):
     img = MID.cuda()
     out_hw = (517, 389)  # x2.02 / x1.52, odd sizes
     full = render(on_cuda, img, out_hw, max_memory=1 << 34)
-    tiled = render(on_cuda, img, out_hw, max_memory=24 << 20)
+    assert len(list(render_tiles(on_cuda, img, out_hw, Window.full(out_hw), max_memory=64 << 20))) > 1
+    tiled = render(on_cuda, img, out_hw, max_memory=64 << 20)
     assert (tiled - full).abs().max() <= 1e-5
     win = Window(y=500, x=0, h=17, w=389)  # touches the bottom, left and right borders
-    part = render(on_cuda, img, out_hw, window=win, max_memory=24 << 20)
+    part = render(on_cuda, img, out_hw, window=win, max_memory=64 << 20)
     assert (part - full[:, 500:, :]).abs().max() <= 1e-5
 
 
@@ -83,3 +84,12 @@ def test_cuda_training_runs_in_each_precision(tmp_path: Path, precision: str):
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["step"] > 0 and math.isfinite(summary["loss"])
     assert (tmp_path / "run" / "checkpoints" / "last").is_dir()
+
+
+def test_exact_fp32_turns_tf32_off_and_restores_the_modes():
+    from liif.render import exact_fp32
+
+    before = fp32_modes()
+    with exact_fp32(torch.device("cuda")):
+        assert fp32_modes() in (("ieee", "ieee"), (False, False))
+    assert fp32_modes() == before

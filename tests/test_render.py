@@ -121,11 +121,12 @@ def test_errors(official):
 
 def test_tile_plan_respects_budget(official):
     """Working set per tile (LR footprint + halo) x bytes/pixel stays under the budget at any size."""
-    from liif.render import plan_axis, working_set
+    from liif.render import STRIPE_BYTES_PER_PIXEL, plan_axis, stripe_pixels, working_set
 
     model, _ = official
     bpp, fixed = working_set(model, torch.float32)
     budget = 64 << 20
+    fixed += stripe_pixels(budget) * STRIPE_BYTES_PER_PIXEL  # as render_tiles plans
     for lr in (64, 256, 1024, 4096):
         out = lr * 3
         rows = plan_axis(out, 0, out, lr, True, torch.device("cpu"))
@@ -202,3 +203,18 @@ def test_fused_cpu_linear_equals_plain_linear(official, monkeypatch):
     assert not R.TorchBackend(model).fused
     plain = render(model, BUTTERFLY, (61, 83))
     assert (fused - plain).abs().max() <= 1e-5
+
+
+def test_fp32_mode_helpers_round_trip():
+    """The CUDA fp32 guard's save/set/restore of the process-wide TF32 modes (runs on any build)."""
+    from liif.render import exact_fp32, fp32_modes, set_fp32_modes
+
+    before = fp32_modes()
+    try:
+        set_fp32_modes(("ieee", "ieee") if isinstance(before[0], str) else (False, False))
+        assert fp32_modes() != before or before in (("ieee", "ieee"), (False, False))
+    finally:
+        set_fp32_modes(before)
+    assert fp32_modes() == before
+    with exact_fp32(torch.device("cpu")):  # a no-op on the CPU
+        assert fp32_modes() == before

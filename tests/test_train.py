@@ -112,6 +112,7 @@ def test_epoch_batches_split_each_global_batch_across_ranks() -> None:
     for s, a, b in zip(single, r0, r1):
         assert len(a) == len(b) == 4 and not set(a) & set(b) and sorted(a + b) == sorted(s)
     assert epoch_batches(50, 8, epoch=4, seed=1) != single
+    assert epoch_batches(50, 8, epoch=4, seed=1) != epoch_batches(50, 8, epoch=3, seed=2)  # seeds do not alias
 
 
 def test_short_run_writes_checkpoints_that_upscale(tmp_path: Path) -> None:

@@ -74,8 +74,9 @@ def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, worl
     of it, so at step k the ranks together hold positions k*batch .. (k+1)*batch - 1: exactly the
     k-th batch of a single-process run with the same global batch, split into disjoint parts.
     """
+    # The sampler shuffles with seed + epoch; spread the seeds so seed s, epoch e+1 is not seed s+1, epoch e.
     sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=seed, drop_last=True)
+                                                  seed=seed * 100003, drop_last=True)
     sampler.set_epoch(epoch)
     return list(torch.utils.data.BatchSampler(sampler, batch // world, drop_last=True))
 
