@@ -24,7 +24,7 @@ from liif import checkpoints, weights
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
 from liif.models import LIIF
-from liif.render import Window, render
+from liif.render import Window, render, window_region
 
 def macs_per_pixel(model: LIIF, folded: bool) -> int:
     """Multiply-adds per output pixel of the decoder (4 ensemble codes): 1.38 M official, 0.79 M folded."""
@@ -60,19 +60,13 @@ def encoder_macs_per_pixel(model: LIIF) -> int:
 def fast_macs(model: LIIF, lr_hw: tuple[int, int], out_hw: tuple[int, int], win: Window) -> int:
     """All multiply-adds of a one-tile fast render of ``win``: encoder and layer-0 conv on the LR box
     the window needs (plus the encoder's halo), and the folded decoder on every window pixel."""
-    from liif.render import plan_axis
-
-    halo = int(getattr(model.encoder, "receptive_radius", 0)) + 1
-    box = []
-    for n_out, start, count, n_lr in ((out_hw[0], win.y, win.h, lr_hw[0]), (out_hw[1], win.x, win.w, lr_hw[1])):
-        idx = plan_axis(n_out, start, count, n_lr, model.local_ensemble, torch.device("cpu")).idx
-        box.append(min(n_lr, int(idx.max()) + 1 + halo) - max(0, int(idx.min()) - halo))
+    y0, y1, x0, x1 = window_region(model, lr_hw, out_hw, win)
     per_lr_px = encoder_macs_per_pixel(model)
     assert model.imnet is not None
     first = model.imnet.layers[0]
     n_feat = first.in_features - 2 - (2 if model.cell_decode else 0)  # minus the offset (and cell) inputs
     per_lr_px += n_feat * first.out_features  # layer 0 as a conv on the (3x3-unfolded) features
-    return box[0] * box[1] * per_lr_px + win.h * win.w * macs_per_pixel(model, folded=True)
+    return (y1 - y0) * (x1 - x0) * per_lr_px + win.h * win.w * macs_per_pixel(model, folded=True)
 
 
 def matmul_peak(dtype: torch.dtype, windows: int = 8, seconds: float = 0.25) -> float:

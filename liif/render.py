@@ -194,8 +194,7 @@ class TorchBackend:
         # channels-last input makes oneDNN run the whole encoder channels-last (~20-35% faster on CPU)
         x = self.model.normalize(as_float(crop)).contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
-            with exact_fp32(crop.device):
-                return self.model.encoder(x)
+            return self.model.encoder(x)
         with torch.autocast(crop.device.type, dtype=self.dtype):
             return self.model.encoder(x)
 
@@ -204,19 +203,17 @@ class TorchBackend:
         bias = self.b0 if self.w_cell is None else self.b0 + self.w_cell @ rel_cell
         # In bf16/fp16 the conv runs in that precision too (fp32 accumulation), as the encoder did.
         x = feat.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        with exact_fp32(feat.device):
-            z = F.conv2d(x, self.conv_w_lp, bias.to(self.dtype), padding=self.conv_w.shape[-1] // 2)
+        z = F.conv2d(x, self.conv_w_lp, bias.to(self.dtype), padding=self.conv_w.shape[-1] // 2)
         return z[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
 
     def decode(self, z: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` of Z (n_lr, 256) plus the offset term, through the remaining layers -> (n, 3) float32."""
-        with exact_fp32(z.device):
-            h = z.index_select(0, idx)
-            h.addmm_(rel.to(self.dtype), self.w_rel)
-            h.relu_()
-            for wb in self.hidden:
-                h = self._linear(h, wb, relu=True)
-            return self._linear(h, self.last, relu=False).float()
+        h = z.index_select(0, idx)
+        h.addmm_(rel.to(self.dtype), self.w_rel)
+        h.relu_()
+        for wb in self.hidden:
+            h = self._linear(h, wb, relu=True)
+        return self._linear(h, self.last, relu=False).float()
 
 
 _FP32_LOCK = threading.RLock()
@@ -314,7 +311,7 @@ def render_tiles(
     rel_cell = torch.tensor([2.0 / H, 2.0 / W], device=dev)
     rel_cell[0] *= h_lr
     rel_cell[1] *= w_lr
-    halo = int(getattr(model.encoder, "receptive_radius", 0)) + 1
+    halo = encoder_halo(model)
     stripe = stripe_pixels(budget)
     per_px, fixed = working_set(model, dtype)
     tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe * STRIPE_BYTES_PER_PIXEL, window)
@@ -325,12 +322,16 @@ def render_tiles(
                    delay=1.0)  # only renders that take more than a moment show a bar
     with torch.no_grad():
         for (r0, r1), (c0, c1) in tiles:
-            region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)
+            # (fp32 modes are set around the compute only, never across a yield to the caller)
+            with exact_fp32(dev):
+                region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)
             # Decode the tile in stripes so per-pixel temporaries stay small next to Z.
             step = max(1, stripe // (c1 - c0))
             for s0 in range(r0, r1, step):
                 s1 = min(r1, s0 + step)
-                yield (s0, c0), _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens)
+                with exact_fp32(dev):
+                    tile = _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens)
+                yield (s0, c0), tile
                 if bar is not None:
                     bar.update((s1 - s0) * (c1 - c0))
             del z
@@ -411,6 +412,26 @@ def _lr_box(rows: AxisPlan, cols: AxisPlan, r0: int, r1: int, c0: int, c1: int) 
     return int(ri.min()), int(ri.max()) + 1, int(ci.min()), int(ci.max()) + 1
 
 
+def encoder_halo(model: LIIF) -> int:
+    """LR pixels added around a tile's codes before encoding: the encoder's receptive radius + 1."""
+    return int(getattr(model.encoder, "receptive_radius", 0)) + 1
+
+
+def halo_region(box: tuple[int, int, int, int], halo: int, lr_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The LR rows/cols (y0, y1, x0, x1) a tile encodes: its code ``box`` grown by ``halo``, clipped."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - halo), min(lr_hw[0], y1 + halo), max(0, x0 - halo), min(lr_hw[1], x1 + halo)
+
+
+def window_region(model: LIIF, lr_hw: tuple[int, int], out_hw: tuple[int, int],
+                  window: Window) -> tuple[int, int, int, int]:
+    """The LR region a one-tile fast render of ``window`` encodes."""
+    dev = torch.device("cpu")
+    rows = plan_axis(out_hw[0], window.y, window.h, lr_hw[0], model.local_ensemble, dev)
+    cols = plan_axis(out_hw[1], window.x, window.w, lr_hw[1], model.local_ensemble, dev)
+    return halo_region(_lr_box(rows, cols, 0, window.h, 0, window.w), encoder_halo(model), lr_hw)
+
+
 def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, int],
               halo: int, rel_cell: torch.Tensor) -> tuple[tuple[int, int, int, int], torch.Tensor]:
     """Z for every LR pixel of ``box`` grown by the halo: (that region, Z rows (n, width)).
@@ -418,9 +439,7 @@ def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, in
     The region beyond ``box`` is kept rather than cropped away: queries only ever index inside
     ``box``, where the values are exact, and skipping the crop saves a copy of the largest array.
     """
-    y0, y1, x0, x1 = box
-    h_lr, w_lr = img.shape[-2:]
-    region = (max(0, y0 - halo), min(h_lr, y1 + halo), max(0, x0 - halo), min(w_lr, x1 + halo))
+    region = halo_region(box, halo, (img.shape[-2], img.shape[-1]))
     feat = dec.encode(img[None, :, region[0]:region[1], region[2]:region[3]])
     z = dec.layer0_map(feat, rel_cell)
     del feat
