@@ -44,6 +44,19 @@ def test_paper_protocol_equals_official_code(upscaler, key: str) -> None:
     assert _mean_psnr(upscaler, name, int(scale)) == pytest.approx(_golden()[key], abs=0.01)
 
 
+def test_mmagic_protocol_set14_x4_value(upscaler) -> None:
+    """The figure README and docs/evaluation.md report beside the seed card's 26.87 (HR cropped to a
+    multiple of the scale, PIL-bicubic LR, RGB, crop = scale)."""
+    assert _mean_psnr(upscaler, "Set14", 4, "mmagic") == pytest.approx(26.8297, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_mmagic_protocol_set14_x4_gtmod12_value(upscaler) -> None:
+    ds = datasets.open_folder(DATA / "Set14")
+    scores = protocols.evaluate(upscaler, ds, [4], protocols.protocol("mmagic"), gt_mod=12)
+    assert protocols.summarize(scores)[0].psnr == pytest.approx(26.8163, abs=1e-3)
+
+
 class StubUpscaler:
     """Stands in for liif.api.Upscaler: bicubic (torch) interpolation, recording its inputs."""
 
