@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, imageio, weights
+from liif import checkpoints, imageio, precision as precisions, weights
 from liif.errors import LiifError
 from liif.models import LIIF, ModelSpec
-from liif.render import PRECISIONS, Window, render, render_tiles
+from liif.render import Window, render, render_tiles
 
 DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 
@@ -37,16 +37,22 @@ def default_max_pixels() -> int:
 
 
 def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: str | torch.device | None = None,
-         precision: str = "fp32", method: str = "fast", max_memory: int | None = None,
+         precision: str = "auto", method: str = "fast", max_memory: int | None = None,
          max_pixels: int | None = None, backend: str = "torch",
-         onnx_dir: str | os.PathLike[str] | None = None) -> "Upscaler":
-    """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path."""
-    dev = torch.device(device) if device is not None else default_device()
+         onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round") -> "Upscaler":
+    """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path.
+
+    ``precision="auto"`` runs what the hardware runs natively (:mod:`liif.precision`); the one that
+    runs is ``Upscaler.precision``."""
+    if device is None:  # the ONNX Runtime backend computes on the CPU
+        dev = torch.device("cpu") if backend == "onnxruntime" else default_device()
+    else:
+        dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LiifError("device 'cuda' requested but CUDA is not available")
     model, spec = checkpoints.load(weights.path(name_or_path), device=dev)
     return Upscaler(model, spec, precision=precision, method=method, max_memory=max_memory, max_pixels=max_pixels,
-                    backend=backend, onnx_dir=onnx_dir)
+                    backend=backend, onnx_dir=onnx_dir, quantize=quantize)
 
 
 def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
@@ -74,28 +80,33 @@ def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale
 class Upscaler:
     """A loaded LIIF model with rendering settings."""
 
-    def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "fp32", method: str = "fast",
+    def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "auto", method: str = "fast",
                  max_memory: int | None = None, max_pixels: int | None = None, backend: str = "torch",
-                 onnx_dir: str | os.PathLike[str] | None = None) -> None:
+                 onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round") -> None:
         self.model, self.spec = model.eval(), spec
         self.device = next(model.parameters()).device
-        self.precision, self.method, self.max_memory = precision, method, max_memory
+        self.method, self.max_memory = method, max_memory
         self.max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
         self.backend = backend
-        self._check_precision(precision)
+        if quantize not in imageio.QUANTIZE:
+            raise LiifError(f"unknown quantize mode {quantize!r}; expected one of {', '.join(imageio.QUANTIZE)}")
+        self.quantize = quantize
+        self.precision = self._resolve_precision(precision)  # the precision that actually runs
         # backend="onnxruntime": the compute runs the ONNX export in onnx_dir (or one cached on first use).
         self._backend = None
         if backend != "torch":
             from liif.export.onnx import backend_for
             self._backend = backend_for(backend, model, spec, onnx_dir, method)
 
-    def _check_precision(self, precision: str) -> None:
-        if precision not in PRECISIONS:
-            raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-        if precision == "fp16" and self.device.type != "cuda":
-            raise LiifError("fp16 needs a CUDA device; use bf16 on the CPU")
-        if self.backend != "torch" and precision != "fp32":
+    def _resolve_precision(self, precision: str) -> str:
+        """auto/fp32/bf16/fp16 -> what runs here (see :func:`liif.precision.resolve`)."""
+        if self.backend != "torch" and precision not in ("auto", "fp32"):
             raise LiifError(f"the {self.backend} backend renders in fp32 only; got precision {precision!r}")
+        if self.method == "reference":  # the official route is fp32 by definition
+            if precision not in precisions.CHOICES:
+                raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(precisions.CHOICES)}")
+            return "fp32"
+        return precisions.resolve(precision, self.device, fp32_only=self.backend != "torch")
 
     def plan(self, in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None,
              region: Sequence[int] | None = None) -> tuple[tuple[int, int], Window]:
@@ -114,8 +125,7 @@ class Upscaler:
                 progress: bool = False) -> ImageLike:
         """Upscale (or resample to any size) ``image``; ``region=(x, y, w, h)`` renders only that
         window of the virtual output, identical to the same crop of the full render."""
-        precision = precision or self.precision
-        self._check_precision(precision)
+        precision = self.precision if precision is None else self._resolve_precision(precision)
         if isinstance(image, torch.Tensor):
             return self._upscale_tensor(image, size, scale, region, precision, progress)
         if isinstance(image, Image.Image):
@@ -130,12 +140,12 @@ class Upscaler:
         # 8-bit sources stay uint8 (C, H, W) views: crops are converted to float tile by tile.
         arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
         rgb = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
-        channels, dtype, finish = imageio.finisher(dec.gray, dec.bits)
+        channels, dtype, finish = imageio.finisher(dec.gray, dec.bits, self.quantize)
         pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish)
         alpha = _window_alpha(dec.alpha, out_hw, window)
         if as_kind == "pil":
-            return imageio.compose(pixels, alpha, dec.bits)
-        return _encode_array(pixels, alpha, image)
+            return imageio.compose(pixels, alpha, dec.bits, self.quantize)
+        return _encode_array(pixels, alpha, image, self.quantize)
 
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False) -> np.ndarray:
@@ -212,10 +222,10 @@ def _decode_array(a: np.ndarray) -> imageio.Decoded:
     return imageio.Decoded(np.ascontiguousarray(f[..., :3]), alpha, False, bits)
 
 
-def _encode_array(pixels: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+def _encode_array(pixels: np.ndarray, alpha: np.ndarray | None, like: np.ndarray, mode: str = "round") -> np.ndarray:
     """Finished pixels (h, w, 1 or 3) (+ float alpha) -> the layout and dtype of the input array."""
     if alpha is not None:
-        a = (imageio.quantize(alpha, 16 if like.dtype == np.uint16 else 8) if like.dtype in (np.uint8, np.uint16)
+        a = (imageio.quantize(alpha, 16 if like.dtype == np.uint16 else 8, mode) if like.dtype in (np.uint8, np.uint16)
              else np.clip(alpha, 0, 1))
         pixels = np.concatenate([pixels, a.astype(pixels.dtype)[..., None]], -1)
     if like.dtype not in (np.uint8, np.uint16):

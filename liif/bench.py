@@ -1,4 +1,5 @@
-"""``liif bench infer``: reference vs fast fp32 vs fast bf16 rendering, measured in one run.
+"""``liif bench infer``: the reference route vs the fast route in each precision this hardware runs
+natively (CPU: fp32, plus bf16 where native; CUDA: fp32, TF32, bf16, fp16), measured in one run.
 
 Absolute times on shared machines mean little, so the figures that matter are ratios measured
 side by side in the same process, plus the fraction of this machine's matmul peak (measured
@@ -7,7 +8,9 @@ here too) that each path reaches, and peak RSS of whole ``liif upscale`` process
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -20,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, weights
+from liif import checkpoints, precision as precisions, weights
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
 from liif.models import LIIF
-from liif.render import Window, render, window_region
+from liif.render import Window, fp32_math, render, window_region
 
 def macs_per_pixel(model: LIIF, folded: bool) -> int:
     """Multiply-adds per output pixel of the decoder (4 ensemble codes): 1.38 M official, 0.79 M folded."""
@@ -69,21 +72,31 @@ def fast_macs(model: LIIF, lr_hw: tuple[int, int], out_hw: tuple[int, int], win:
     return (y1 - y0) * (x1 - x0) * per_lr_px + win.h * win.w * macs_per_pixel(model, folded=True)
 
 
-def matmul_peak(dtype: torch.dtype, windows: int = 8, seconds: float = 0.25) -> float:
-    """GFLOP/s of a (4096 x 256) @ (256 x 256) GEMM, the decoder's shape: the best of several short
-    windows, since one long window on a shared machine under-reads the peak."""
-    a = torch.randn(4096, 256).to(dtype)
-    b = torch.randn(256, 256).to(dtype)
-    for _ in range(5):
-        torch.mm(a, b)
+def matmul_peak(dtype: torch.dtype, device: torch.device, tf32: bool = False, windows: int = 8,
+                seconds: float = 0.25) -> float:
+    """GFLOP/s of an (M x 256) @ (256 x 256) GEMM, the decoder's shape (M = 4096 on the CPU, 1M on
+    CUDA, where small GEMMs only measure launch overhead): the best of several short windows, since
+    one long window on a shared machine under-reads the peak."""
+    m = 4096 if device.type == "cpu" else 1 << 20
+    a = torch.randn(m, 256, device=device).to(dtype)
+    b = torch.randn(256, 256, device=device).to(dtype)
     best = 0.0
-    for _ in range(windows):
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+    with fp32_math(device, "tf32" if tf32 else "fp32"):
+        for _ in range(5):
             torch.mm(a, b)
-            n += 1
-        best = max(best, 2 * 4096 * 256 * 256 * n / (time.perf_counter() - t0) / 1e9)
+        for _ in range(windows):
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                torch.mm(a, b)
+                n += 1
+            sync(device)
+            best = max(best, 2 * m * 256 * 256 * n / (time.perf_counter() - t0) / 1e9)
     return best
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def centred_window(out_hw: tuple[int, int], max_px: int) -> Window:
@@ -93,56 +106,117 @@ def centred_window(out_hw: tuple[int, int], max_px: int) -> Window:
     return Window((h - wh) // 2, (w - ww) // 2, wh, ww)
 
 
-def timed_interleaved(fns: dict[str, Any], repeat: int) -> dict[str, tuple[float, torch.Tensor]]:
+def timed_interleaved(fns: dict[str, Any], repeat: int, device: torch.device) -> dict[str, tuple[float, torch.Tensor]]:
     """Best-of-``repeat`` time of each function, run in turn (a, b, c, a, b, c, ...) so that a slow
-    spell of a shared machine hits every path alike instead of one of them."""
+    spell of a shared machine hits every path alike instead of one of them. CUDA work is
+    synchronised before and after each call, so the time is the whole computation."""
     best: dict[str, tuple[float, torch.Tensor]] = {}
     for _ in range(repeat):
         for name, fn in fns.items():
+            sync(device)
             t0 = time.perf_counter()
             out = fn()
+            sync(device)
             dt = time.perf_counter() - t0
             if name not in best or dt < best[name][0]:
                 best[name] = (dt, out)
     return best
 
 
-def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int, repeat: int) -> list[dict[str, Any]]:
+def bench_precisions(device: torch.device) -> tuple[list[str], list[str]]:
+    """(precisions timed on ``device``, one line per precision skipped and why)."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return ["fp32", "tf32", "bf16", "fp16"], []
+        return ["fp32", "tf32", "fp16"], ["bf16: not supported by this GPU"]
+    if precisions.native(device) == "bf16":
+        return ["fp32", "bf16"], []
+    return ["fp32"], [f"bf16: not native on this CPU ({precisions.cpu_info().isa}, no AVX512-BF16/AMX); "
+                      "it would run emulated, several times slower than fp32, so `auto` and `--precision bf16` "
+                      "run fp32 here"]
+
+
+def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int, repeat: int,
+               precs: list[str]) -> list[dict[str, Any]]:
+    device = img.device
     rows = []
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"measured matmul peak (4096x256 @ 256x256): fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    peaks = {p: matmul_peak(precisions.dtype(p), device, tf32=p == "tf32") for p in precs}
+    print("measured matmul peak (M x 256 @ 256 x 256): "
+          + ", ".join(f"{p} {v:,.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     for s in scales:
         out_hw = (round(img.shape[1] * s), round(img.shape[2] * s))
         win = centred_window(out_hw, max_px)
         px = win.h * win.w
+        fns: dict[str, Any] = {"reference": lambda: render(model, img, out_hw, win, method="reference")}
+        for p in precs:
+            fns[p] = (lambda p=p: render(model, img, out_hw, win, precision=p))
         with torch.no_grad():
-            res = timed_interleaved({
-                "reference": lambda: render(model, img, out_hw, win, method="reference"),
-                "fp32": lambda: render(model, img, out_hw, win, precision="fp32"),
-                "bf16": lambda: render(model, img, out_hw, win, precision="bf16"),
-            }, repeat)
-        (t_ref, ref), (t_f32, f32), (t_b16, b16) = res["reference"], res["fp32"], res["bf16"]
-        row = {
-            "scale": s, "output": f"{out_hw[1]}x{out_hw[0]}", "window_px": px,
-            "reference_px_s": px / t_ref, "fast_fp32_px_s": px / t_f32, "fast_bf16_px_s": px / t_b16,
-            "fp32_speedup": t_ref / t_f32, "bf16_speedup": t_ref / t_b16,
-            "fp32_max_abs_diff": float((f32 - ref).abs().max()), "bf16_max_abs_diff": float((b16 - ref).abs().max()),
-            "reference_peak_fraction": px / t_ref * macs_per_pixel(model, False) * 2 / 1e9 / peaks["fp32"],
-            "fp32_peak_fraction": px / t_f32 * macs_per_pixel(model, True) * 2 / 1e9 / peaks["fp32"],
-            "bf16_peak_fraction": px / t_b16 * macs_per_pixel(model, True) * 2 / 1e9 / peaks["bf16"],
-        }
-        # The speed-up the fast path would show if all its work (encoder included) ran at the peak.
+            res = timed_interleaved(fns, repeat, device)
+        t_ref, ref = res["reference"]
+        row: dict[str, Any] = {"scale": s, "output": f"{out_hw[1]}x{out_hw[0]}", "window_px": px,
+                               "reference_px_s": px / t_ref,
+                               "reference_peak_fraction": px / t_ref * macs_per_pixel(model, False) * 2 / 1e9
+                               / peaks["fp32"]}
         work = 2 * fast_macs(model, tuple(img.shape[-2:]), out_hw, win) / 1e9
-        row["fp32_speedup_bound"] = t_ref / (work / peaks["fp32"])
-        row["bf16_speedup_bound"] = t_ref / (work / peaks["bf16"])
+        parts = [f"x{s:g} ({row['output']}, window {win.w}x{win.h}): reference {row['reference_px_s']:,.0f} px/s"]
+        for p in precs:
+            t, out = res[p]
+            row[f"fast_{p}_px_s"] = px / t
+            row[f"{p}_speedup"] = t_ref / t
+            row[f"{p}_max_abs_diff"] = float((out - ref).abs().max())
+            row[f"{p}_peak_fraction"] = px / t * macs_per_pixel(model, True) * 2 / 1e9 / peaks[p]
+            # the speed-up the fast path would show if all its work (encoder included) ran at the peak
+            row[f"{p}_speedup_bound"] = t_ref / (work / peaks[p])
+            parts.append(f"fast {p} {px / t:,.0f} px/s = {row[f'{p}_speedup']:.2f}x (bound at peak "
+                         f"{row[f'{p}_speedup_bound']:.2f}x, {row[f'{p}_peak_fraction']:.0%} of peak), "
+                         f"max|diff| {row[f'{p}_max_abs_diff']:.1e}")
         rows.append(row)
-        print(f"x{s:g} ({row['output']}, window {win.w}x{win.h}): reference {row['reference_px_s']:,.0f} px/s | "
-              f"fast fp32 {row['fast_fp32_px_s']:,.0f} px/s = {row['fp32_speedup']:.2f}x, max|diff| "
-              f"{row['fp32_max_abs_diff']:.1e} | fast bf16 {row['fast_bf16_px_s']:,.0f} px/s = "
-              f"{row['bf16_speedup']:.2f}x, max|diff| {row['bf16_max_abs_diff']:.1e} | fraction of matmul peak: "
-              f"reference {row['reference_peak_fraction']:.0%}, fp32 {row['fp32_peak_fraction']:.0%}, "
-              f"bf16 {row['bf16_peak_fraction']:.0%} | bound at peak (all work, encoder included): "
-              f"fp32 {row['fp32_speedup_bound']:.2f}x, bf16 {row['bf16_speedup_bound']:.2f}x", flush=True)
+        print(" | ".join(parts), flush=True)
+    return rows
+
+
+def big_renders(model: LIIF, device: torch.device, precs: list[str], repeat: int, huge: bool,
+                max_memory: int | None) -> list[dict[str, Any]]:
+    """Whole renders of real sizes, in-process (CUDA: wall time with synchronised timers and
+    ``torch.cuda.max_memory_allocated``): 1920x1080 -> 3840x2160 (reference route too), and with
+    ``huge`` the upstream issue #44 case 4608x3456 -> 9216x6912 (fast route only)."""
+    from liif.demo import test_card
+
+    cases = [((1080, 1920), (2160, 3840), True)]
+    if huge:
+        cases.append(((3456, 4608), (6912, 9216), False))
+    rows = []
+    for in_hw, out_hw, with_ref in cases:
+        card = np.array(test_card(512).resize((in_hw[1], in_hw[0]), Image.Resampling.BICUBIC))
+        img = torch.from_numpy(card).permute(2, 0, 1).contiguous().to(device)  # uint8, as the API keeps it
+        paths = {p: (lambda p=p: render(model, img, out_hw, precision=p, max_memory=max_memory)) for p in precs}
+        if with_ref:
+            paths = {"reference": lambda: render(model, img, out_hw, method="reference"), **paths}
+        for name, fn in paths.items():
+            best, peak = math.inf, 0
+            for _ in range(repeat if name != "reference" else 1):
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                sync(device)
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    out = fn()
+                sync(device)
+                best = min(best, time.perf_counter() - t0)
+                if device.type == "cuda":
+                    peak = max(peak, torch.cuda.max_memory_allocated(device))
+                del out
+            px = out_hw[0] * out_hw[1]
+            row = {"case": f"{in_hw[1]}x{in_hw[0]} -> {out_hw[1]}x{out_hw[0]}", "path": name, "seconds": best,
+                   "px_s": px / best, "peak_gpu_gib": peak / 2**30 if device.type == "cuda" else None}
+            rows.append(row)
+            mem = f", max_memory_allocated {peak / 2**30:.2f} GiB" if device.type == "cuda" else ""
+            print(f"{row['case']}, {name}: {best:.3f} s ({px / best / 1e6:,.1f} M px/s){mem}", flush=True)
+        ref_s = next((r["seconds"] for r in rows if r["case"] == rows[-1]["case"] and r["path"] == "reference"), None)
+        for r in rows:
+            if r["case"] == rows[-1]["case"]:
+                r["ratio_vs_reference"] = ref_s / r["seconds"] if ref_s else None
     return rows
 
 
@@ -167,12 +241,11 @@ def synthetic_input(folder: Path, wh: tuple[int, int]) -> Path:
     return path
 
 
-def memory(weights_file: Path, folder: Path, huge: bool) -> list[dict[str, Any]]:
+def memory(weights_file: Path, folder: Path, huge: bool, precs: list[str]) -> list[dict[str, Any]]:
     liif = [sys.executable, "-m", "liif.cli"]
     src = synthetic_input(folder, (960, 540))
     runs = [
-        ("fast fp32", ["--size", "3840x2160"]),
-        ("fast bf16", ["--size", "3840x2160", "--precision", "bf16"]),
+        *((f"fast {p}", ["--size", "3840x2160", "--precision", p, "--device", "cpu"]) for p in precs),
         ("reference, 3840x64 window (the whole unfolded map is built for any window)",
          ["--size", "3840x2160", "--method", "reference", "--region", "0,0,3840,64"]),
     ]
@@ -197,23 +270,43 @@ def main(args: argparse.Namespace) -> int:
         from liif.train import bench as train_bench
 
         return int(train_bench.main(args))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError("--device cuda: CUDA is not available")
     wfile = weights.path(args.weights)
-    model, _ = checkpoints.load(wfile)
+    model, _ = checkpoints.load(wfile, device=device)
     from liif.demo import test_card
 
     card = np.array(test_card(args.size))
-    img = torch.from_numpy(card).permute(2, 0, 1).float() / 255
+    img = (torch.from_numpy(card).permute(2, 0, 1).float() / 255).to(device)
     scales = [float(s) for s in args.scales.split(",")]
-    print(f"liif bench infer: {args.size}x{args.size} input, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    report: dict[str, Any] = {"throughput": throughput(model, img, scales, args.max_window_px, args.repeat)}
-    if not args.skip_memory:
+    precs, skipped = bench_precisions(device)
+    where = (f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
+             else precisions.cpu_info().describe())
+    print(f"liif bench infer: {args.size}x{args.size} input, torch {torch.__version__}, device {device} ({where}), "
+          f"{os.cpu_count()} CPUs; timing reference + fast {', '.join(precs)}", flush=True)
+    for line in skipped:
+        print(f"  skipped {line}", flush=True)
+    report: dict[str, Any] = {"device": str(device), "where": where, "torch": torch.__version__,
+                              "cpu": dataclasses.asdict(precisions.cpu_info()), "precisions": precs,
+                              "skipped": skipped,
+                              "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}
+    if args.big:
+        max_memory = parse_bytes(args.max_memory) if args.max_memory else None
+        report["big"] = big_renders(model, device, precs, args.repeat, args.huge, max_memory)
+    if args.memory:
         with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:
-            report["memory"] = memory(wfile, Path(tmp), args.huge)
+            report["memory"] = memory(wfile, Path(tmp), args.huge, [p for p in precs if p in ("fp32", "bf16")])
     if args.json:
         with atomic_path(Path(args.json)) as tmp_json:
             tmp_json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def parse_bytes(text: str) -> int:
+    from liif.cli import parse_memory
+
+    return parse_memory(text)
 
 
 __all__ = ["encoder_macs_per_pixel", "fast_macs", "main", "macs_per_pixel", "matmul_peak"]

@@ -7,7 +7,10 @@ Policies (also in the README):
   with bicubic (Pillow) to the output size and re-attached;
 - 16-bit grayscale PNGs are read at full precision and written back as 16-bit PNGs; Pillow
   decodes 16-bit-per-channel colour PNGs to 8 bits, so those come out as 8-bit PNGs.
-- quantisation of the float output follows the official demo: clamp to [0, 1], x255, truncate.
+- quantisation of the float output: clamp to [0, 1], scale to 255 (or 65535) and round to nearest.
+  The official demo truncates instead (x255, then floor), which darkens every output by half a
+  level on average; ``quantize="truncate"`` (``--quantize truncate``) keeps that for byte parity
+  with the official PNGs.
 """
 from __future__ import annotations
 
@@ -96,10 +99,17 @@ def resize_alpha(alpha: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
 
 
-def quantize(x: np.ndarray, bits: int = 8) -> np.ndarray:
-    """Clamp to [0, 1] and truncate to uint8 (official demo) or uint16."""
+QUANTIZE = ("round", "truncate")
+
+
+def quantize(x: np.ndarray, bits: int = 8, mode: str = "round") -> np.ndarray:
+    """Clamp to [0, 1] and map to uint8 or uint16: round to nearest, or truncate (official demo)."""
     top = 255.0 if bits == 8 else 65535.0
     q = np.clip(x, 0.0, 1.0) * np.float32(top)
+    if mode == "round":
+        q = np.rint(q, out=q)
+    elif mode != "truncate":
+        raise LiifError(f"unknown quantize mode {mode!r}; expected one of {', '.join(QUANTIZE)}")
     return q.astype(np.uint8 if bits == 8 else np.uint16)
 
 
@@ -107,25 +117,25 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA
 
 
-def finisher(gray: bool, bits: int) -> "tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]":
+def finisher(gray: bool, bits: int, mode: str = "round") -> "tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]":
     """How a float RGB tile becomes output pixels: (channels, dtype, tile -> (h, w, channels))."""
     if bits in (8, 16):
         dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)
         if gray:
-            return 1, dtype, lambda t: quantize(to_gray(t), bits)[..., None]
-        return 3, dtype, lambda t: quantize(t, bits)
+            return 1, dtype, lambda t: quantize(to_gray(t), bits, mode)[..., None]
+        return 3, dtype, lambda t: quantize(t, bits, mode)
     if gray:
         return 1, np.dtype(np.float32), lambda t: np.clip(to_gray(t), 0, 1)[..., None]
     return 3, np.dtype(np.float32), lambda t: np.clip(t, 0, 1)
 
 
-def compose(pixels: np.ndarray, alpha: np.ndarray | None, bits: int) -> Image.Image:
+def compose(pixels: np.ndarray, alpha: np.ndarray | None, bits: int, mode: str = "round") -> Image.Image:
     """Finished pixels (h, w, 1 or 3) (+ resized float alpha) -> PIL image in the policy's mode."""
     gray = pixels.shape[2] == 1
     if gray and bits == 16 and alpha is None:
         return Image.fromarray(pixels[..., 0])
     if alpha is not None:
-        a = quantize(alpha)[..., None]
+        a = quantize(alpha, 8, mode)[..., None]
         if bits == 16:
             pixels = (pixels >> 8).astype(np.uint8)
         return Image.fromarray(np.concatenate([pixels, a], -1), mode="LA" if gray else "RGBA")

@@ -18,8 +18,9 @@ fast (default)
        they are computed per axis with the very grid_sample rule of the reference.
     3. Output tiles whose LR footprint (plus the encoder's receptive radius as halo) fits a
        memory budget are rendered one at a time, so peak memory does not grow with the image.
-    The three hidden layers then run as GEMMs on blocks of ~1K queries x 4 codes, in fp32, bf16
-    or fp16.
+    The three hidden layers then run as GEMMs on blocks of ~1K queries x 4 codes on the CPU (cache
+    sized), or on whole stripes of up to 1M queries x 4 codes on CUDA (launch overhead dominates
+    small GEMMs there), in fp32, bf16 or fp16 (and TF32 on CUDA).
 """
 from __future__ import annotations
 
@@ -38,14 +39,15 @@ import torch.nn.functional as F
 
 from liif.coords import axis_centres, make_cell
 from liif.errors import LiifError
+from liif.precision import DTYPES
 from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF, area_blend
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_CHUNK = 30000
 BLOCK_QUERIES = 1024
 STRIPE_PIXELS = 1 << 15  # output pixels decoded and yielded at a time (fewer under small budgets)
 STRIPE_BYTES_PER_PIXEL = 64 * 4  # per code: indices, offsets, prediction, blend weights, temporaries
-DEFAULT_MAX_MEMORY = 256 << 20
+DEFAULT_MAX_MEMORY = 256 << 20  # on the CPU; on CUDA a quarter of the GPU's memory (cuda_default_budget)
+GPU_STRIPE_PIXELS = 1 << 20  # on CUDA a stripe is one block: few, large GEMMs instead of many launches
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def render_reference(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], wi
         axis_centres(out_hw[1], device=img.device, start=window.x, count=window.w),
         indexing="ij"), dim=-1).reshape(-1, 2)
     cell = make_cell(out_hw, coord.shape[0], device=img.device)
-    with exact_fp32(img.device):
+    with fp32_math(img.device):
         feat = model.encoder(model.normalize(as_float(img[None])))
         preds = [model.query(feat, coord[None, i:i + REFERENCE_CHUNK], cell[None, i:i + REFERENCE_CHUNK])
                  for i in range(0, coord.shape[0], REFERENCE_CHUNK)]
@@ -161,8 +163,9 @@ class TorchBackend:
     def __init__(self, model: LIIF, precision: str = "fp32") -> None:
         if model.imnet is None:
             raise LiifError("the fast renderer needs a LIIF model with an MLP decoder")
-        dtype = PRECISIONS[precision]
+        dtype = _dtype(precision, next(model.parameters()).device)
         self.model, self.precision, self.dtype = model, precision, dtype
+        self.device = next(model.parameters()).device
         layers = [m for m in model.imnet.layers if isinstance(m, torch.nn.Linear)]
         w0, b0 = layers[0].weight.float(), layers[0].bias.float()
         c = model.encoder.out_dim
@@ -193,7 +196,7 @@ class TorchBackend:
         """RGB crop (1, 3, h, w) in [0, 1] (or uint8) -> feature map (1, C, h, w)."""
         # channels-last input makes oneDNN run the whole encoder channels-last (~20-35% faster on CPU)
         x = self.model.normalize(as_float(crop)).contiguous(memory_format=torch.channels_last)
-        if self.precision == "fp32":
+        if self.dtype == torch.float32:  # fp32 (or tf32: fp32 tensors, TF32 tensor-core math on CUDA)
             return self.model.encoder(x)
         with torch.autocast(crop.device.type, dtype=self.dtype):
             return self.model.encoder(x)
@@ -237,10 +240,11 @@ def set_fp32_modes(modes: tuple[str, ...] | tuple[bool, ...]) -> None:
 
 
 @contextlib.contextmanager
-def exact_fp32(device: torch.device) -> Iterator[None]:
+def fp32_math(device: torch.device, precision: str = "fp32") -> Iterator[None]:
     """On CUDA, keep float32 convolutions and matmuls in full fp32 (no TF32, which cuDNN allows for
     convolutions by default): ``fp32`` promises the reference's result up to rounding. Only float32
-    ops are affected, so bf16/fp16 renders are unchanged. A no-op on the CPU.
+    ops are affected, so bf16/fp16 renders are unchanged. ``precision="tf32"`` turns TF32 on
+    instead (fp32 tensors, tensor-core math with a 10-bit mantissa). A no-op on the CPU.
 
     The modes are process-wide, so concurrent CUDA renders (the server's workers) take turns
     through a lock instead of switching them under each other."""
@@ -249,7 +253,9 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
         return
     with _FP32_LOCK:
         saved = fp32_modes()
-        set_fp32_modes(("ieee", "ieee") if isinstance(saved[0], str) else (False, False))
+        tf32 = precision == "tf32"
+        mode = "tf32" if tf32 else "ieee"
+        set_fp32_modes((mode, mode) if isinstance(saved[0], str) else (tf32, tf32))
         try:
             yield
         finally:
@@ -300,7 +306,7 @@ def render_tiles(
     """
     window.check(out_hw)
     dtype = _dtype(precision, img.device)
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
+    budget = default_budget(img.device) if max_memory is None else int(max_memory)
     H, W = out_hw
     h_lr, w_lr = img.shape[-2:]
     dev = img.device
@@ -312,9 +318,10 @@ def render_tiles(
     rel_cell[0] *= h_lr
     rel_cell[1] *= w_lr
     halo = encoder_halo(model)
-    stripe = stripe_pixels(budget)
     per_px, fixed = working_set(model, dtype)
-    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe * STRIPE_BYTES_PER_PIXEL, window)
+    stripe, stripe_bytes = stripe_plan(model, budget, dev)
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe_bytes, window)
+    block = BLOCK_QUERIES if dev.type == "cpu" else stripe
     bar = None
     if progress:
         from tqdm import tqdm
@@ -323,14 +330,14 @@ def render_tiles(
     with torch.no_grad():
         for (r0, r1), (c0, c1) in tiles:
             # (fp32 modes are set around the compute only, never across a yield to the caller)
-            with exact_fp32(dev):
+            with fp32_math(dev, precision):
                 region, z = _z_region(dec, img, _lr_box(rows, cols, r0, r1, c0, c1), halo, rel_cell)
             # Decode the tile in stripes so per-pixel temporaries stay small next to Z.
             step = max(1, stripe // (c1 - c0))
             for s0 in range(r0, r1, step):
                 s1 = min(r1, s0 + step)
-                with exact_fp32(dev):
-                    tile = _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens)
+                with fp32_math(dev, precision):
+                    tile = _decode_tile(dec, z, region, rows, cols, s0, s1, c0, c1, ens, block)
                 yield (s0, c0), tile
                 if bar is not None:
                     bar.update((s1 - s0) * (c1 - c0))
@@ -362,11 +369,13 @@ def release_free_memory() -> None:
 
 
 def _dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision not in PRECISIONS:
-        raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type == "cpu":
-        raise LiifError("fp16 rendering needs a CUDA device; use bf16 on the CPU")
-    return PRECISIONS[precision]
+    """A concrete precision (fp32/bf16/fp16), taken literally: the renderer runs what it is asked.
+    ``auto`` and the bf16 fallback on CPUs without native bf16 are the callers' (liif.precision.resolve)."""
+    if precision not in DTYPES:
+        raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(DTYPES)}")
+    if precision in ("fp16", "tf32") and device.type == "cpu":
+        raise LiifError(f"{precision} rendering needs a CUDA device; use bf16 or fp32 on the CPU")
+    return DTYPES[precision]
 
 
 def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
@@ -384,6 +393,27 @@ def working_set(model: LIIF, dtype: torch.dtype) -> tuple[int, int]:
 def stripe_pixels(budget: int) -> int:
     """Output pixels per decoded stripe: ``STRIPE_PIXELS``, or fewer so stripes take <= 1/16 of the budget."""
     return max(BLOCK_QUERIES, min(STRIPE_PIXELS, budget // 16 // STRIPE_BYTES_PER_PIXEL))
+
+
+def stripe_plan(model: LIIF, budget: int, device: torch.device) -> tuple[int, int]:
+    """(output pixels per stripe, bytes a stripe needs).
+
+    CPU: ``stripe_pixels`` (blocks of 1K queries inside). CUDA: the stripe is decoded as one block,
+    so it holds ~3 live (4 codes x width) fp32 activations per pixel; it may take half the budget."""
+    if device.type == "cpu":
+        n = stripe_pixels(budget)
+        return n, n * STRIPE_BYTES_PER_PIXEL
+    assert model.imnet is not None
+    per_px = 3 * 4 * model.imnet.layers[0].out_features * 4 + STRIPE_BYTES_PER_PIXEL
+    n = max(BLOCK_QUERIES, min(GPU_STRIPE_PIXELS, budget // 2 // per_px))
+    return n, n * per_px
+
+
+def default_budget(device: torch.device) -> int:
+    """The working-memory budget when none is given: 256 MiB on the CPU, a quarter of the GPU's memory on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    return DEFAULT_MAX_MEMORY
 
 
 def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, budget: int,
@@ -447,7 +477,8 @@ def _z_region(dec: TorchBackend, img: torch.Tensor, box: tuple[int, int, int, in
 
 
 def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, int], rows: AxisPlan,
-                 cols: AxisPlan, r0: int, r1: int, c0: int, c1: int, ens: bool) -> torch.Tensor:
+                 cols: AxisPlan, r0: int, r1: int, c0: int, c1: int, ens: bool,
+                 block: int = BLOCK_QUERIES) -> torch.Tensor:
     """Raw prediction (3, r1 - r0, c1 - c0) for output rows r0:r1, columns c0:c1 of the window.
 
     Code indices and offsets are laid out query-major, (pixel, code), for the whole stripe at once,
@@ -465,8 +496,8 @@ def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, i
     rx = torch.stack([cr[sx, None, :].expand(th, tw).reshape(-1) for _, sx in shifts], 1)
     rel = torch.stack([ry, rx], -1)  # (n, k, 2)
     pred = torch.empty(n, k, 3, device=z.device)
-    for b0 in range(0, n, BLOCK_QUERIES):
-        b1 = min(n, b0 + BLOCK_QUERIES)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
         pred[b0:b1] = dec.decode(z, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2)).view(b1 - b0, k, 3)
     if ens:
         out = area_blend(pred.unbind(1), (torch.abs(ry * rx) + 1e-9).unbind(1), local_ensemble=True)
@@ -475,4 +506,4 @@ def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, i
     return out.t().reshape(3, th, tw)
 
 
-__all__ = ["PRECISIONS", "TorchBackend", "Window", "render", "render_reference", "render_tiles"]
+__all__ = ["TorchBackend", "Window", "render", "render_reference", "render_tiles"]

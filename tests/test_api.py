@@ -43,7 +43,7 @@ def test_numpy_and_tensor_agree(upscaler, small):
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
     ft = upscaler.upscale(t, scale=2)
     assert isinstance(ft, torch.Tensor) and ft.shape == (3, 64, 80) and 0 <= ft.min() and ft.max() <= 1
-    assert np.array_equal((ft.permute(1, 2, 0).numpy() * 255).astype(np.uint8), out)  # truncation, as official
+    assert np.array_equal(np.rint(ft.permute(1, 2, 0).numpy() * 255).astype(np.uint8), out)  # rounded to nearest
     batch = upscaler.upscale(torch.stack([t, t.flip(-1)]), scale=(1, 2))
     assert batch.shape == (2, 3, 32, 80)
 

@@ -34,7 +34,7 @@ def test_upscale_matches_golden_png(tmp_path, capsys, weights_arg):
     case = golden_cases()[3]
     h, w = case["out_hw"]
     rc, out, _ = run(["upscale", str(GOLDEN / case["input"]), "-o", str(tmp_path / "o.png"), "--size", f"{w}x{h}",
-                      *weights_arg], capsys)
+                      "--precision", "fp32", "--quantize", "truncate", *weights_arg], capsys)
     assert rc == 0 and "(480x384)" in out
     got = np.asarray(Image.open(tmp_path / "o.png"), dtype=np.int16)
     gold = np.asarray(Image.open(GOLDEN / case["png"]), dtype=np.int16)

@@ -63,8 +63,8 @@ def test_cuda_upscale_png_equals_cpu(official_path: Path):
     import liif
 
     img = Image.open(DATA / "Set5" / "LR_bicubic" / "X4" / "img_001.png").convert("RGB")
-    cpu = np.asarray(liif.load(official_path, device="cpu").upscale(img, scale=3.3)).astype(int)
-    up = liif.load(official_path, device="cuda")
+    cpu = np.asarray(liif.load(official_path, device="cpu", precision="fp32").upscale(img, scale=3.3)).astype(int)
+    up = liif.load(official_path, device="cuda", precision="fp32")
     assert up.device.type == "cuda"
     gpu = np.asarray(up.upscale(img, scale=3.3)).astype(int)
     assert cpu.shape == gpu.shape
@@ -86,10 +86,10 @@ def test_cuda_training_runs_in_each_precision(tmp_path: Path, precision: str):
     assert (tmp_path / "run" / "checkpoints" / "last").is_dir()
 
 
-def test_exact_fp32_turns_tf32_off_and_restores_the_modes():
-    from liif.render import exact_fp32
+def test_fp32_math_turns_tf32_off_and_restores_the_modes():
+    from liif.render import fp32_math
 
     before = fp32_modes()
-    with exact_fp32(torch.device("cuda")):
+    with fp32_math(torch.device("cuda")):
         assert fp32_modes() in (("ieee", "ieee"), (False, False))
     assert fp32_modes() == before

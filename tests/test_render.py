@@ -207,7 +207,7 @@ def test_fused_cpu_linear_equals_plain_linear(official, monkeypatch):
 
 def test_fp32_mode_helpers_round_trip():
     """The CUDA fp32 guard's save/set/restore of the process-wide TF32 modes (runs on any build)."""
-    from liif.render import exact_fp32, fp32_modes, set_fp32_modes
+    from liif.render import fp32_math, fp32_modes, set_fp32_modes
 
     before = fp32_modes()
     try:
@@ -216,5 +216,5 @@ def test_fp32_mode_helpers_round_trip():
     finally:
         set_fp32_modes(before)
     assert fp32_modes() == before
-    with exact_fp32(torch.device("cpu")):  # a no-op on the CPU
+    with fp32_math(torch.device("cpu")):  # a no-op on the CPU
         assert fp32_modes() == before

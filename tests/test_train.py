@@ -44,7 +44,9 @@ def tiny_config(tmp_path: Path, **extra: object) -> Path:
         "data": {"train": {"roots": [str(images)], "repeat": 2, "inp_size": 12, "scale_max": 3.0,
                            "sample_q": 64},
                  "val": {"hr": str(images), "scale": 2, "first_k": 2, "every": 1}},
-        "train": {"batch_size": 4, "epochs": 2, "lr": 1e-3, "milestones": [1], "gamma": 0.5, "threads": 1},
+        # CPU and fp32 whatever the machine has (CUDA, native bf16): the tests compare runs number for number
+        "train": {"batch_size": 4, "epochs": 2, "lr": 1e-3, "milestones": [1], "gamma": 0.5, "threads": 1,
+                  "device": "cpu", "precision": "fp32"},
         "checkpoint": {"save_every": 1},
         "log": {"every": 1},
     }
@@ -65,10 +67,11 @@ def test_shipped_configs_parse_and_mirror_the_paper(tmp_path: Path) -> None:
         assert (t.batch_size, t.epochs, t.lr, t.milestones, t.gamma) == (16, 1000, 1e-4, [200, 400, 600, 800], 0.5)
         assert (d.inp_size, d.scale_min, d.scale_max, d.sample_q, d.repeat) == (48, 1.0, 4.0, 2304, 20)
         assert cfg.model_spec().hidden == [256, 256, 256, 256]
+        assert t.precision == "auto"  # what the hardware runs natively (fp32: --set train.precision=fp32)
     cfg = config.load(ROOT / "configs" / "tiny-cpu.yaml",
                       [f"data.train.roots=[{DATA / 'train' / 'T91'}]", f"data.val.hr={DATA / 'Set14' / 'HR'}",
                        f"data.val.lr={DATA / 'Set14' / 'LR_bicubic' / 'X4'}"])
-    assert cfg.train.precision == "bf16"
+    assert cfg.train.precision == "auto"
 
 
 def test_overrides_are_typed(tmp_path: Path) -> None:
@@ -226,9 +229,14 @@ def test_bench_train_prints_both_loops_and_the_ratio(tmp_path: Path, capsys: pyt
     out = tmp_path / "bench.json"
     assert liif_main(["bench", "train", "--data", str(make_images(tmp_path / "img", side=64)), "--batch", "2",
                       "--iters", "1", "--set", "model.encoder_args={n_resblocks: 1}", "--set", "model.hidden=[32]",
-                      "--precision", "fp32", "--json", str(out)]) == 0
+                      "--variants", "fp32,tf32,bf16:nofold", "--device", "cpu", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "reference (LIIF.query, full unfold, fp32)" in text and "ratio:" in text
+    assert "reference (LIIF.query, full unfold, fp32)" in text and "ours [fp32]" in text and " = " in text
+    assert "skipped: tf32: TF32 exists on CUDA only" in text
+    from liif import precision
+    bf16_native = precision.native(torch.device("cpu")) == "bf16"
+    assert ("ours [bf16:nofold]" in text) == bf16_native  # emulated bf16 is not timed, and says why
+    assert ("bf16:nofold: bf16 is not native on this CPU" in text) != bf16_native
     fig = yaml.safe_load(out.read_text())
     assert fig["ratio"] == pytest.approx(fig["ours_samples_per_s"] / fig["reference_samples_per_s"])
     assert fig["batch"] == 2 and len(fig["ours_step_s"]) == 1

@@ -1,28 +1,111 @@
 """``liif bench train``: training samples/s of our loop vs a reference loop, same model, data, batches.
 
 reference: the official op structure - ``LIIF.query`` with the full 3x3 unfold and four nearest
-           grid_samples of the 576-wide codes, fp32.
-ours:      the layer-0 folded query (``liif.models.folded``) under autocast (bf16 by default) with
-           NHWC (channels-last) encoder activations, as ``train.channels_last`` does.
-Both start from the same weights and run the same pre-built batches (data loading is excluded:
-in a real run it overlaps with compute in DataLoader workers). Steps alternate ref/ours so that
-background load affects both alike; samples/s = batch / median step time.
+           grid_samples of the 576-wide codes, in full fp32 (TF32 off on CUDA: the model card's
+           semantics).
+ours:      one or more variants (``--variants``): the layer-0 folded query (``liif.models.folded``)
+           in a precision (``auto`` resolves to what the hardware runs natively), with NHWC
+           (channels-last) encoder activations, optionally ``torch.compile``.
+All loops start from the same weights and run the same pre-built batches (data loading is excluded
+here: ``--loader-workers`` measures the data pipeline on its own, so a bottleneck shows). Steps
+alternate between loops so that background load affects all alike; samples/s = batch / median
+step time. On CUDA the timers synchronise, and each loop's peak GPU memory per step is reported.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from liif import precision as precisions
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.render import fp32_modes, set_fp32_modes
 from liif.train import config
 from liif.train.loop import Step, build_data, epoch_batches, train_step
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One training-loop configuration: ``PRECISION[:flag...]`` with flags nofold, nchw, compile.
+    PRECISION is auto, fp32 (TF32 off), tf32 (fp32 tensors, TF32 matmuls/convs on CUDA), bf16, fp16."""
+
+    name: str
+    precision: str  # fp32 | tf32 | bf16 | fp16 (resolved)
+    fold: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    @classmethod
+    def parse(cls, text: str, device: torch.device) -> "Variant | str":
+        """The variant, or a one-line reason why it is skipped on ``device``."""
+        text = text.strip()
+        prec, *flags = text.split(":")
+        asked = prec
+        unknown = set(flags) - {"nofold", "nchw", "compile"}
+        if unknown or prec not in (*precisions.CHOICES, "tf32"):
+            raise LiifError(f"--variants: cannot read {text!r} (PRECISION[:nofold][:nchw][:compile], "
+                            f"PRECISION one of auto, fp32, tf32, bf16, fp16)")
+        if prec == "auto":
+            prec = precisions.native(device)
+        elif prec == "tf32" and device.type != "cuda":
+            return f"{text}: TF32 exists on CUDA only"
+        elif prec == "fp16" and device.type != "cuda":
+            return f"{text}: fp16 needs CUDA"
+        elif prec == "bf16" and device.type == "cpu" and precisions.native(device) != "bf16":
+            return f"{text}: bf16 is not native on this CPU ({precisions.cpu_info().isa}); it would run emulated"
+        name = text if prec == asked else f"{text} (={prec})"
+        return cls(name, prec, "nofold" not in flags, "nchw" not in flags, "compile" in flags)
+
+    def amp(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+
+@contextlib.contextmanager
+def fp32_mode(device: torch.device, tf32: bool) -> Iterator[None]:
+    """Full-fp32 (or TF32) CUDA matmuls and convolutions for the duration; a no-op on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = fp32_modes()
+    mode = ("tf32" if tf32 else "ieee") if isinstance(saved[0], str) else tf32
+    set_fp32_modes((mode, mode))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        set_fp32_modes(saved)
+
+
+def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
+                      pin: bool) -> float:
+    """Samples/s the DataLoader delivers with ``workers`` processes (after its first batch)."""
+    plan = epoch_batches(len(train_set), batch, 1, seed)[:n_batches + 1]
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=plan, num_workers=workers, pin_memory=pin,
+                                         persistent_workers=False, prefetch_factor=4 if workers else None)
+    it = iter(loader)
+    next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for b in it:
+        n += b["inp"].shape[0]
+    return n / (time.perf_counter() - t0)
+
+
+def cache_bytes(train_set: Any) -> int:
+    """Host bytes of decoded training images held by the in-memory cache (0 when uncached)."""
+    images = getattr(train_set, "images", None)
+    cached = getattr(images, "cached", None)
+    return sum(int(a.nbytes) for a in cached) if cached is not None else 0
+
 
 def main(args: argparse.Namespace) -> int:
     if args.iters < 1:
@@ -34,58 +117,94 @@ def main(args: argparse.Namespace) -> int:
     if args.batch is not None:
         overrides.append(f"train.batch_size={args.batch}")
     cfg = config.load(args.config, overrides)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
-    if args.precision == "fp16" and device.type != "cuda":
-        raise LiifError("fp16 needs CUDA; use bf16 on the CPU")
+    want = args.device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
+    device = torch.device(want)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError("--device cuda: CUDA is not available")
+    variants: list[Variant] = []
+    for text in args.variants.split(","):
+        v = Variant.parse(text, device)
+        if isinstance(v, str):
+            print(f"  skipped: {v}")
+        else:
+            variants.append(v)
     cfg.data.train.cache = "memory"
+    t_data = time.perf_counter()
     train_set, _ = build_data(cfg)
+    t_data = time.perf_counter() - t_data
     bs = cfg.train.batch_size
     plan = epoch_batches(len(train_set), bs, 0, cfg.train.seed)
     if len(plan) < args.iters + 1:
         raise LiifError(f"need {args.iters + 1} batches of {bs}, the data gives {len(plan)}")
     batches = [torch.utils.data.default_collate([train_set[i] for i in idx]) for idx in plan[:args.iters + 1]]
+    if device.type == "cuda":
+        batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
+
+    spec = cfg.model_spec()
+    where = (f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda"
+             else precisions.cpu_info().describe())
+    print(f"liif bench train: {Path(args.config).name} ({spec.encoder}, hidden {spec.hidden}), batch {bs}, "
+          f"{cfg.data.train.inp_size}px LR patches, {cfg.data.train.sample_q} queries/sample, device {device} "
+          f"({where}), torch {torch.__version__}, median of {args.iters} steps", flush=True)
 
     torch.manual_seed(cfg.train.seed)
-    ref_model = config.ModelSpec.from_dict(cfg.model)
     from liif.models import build
-    ref = build(ref_model).to(device)
-    ours = copy.deepcopy(ref)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
-    loops = {
-        "reference": (Step(ref, fold=False), ref, None),
-        "ours": (Step(ours, fold=True, channels_last=args.channels_last), ours, amp),
-    }
-    state = {}
-    for name, (fwd, model, dtype) in loops.items():
+    base = build(spec).to(device)
+    loops: dict[str, dict[str, Any]] = {}
+    entries: list[tuple[str, Variant | None]] = [] if args.no_reference else [("reference", None)]
+    entries += [(v.name, v) for v in variants]
+    for name, v in entries:
+        model = copy.deepcopy(base)
+        fwd: torch.nn.Module = Step(model, fold=v.fold if v else False, channels_last=v.channels_last if v else False)
+        if v is not None and v.compile:
+            fwd = torch.compile(fwd)  # type: ignore[assignment]
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        state[name] = (fwd, model, opt, scaler, dtype, [])
-        train_step(fwd, model, opt, scaler, batches[0], device, dtype)  # warm-up
+        amp = v.amp() if v else None
+        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+        tf32 = v is not None and v.precision == "tf32"
+        loops[name] = {"fwd": fwd, "model": model, "opt": opt, "scaler": scaler, "amp": amp, "tf32": tf32,
+                       "times": [], "peak": 0}
+        t0 = time.perf_counter()
+        with fp32_mode(device, tf32):
+            train_step(fwd, model, opt, scaler, batches[0], device, amp)  # warm-up (and compilation)
+        loops[name]["warmup_s"] = time.perf_counter() - t0
     for b in batches[1:]:
-        for name in loops:
-            fwd, model, opt, scaler, dtype, times = state[name]
+        for name, st in loops.items():
             if device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            train_step(fwd, model, opt, scaler, b, device, dtype)
+            with fp32_mode(device, st["tf32"]):
+                train_step(st["fwd"], st["model"], st["opt"], st["scaler"], b, device, st["amp"])
             if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    res = {name: bs / statistics.median(state[name][5]) for name in loops}
-    spec = cfg.model_spec()
-    print(f"liif bench train: {Path(args.config).name} ({spec.encoder}, hidden {spec.hidden}), batch {bs}, "
-          f"{cfg.data.train.inp_size}px LR patches, {cfg.data.train.sample_q} queries/sample, device {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.iters} steps")
-    print(f"  reference (LIIF.query, full unfold, fp32): {res['reference']:8.2f} samples/s")
-    label = f"ours (layer-0 fold, {args.precision}{', NHWC' if args.channels_last else ''}):"
-    print(f"  {label:<42} {res['ours']:8.2f} samples/s")
-    ratio = res["ours"] / res["reference"]
-    print(f"  ratio: {ratio:.2f}x")
+                torch.cuda.synchronize(device)
+                st["peak"] = max(st["peak"], torch.cuda.max_memory_allocated(device))
+            st["times"].append(time.perf_counter() - t0)
+    res = {name: bs / statistics.median(st["times"]) for name, st in loops.items()}
+    ref = res.get("reference")
+    rows = []
+    for name, st in loops.items():
+        label = ("reference (LIIF.query, full unfold, fp32)" if name == "reference" else f"ours [{name}]")
+        ratio = f" = {res[name] / ref:.2f}x" if ref and name != "reference" else ""
+        mem = f", peak GPU {st['peak'] / 2**30:.2f} GiB/step" if device.type == "cuda" else ""
+        print(f"  {label:<44} {res[name]:9.2f} samples/s{ratio}{mem}", flush=True)
+        rows.append({"loop": name, "samples_per_s": res[name], "ratio_vs_reference": res[name] / ref if ref else None,
+                     "step_s": st["times"], "warmup_s": st["warmup_s"], "peak_gpu_bytes": st["peak"] or None})
+    loader_rows = []
+    for w in args.loader_workers:
+        sps = loader_throughput(train_set, bs, w, args.loader_batches, cfg.train.seed, device.type == "cuda")
+        loader_rows.append({"workers": w, "samples_per_s": sps})
+        print(f"  data loader alone, {w} worker(s): {sps:9.2f} samples/s", flush=True)
+    cached = cache_bytes(train_set)
+    print(f"  data cache: {cached / 2**20:.0f} MiB decoded images in host memory (built in {t_data:.1f} s)")
     if args.json:
-        fig = {"config": str(args.config), "batch": bs, "device": str(device), "threads": torch.get_num_threads(),
-               "precision": args.precision, "channels_last": args.channels_last, "iters": args.iters,
-               "reference_samples_per_s": res["reference"], "ours_samples_per_s": res["ours"], "ratio": ratio,
-               "reference_step_s": state["reference"][5], "ours_step_s": state["ours"][5]}
+        fig = {"config": str(args.config), "batch": bs, "device": str(device), "where": where,
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "iters": args.iters,
+               "loops": rows, "loader": loader_rows, "cache_bytes": cached}
+        if ref is not None and len(rows) == 2:  # the one-variant summary of earlier versions
+            fig.update({"precision": variants[0].precision, "channels_last": variants[0].channels_last,
+                        "reference_samples_per_s": ref, "ours_samples_per_s": rows[1]["samples_per_s"],
+                        "ratio": rows[1]["samples_per_s"] / ref})
         with atomic_path(Path(args.json)) as tmp:
             tmp.write_text(json.dumps(fig, indent=2) + "\n")
     return 0

@@ -33,9 +33,15 @@ def add_bench_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--data", nargs="+", default=DEFAULT_BENCH_DATA, metavar="DIR",
                    help="training image folders used instead of the config's (default ../shared/data/train/*)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="our loop's precision")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                   help="NHWC encoder activations in our loop (default on)")
+    p.add_argument("--variants", default="auto", metavar="V[,V...]",
+                   help="our loops, each PRECISION[:nofold][:nchw][:compile] with PRECISION auto (default: what "
+                        "the hardware runs natively), fp32, tf32 (CUDA), bf16 or fp16 (CUDA); e.g. "
+                        "fp32,tf32,bf16,bf16:compile. Variants that would run emulated here are skipped, saying why")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--loader-workers", type=int, nargs="*", default=[], metavar="N",
+                   help="also time the data loader alone with N worker processes (each N given)")
+    p.add_argument("--loader-batches", type=int, default=20, help="batches timed per loader measurement")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
     p.add_argument("--iters", type=int, default=3, help="timed steps per loop (after one warm-up step)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -17,8 +17,7 @@ import yaml
 
 from liif.errors import LiifError
 from liif.models.spec import ModelSpec
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from liif.precision import CHOICES as PRECISIONS
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Optim:
     lr: float = 1e-4
     milestones: list[int] = field(default_factory=lambda: [200, 400, 600, 800])
     gamma: float = 0.5
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA, with a grad scaler)
+    precision: str = "auto"  # auto (liif.precision: native bf16 or fp32 on CPU, bf16/fp16 on CUDA) | fp32 | bf16 | fp16
     fold: bool = True  # layer-0 fold (liif.models.folded); false = the official op structure
     compile: bool = False
     channels_last: bool = False  # NHWC encoder activations (faster convolutions on CPU)

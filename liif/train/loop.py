@@ -21,12 +21,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from liif import precision as precisions
 from liif.checkpoints import atomic_path
 from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
 from liif.models import LIIF, build
 from liif.models.folded import folded_forward
+from liif.render import fp32_modes, set_fp32_modes
 from liif.train import checkpoint as ckpt
 from liif.train.config import Config, dump
 
@@ -119,6 +121,9 @@ def pick_device(cfg: Config, local_rank: int) -> torch.device:
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise LiifError("config key train.device is cuda but no CUDA device is available")
+        if local_rank >= torch.cuda.device_count():
+            raise LiifError(f"process with local rank {local_rank} has no GPU: this node has "
+                            f"{torch.cuda.device_count()}; start at most that many processes per node")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if cfg.train.precision == "fp16":
@@ -157,8 +162,16 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=t.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.precision)
+    precision = precisions.resolve(t.precision, device)  # auto: what this hardware runs natively
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    amp_dtype = None if precisions.dtype(precision) == torch.float32 else precisions.dtype(precision)
+    if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
+        mode = "tf32" if precision == "tf32" else "ieee"
+        set_fp32_modes((mode, mode) if isinstance(fp32_modes()[0], str) else (mode == "tf32",) * 2)
+    if master:
+        cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
+        print(f"training on {device} with {world} process(es), precision {precision} "
+              f"(asked {t.precision}){cpu}", file=sys.stderr)
 
     # -- data ------------------------------------------------------------------------------------
     train_set, val_set = build_data(cfg)
@@ -209,7 +222,7 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
     def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
-                "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict()}
+                "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "precision": precision}
 
     def log(row: dict[str, Any]) -> None:
         new = not log_rows.exists()
@@ -297,7 +310,7 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
         writer.close()
     if world > 1:
         dist.barrier()
-    return {"step": step, "epoch": epoch, "loss": last_loss, "samples_per_s": sps,
+    return {"step": step, "epoch": epoch, "loss": last_loss, "samples_per_s": sps, "precision": precision,
             "best_psnr": best, "stopped_early": stopped, "checkpoint": str(last_dir)}
 
 
