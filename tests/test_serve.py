@@ -20,6 +20,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+import liif.api  # noqa: E402
 from conftest import GOLDEN  # noqa: E402
 from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
 
@@ -245,3 +246,18 @@ def test_twenty_concurrent_clients_bounded(folder, upscaler):
         assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(b))), want) for b in ok)
         with httpx.Client(base_url=base, timeout=120) as c:  # and it still renders afterwards
             assert c.get("/api/render", params=params).status_code == 200
+
+
+def test_upscale_cancel_stops_between_stripes(upscaler):
+    src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
+    calls = []
+
+    def second_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(liif.api.RenderCancelled):
+        upscaler.upscale(src, size=(256, 228), cancel=second_call)  # 58K pixels: two stripes
+    assert len(calls) == 2  # checked before the render and after the first stripe, where it stopped
+    never = upscaler.upscale(src, size=(32, 28), cancel=lambda: False)
+    assert np.array_equal(np.asarray(never), np.asarray(upscaler.upscale(src, size=(32, 28))))
