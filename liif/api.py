@@ -23,6 +23,11 @@ from liif.render import Window, render, render_tiles
 
 DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 
+
+class RenderCancelled(LiifError):
+    """``upscale(..., cancel=f)`` stopped early because ``f()`` returned True."""
+
+
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
 Scale = Union[float, tuple[float, float]]
 
@@ -122,12 +127,13 @@ class Upscaler:
 
     def upscale(self, image: ImageLike, size: Sequence[int] | None = None, scale: Scale | None = None,
                 region: Sequence[int] | None = None, precision: str | None = None,
-                progress: bool = False) -> ImageLike:
+                progress: bool = False, cancel: Callable[[], bool] | None = None) -> ImageLike:
         """Upscale (or resample to any size) ``image``; ``region=(x, y, w, h)`` renders only that
-        window of the virtual output, identical to the same crop of the full render."""
+        window of the virtual output, identical to the same crop of the full render. ``cancel`` is
+        called before the render and after each stripe; when it returns True, RenderCancelled."""
         precision = self.precision if precision is None else self._resolve_precision(precision)
         if isinstance(image, torch.Tensor):
-            return self._upscale_tensor(image, size, scale, region, precision, progress)
+            return self._upscale_tensor(image, size, scale, region, precision, progress, cancel)
         if isinstance(image, Image.Image):
             dec = imageio.decode(image)
             as_kind = "pil"
@@ -141,22 +147,25 @@ class Upscaler:
         arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
         rgb = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
         channels, dtype, finish = imageio.finisher(dec.gray, dec.bits, self.quantize)
-        pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish)
+        pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish, cancel)
         alpha = _window_alpha(dec.alpha, out_hw, window)
         if as_kind == "pil":
             return imageio.compose(pixels, alpha, dec.bits, self.quantize)
         return _encode_array(pixels, alpha, image, self.quantize)
 
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False, cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """(3, h, w) RGB in [0, 1] (or uint8) -> float32 (window.h, window.w, 3) RGB, unclamped."""
-        return self.render_into(rgb, out_hw, window, precision, progress, 3, np.dtype(np.float32), lambda t: t)
+        return self.render_into(rgb, out_hw, window, precision, progress, 3, np.dtype(np.float32), lambda t: t,
+                                cancel)
 
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,
-                    finish: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                    finish: Callable[[np.ndarray], np.ndarray],
+                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """Render tile by tile, turning each float RGB tile into final pixels at once, so the
         only full-size array is the result in its final dtype."""
+        _stop_if(cancel)
         out = np.empty((window.h, window.w, channels), dtype=dtype)
         if self.method == "reference":
             pred = render(self.model, rgb, out_hw, window, method="reference")
@@ -166,10 +175,12 @@ class Upscaler:
                                          backend=self._backend):
             t = finish(self.model.denormalize(tile.permute(1, 2, 0)).cpu().numpy())
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
+            _stop_if(cancel)
         return out
 
     def _upscale_tensor(self, t: torch.Tensor, size: Sequence[int] | None, scale: Scale | None,
-                        region: Sequence[int] | None, precision: str, progress: bool) -> torch.Tensor:
+                        region: Sequence[int] | None, precision: str, progress: bool,
+                        cancel: Callable[[], bool] | None = None) -> torch.Tensor:
         if not t.is_floating_point() or t.dim() not in (3, 4) or t.shape[-3] not in (1, 3, 4):
             raise LiifError(f"tensor input must be float (C, H, W) or (B, C, H, W) with C in 1, 3, 4; got "
                             f"{t.dtype} {tuple(t.shape)}")
@@ -180,7 +191,7 @@ class Upscaler:
             rgb = img[:3] if c >= 3 else img.expand(3, -1, -1)
             out_hw, window = self.plan(tuple(img.shape[-2:]), size, scale, region)
             res = torch.from_numpy(self.render_rgb(rgb.to(self.device).float(), out_hw, window, precision,
-                                                   progress)).clamp_(0, 1)
+                                                   progress, cancel)).clamp_(0, 1)
             if c == 1:
                 res = res @ torch.from_numpy(imageio.LUMA)
                 res = res[None]
@@ -192,6 +203,11 @@ class Upscaler:
             outs.append(res)
         out = torch.stack(outs).to(device=t.device, dtype=t.dtype)
         return out if t.dim() == 4 else out[0]
+
+
+def _stop_if(cancel: Callable[[], bool] | None) -> None:
+    if cancel is not None and cancel():
+        raise RenderCancelled("render cancelled")
 
 
 def _window_alpha(alpha: np.ndarray | None, out_hw: tuple[int, int], window: Window) -> np.ndarray | None:

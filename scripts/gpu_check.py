@@ -89,7 +89,7 @@ def regions(path: Path) -> dict[str, float | bool | str]:
     src = SHARED / "data" / "Set5" / "LR_bicubic" / "X4" / "img_002.png"
     (folder / "b.png").write_bytes(src.read_bytes())
     W, H = 173, 161
-    with TestClient(create_app(up, folder)) as client:
+    with TestClient(create_app(up, folder), base_url="http://localhost") as client:
         def get(x: int, y: int, w: int, h: int) -> np.ndarray:
             r = client.get("/api/render", params={"image": "f:b.png", "W": W, "H": H, "x": x, "y": y, "w": w, "h": h})
             assert r.status_code == 200, r.text

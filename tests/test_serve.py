@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import os
+import queue
 import shutil
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +28,8 @@ uvicorn = pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+import liif.api  # noqa: E402
+import liif.serve.app  # noqa: E402
 from conftest import GOLDEN  # noqa: E402
 from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
 
@@ -69,7 +79,7 @@ def app(upscaler, folder):
 
 @pytest.fixture(scope="module")
 def client(app) -> Iterator[TestClient]:
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:  # the default "testserver" is no allowed host
         yield c
 
 
@@ -245,3 +255,254 @@ def test_twenty_concurrent_clients_bounded(folder, upscaler):
         assert all(np.array_equal(np.asarray(Image.open(io.BytesIO(b))), want) for b in ok)
         with httpx.Client(base_url=base, timeout=120) as c:  # and it still renders afterwards
             assert c.get("/api/render", params=params).status_code == 200
+
+
+# --- hardening: cancellation, time limit, shutdown, the render queue, hosts, links, bombs, the port ---
+
+BUTTERFLY_WINDOW = {"image": "f:butterfly.png", "W": 456, "H": 512, "x": 100, "y": 100, "w": 200, "h": 190}
+
+
+class UntilCancelled:
+    """The real upscaler, but every render repeats until the server cancels it (the real renderer
+    raises on ``cancel``) or the test releases it; at most 300 repeats, so it always ends."""
+
+    def __init__(self, upscaler) -> None:
+        self.upscaler = upscaler
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def upscale(self, image, **kw):
+        self.started.set()
+        out = self.upscaler.upscale(image, **kw)
+        for _ in range(300):
+            if self.release.is_set():
+                break
+            out = self.upscaler.upscale(image, **kw)
+        return out
+
+
+def wait_until(cond, seconds: float = 30) -> bool:
+    """Poll ``cond`` every 50 ms for at most ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def cli(*args: str) -> subprocess.Popen:
+    """``liif ...`` in a subprocess, with the same liif package as this test process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(liif.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-c", "import sys; from liif.cli import main; sys.exit(main())",
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A valid 1x1 PNG whose header claims w x h pixels (a decompression bomb's header)."""
+    data = encode(Image.new("L", (1, 1)))
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return data[:8] + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + data[33:]
+
+
+def test_upscale_cancel_stops_between_stripes(upscaler):
+    src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
+    calls = []
+
+    def second_call() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(liif.api.RenderCancelled):
+        upscaler.upscale(src, size=(256, 228), cancel=second_call)  # 58K pixels: two stripes
+    assert len(calls) == 2  # checked before the render and after the first stripe, where it stopped
+    never = upscaler.upscale(src, size=(32, 28), cancel=lambda: False)
+    assert np.array_equal(np.asarray(never), np.asarray(upscaler.upscale(src, size=(32, 28))))
+
+
+def test_render_over_the_time_limit_gets_504(upscaler, folder):
+    slow = UntilCancelled(upscaler)
+    app = create_app(slow, folder, dataclasses.replace(SMALL, request_seconds=0.5))
+    try:
+        with TestClient(app, base_url="http://localhost") as c:
+            r = c.get("/api/render", params=BUTTERFLY_WINDOW)
+            assert r.status_code == 504 and "allowed per request" in r.json()["detail"]
+            assert app.state.gate.running == 0 and app.state.gate.cancelled == 1
+    finally:
+        slow.release.set()
+
+
+def test_render_stops_when_its_client_leaves(upscaler, folder):
+    slow = UntilCancelled(upscaler)
+    app = create_app(slow, folder, SMALL)
+    query = "&".join(f"{k}={v}" for k, v in BUTTERFLY_WINDOW.items())
+    try:
+        with serve_in_thread(app) as base:
+            with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
+                s.sendall(f"GET /api/render?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                assert slow.started.wait(30)
+            # the client has gone: the worker is free again long before 300 repeats
+            assert wait_until(lambda: app.state.gate.running == 0), "the render went on after the client left"
+            assert app.state.gate.cancelled == 1
+            slow.release.set()
+            with httpx.Client(base_url=base, timeout=60) as c:
+                assert c.get("/api/render", params=BUTTERFLY_WINDOW).status_code == 200
+    finally:
+        slow.release.set()
+
+
+def test_bicubic_waits_its_turn_in_the_render_queue(upscaler, folder):
+    """bicubic goes through the same bounded queue as LIIF (off the event loop): with the only
+    slot taken and no queue, it gets 503 while /api/config still answers."""
+    slow = UntilCancelled(upscaler)
+    app = create_app(slow, folder, dataclasses.replace(SMALL, workers=1, queue=0))
+    try:
+        with serve_in_thread(app) as base, httpx.Client(base_url=base, timeout=60) as c:
+            busy = threading.Thread(target=lambda: httpx.get(f"{base}/api/render", params=BUTTERFLY_WINDOW,
+                                                             timeout=60))
+            busy.start()
+            assert slow.started.wait(30)
+            r = c.get("/api/render", params={**BUTTERFLY_WINDOW, "method": "bicubic"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert c.get("/api/config").status_code == 200
+            slow.release.set()
+            busy.join(timeout=60)
+            assert png(c.get("/api/render", params={**BUTTERFLY_WINDOW, "method": "bicubic"})).shape == (190, 200, 3)
+            assert app.state.gate.peak_running == 1
+    finally:
+        slow.release.set()
+
+
+def test_sigterm_stops_a_running_render_and_exits(folder, official_path):
+    port = free_port()
+    proc = cli("serve", "--weights", str(official_path), "--images", str(folder), "--port", str(port))
+    try:
+        assert proc.stderr is not None
+        assert "http://127.0.0.1:" in proc.stderr.readline()  # the banner: listening
+        answers: queue.Queue = queue.Queue()
+
+        def download() -> None:  # 3648x4096 from 57x64: minutes on a CPU
+            try:
+                answers.put(httpx.get(f"http://127.0.0.1:{port}/api/download", timeout=600,
+                                      params={"image": "f:butterfly.png", "W": 3648, "H": 4096}).status_code)
+            except httpx.HTTPError as e:
+                answers.put(type(e).__name__)
+
+        threading.Thread(target=download, daemon=True).start()
+        time.sleep(1.5)  # the render is under way
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)  # old behaviour: the render went on for minutes after SIGTERM
+        assert answers.get(timeout=10) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_busy_port_is_one_line_error_and_no_banner(official_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        proc = cli("serve", "--weights", str(official_path), "--port", str(port))
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.strip().count("\n") == 0 and err.startswith("liif: error: cannot listen on 127.0.0.1:"), err
+    assert "http://" not in out + err
+
+
+def test_host_origin_checks_and_security_headers(client):
+    upload = {"file": ("b.png", (GOLDEN / "set5_butterfly_in.png").read_bytes(), "image/png")}
+    page = client.get("/")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    for host in ["localhost:8000", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"]:
+        assert client.get("/api/config", headers={"Host": host}).status_code == 200, host
+    for host in ["evil.example", "evil.example:8000", "localhost.evil.example", "evil@localhost", ""]:
+        r = client.get("/api/config", headers={"Host": host})
+        assert r.status_code == 400 and r.headers["x-frame-options"] == "DENY", host
+    assert client.post("/api/upload", files=upload, headers={"Origin": "http://localhost:8000"}).status_code == 200
+    assert client.post("/api/upload", files=upload).status_code == 200  # no Origin: not from a browser page
+    for headers in [{"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "http://localhost:8000", "Sec-Fetch-Site": "cross-site"}]:
+        assert client.post("/api/upload", files=upload, headers=headers).status_code == 403, headers
+
+
+def test_allowed_host_names(upscaler, folder):
+    """The bind address counts unless it is a wildcard; --allow-host adds names."""
+    assert liif.serve.app.allowed_hosts("0.0.0.0") == ["localhost", "127.0.0.1", "::1"]
+    assert liif.serve.app.allowed_hosts("::", ["Box.lan", "[fe80::1]"])[-2:] == ["box.lan", "fe80::1"]
+    app = create_app(upscaler, folder, SMALL, hosts=liif.serve.app.allowed_hosts("10.1.2.3", ["viewer.lan"]))
+    with TestClient(app, base_url="http://viewer.lan") as c:
+        assert c.get("/api/config").status_code == 200
+        assert c.get("/api/config", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+        assert c.get("/api/config", headers={"Host": "other.lan"}).status_code == 400
+
+
+def test_served_file_swapped_for_a_link_is_never_followed(upscaler, tmp_path):
+    """x.png flips between a regular file and a link to a file outside the folder while it is
+    requested: each answer is the folder's image or 404, never the outside one."""
+    images = tmp_path / "images"
+    images.mkdir()
+    outside = tmp_path / "secret.png"
+    shutil.copy(GOLDEN / "set14_comic_in.png", outside)
+    shutil.copy(GOLDEN / "set5_butterfly_in.png", images / ".real.png")  # hidden: not served itself
+    for i in range(300):  # a busy folder: a check-then-open server has a wide window between the two
+        (images / f"y{i:03}.png").write_bytes(b"")
+    app = create_app(upscaler, images, SMALL)
+    stop = threading.Event()
+
+    def swap() -> None:
+        for i in range(1_000_000):
+            if stop.is_set():
+                return
+            tmp = images / ".swap"
+            if i % 2:
+                os.link(images / ".real.png", tmp)
+            else:
+                os.symlink(outside, tmp)
+            os.replace(tmp, images / "x.png")
+
+    swapper = threading.Thread(target=swap)
+    sizes: list[tuple[int, int] | int] = []
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
+        swapper.start()
+        try:
+            for _ in range(150):
+                app.state.library.decoded.clear()  # read the file every time
+                r = c.get("/api/source", params={"image": "f:x.png"})
+                sizes.append(Image.open(io.BytesIO(r.content)).size if r.status_code == 200 else r.status_code)
+        finally:
+            stop.set()
+            swapper.join()
+    outside_size = Image.open(outside).size
+    assert set(sizes) <= {(57, 64), 404}, f"{sizes.count(outside_size)} answers from outside, {sizes.count(500)} 500s"
+    assert (57, 64) in sizes
+
+
+def test_pixel_bombs_refused_from_the_header(upscaler, tmp_path):
+    """A tiny file whose header claims 40000x40000 pixels: 413 on upload and when opened from the
+    folder (Pillow's own bomb error is no 415 or 500), and the listing skips it."""
+    bomb = png_header_only(40_000, 40_000)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "bomb.png").write_bytes(bomb)
+    (images / "big.png").write_bytes(png_header_only(4000, 4000))  # 16M > 300K allowed, under Pillow's limit
+    shutil.copy(GOLDEN / "set5_butterfly_in.png", images / "butterfly.png")
+    with TestClient(create_app(upscaler, images, SMALL), base_url="http://localhost") as c:
+        r = c.post("/api/upload", files={"file": ("bomb.png", bomb, "image/png")})
+        assert r.status_code == 413 and "pixels" in r.json()["detail"]
+        listing = c.get("/api/images")
+        assert listing.status_code == 200
+        assert [i["name"] for i in listing.json()] == ["big.png", "butterfly.png"]
+        for name in ["bomb.png", "big.png"]:
+            r = c.get("/api/source", params={"image": f"f:{name}"})
+            assert r.status_code == 413 and "pixels" in r.json()["detail"], name

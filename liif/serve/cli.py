@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
 from liif.errors import LiifError
+from liif.precision import CHOICES, CHOICES_HELP
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -18,11 +20,35 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
     s.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    s.add_argument("--precision", default="auto", choices=list(CHOICES), help=CHOICES_HELP)
     s.add_argument("--onnx-dir", metavar="DIR", help="ONNX export for --backend onnxruntime (default: cached)")
     s.add_argument("--workers", type=int, default=1, help="renders running at once (default 1)")
     s.add_argument("--queue", type=int, default=4, help="renders waiting before 503 (default 4)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
+    s.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
+                   help="longest a render request may take, waiting included, before 504 (default 300)")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another host name the page may be opened by (besides localhost, 127.0.0.1, [::1] "
+                        "and --host); repeat for more")
     s.set_defaults(func=cmd_serve)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound and listening on host:port, or a one-line error (busy port, unknown host)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise LiifError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise LiifError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -32,17 +58,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise LiifError("liif serve needs FastAPI and uvicorn: pip install 'liif[serve]'") from None
     from liif import api
-    from liif.serve.app import Limits, create_app
+    from liif.serve.app import Limits, allowed_hosts, create_app
 
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise LiifError(f"--images must be a folder: {images}")
-    if args.workers < 1 or args.queue < 0 or args.max_upload_mb <= 0 or not 0 < args.port < 65536:
-        raise LiifError("--workers must be >= 1, --queue >= 0, --max-upload-mb > 0 and --port in 1..65535")
+    if (args.workers < 1 or args.queue < 0 or args.max_upload_mb <= 0 or not 0 < args.port < 65536
+            or not args.time_limit > 0):
+        raise LiifError("--workers must be >= 1, --queue >= 0, --max-upload-mb > 0, --time-limit > 0 "
+                        "and --port in 1..65535")
     device = args.device or ("cpu" if args.backend == "onnxruntime" else None)
-    up = api.load(args.weights, device=device, backend=args.backend, onnx_dir=args.onnx_dir)
-    limits = Limits(upload_bytes=int(args.max_upload_mb * (1 << 20)), workers=args.workers, queue=args.queue)
-    app = create_app(up, images, limits)
-    print(f"liif serve: http://{args.host}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    sock = listen(args.host, args.port)  # before loading anything: a busy port fails at once
+    try:
+        up = api.load(args.weights, device=device, backend=args.backend, onnx_dir=args.onnx_dir,
+                      precision=args.precision)
+        limits = Limits(upload_bytes=int(args.max_upload_mb * (1 << 20)), workers=args.workers, queue=args.queue,
+                        request_seconds=args.time_limit)
+        app = create_app(up, images, limits, hosts=allowed_hosts(args.host, args.allow_host))
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: object) -> None:  # SIGINT/SIGTERM: stop renders too
+                app.state.stop_renders()
+                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+        # after a signal, answers still being sent get a few seconds, renders are already stopped
+        server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        name = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"liif serve: http://{name}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
