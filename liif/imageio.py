@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from liif.checkpoints import atomic_path
@@ -111,6 +112,16 @@ def quantize(x: np.ndarray, bits: int = 8, mode: str = "round") -> np.ndarray:
     elif mode != "truncate":
         raise LiifError(f"unknown quantize mode {mode!r}; expected one of {', '.join(QUANTIZE)}")
     return q.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def quantize_tensor(x: "torch.Tensor", mode: str = "round") -> "torch.Tensor":
+    """:func:`quantize` to uint8 for a tensor (used on the GPU): the same clamp, scale and rounding."""
+    q = x.clamp(0.0, 1.0) * 255.0
+    if mode == "round":
+        q = q.round_()  # half to even, as np.rint
+    elif mode != "truncate":
+        raise LiifError(f"unknown quantize mode {mode!r}; expected one of {', '.join(QUANTIZE)}")
+    return q.to(torch.uint8)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

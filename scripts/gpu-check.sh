@@ -38,23 +38,28 @@ if [ "$what" = infer ]; then
   step bench-infer 150 python3 -m liif.cli bench infer --device cuda --size 512 --scales 2,4,12 --repeat 3 \
     --max-window-px 1048576 --big --huge --json "$OUT/bench-infer.json"
   step gpu-check 100 python3 scripts/gpu_check.py "$OUT/gpu-check.json"
+  python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . >/dev/null 2>&1  # the `liif` script
   step pytest 200 python3 -m pytest -q -n 8 -p no:cacheprovider --durations=10 tests
 elif [ "$what" = train ]; then
-  step standin 90 python3 scripts/make_standin.py /tmp/standin --n 200
-  step bench-train 200 python3 -m liif.cli bench train --device cuda --data /tmp/standin --iters 8 \
-    --variants fp32,tf32,bf16,bf16:nofold,bf16:nchw,fp16,bf16:compile --loader-workers 0 4 8 16 \
+  step standin 60 python3 scripts/make_standin.py /tmp/standin --n 200
+  step bench-train 150 python3 -m liif.cli bench train --device cuda --data /tmp/standin --iters 6 \
+    --variants fp32,tf32,bf16,bf16:nofold,fp16,bf16:compile --loader-workers 0 4 8 16 \
     --json "$OUT/bench-train.json"
   for b in 64 128; do
-    step "bench-train-b$b" 60 python3 -m liif.cli bench train --device cuda --data /tmp/standin --iters 5 \
+    step "bench-train-b$b" 45 python3 -m liif.cli bench train --device cuda --data /tmp/standin --iters 5 \
       --batch "$b" --no-reference --variants fp32,bf16 --json "$OUT/bench-train-b$b.json"
   done
   cfg=configs/train-edsr-baseline-liif.yaml
   data=(--set "data.train.roots=[/tmp/standin]" --set data.train.div2k=null --set data.val.hr=null
         --set data.val.lr=null --set data.workers=8 --no-progress)
-  step train-fp32 60 python3 -m liif.cli train $cfg --out /tmp/run-fp32 "${data[@]}" --set train.precision=fp32 --max-minutes 0.6
-  step train-fp32-resume 45 python3 -m liif.cli train $cfg --out /tmp/run-fp32 "${data[@]}" --set train.precision=fp32 --max-minutes 0.3 --resume
-  step train-bf16 60 python3 -m liif.cli train $cfg --out /tmp/run-bf16 "${data[@]}" --set train.precision=bf16 --max-minutes 0.6
-  step dist-train 60 bash dist_train.sh $cfg 1 --out /tmp/run-ddp "${data[@]}" --max-minutes 0.4
+  step train-fp32 50 python3 -m liif.cli train $cfg --out /tmp/run-fp32 "${data[@]}" --set train.precision=fp32 --max-minutes 0.6
+  step train-fp32-resume 40 python3 -m liif.cli train $cfg --out /tmp/run-fp32 "${data[@]}" --set train.precision=fp32 --max-minutes 0.3 --resume
+  step train-bf16 50 python3 -m liif.cli train $cfg --out /tmp/run-bf16 "${data[@]}" --set train.precision=bf16 --max-minutes 0.6
+  step dist-train 50 bash dist_train.sh $cfg 1 --out /tmp/run-ddp "${data[@]}" --max-minutes 0.4
+  step e2e 45 python3 scripts/gpu_e2e.py "$OUT/gpu-e2e.json"  # the API end to end, and a profile
+  # after the fixes of the first GPU run: the whole suite again
+  python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . >/dev/null 2>&1  # the `liif` script
+  step pytest 100 python3 -m pytest -q -n 8 -p no:cacheprovider tests
   for r in fp32 bf16 ddp; do
     { echo "== /tmp/run-$r/log.csv"; cat /tmp/run-$r/log.csv; ls -R /tmp/run-$r/checkpoints; } >>"$OUT/$what.log" 2>&1
   done

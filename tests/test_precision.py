@@ -111,3 +111,11 @@ def test_cli_quantize_truncate_is_darker_by_half_a_level(official_path: Path, tm
     r = np.asarray(Image.open(tmp_path / "r.png"), dtype=np.float64)
     t = np.asarray(Image.open(tmp_path / "t.png"), dtype=np.float64)
     assert 0.3 <= (r - t).mean() <= 0.7 and (r - t).min() >= 0 and (r - t).max() <= 1
+
+
+def test_tensor_quantize_equals_the_numpy_rule() -> None:
+    """The GPU path quantises with torch: it must give the very bytes of the NumPy finisher."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(-0.2, 1.2, 10000), (np.arange(256) + 0.5) / 255]).astype(np.float32)
+    for mode in imageio.QUANTIZE:
+        assert np.array_equal(imageio.quantize_tensor(torch.from_numpy(x), mode).numpy(), imageio.quantize(x, 8, mode))
