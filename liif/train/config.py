@@ -75,6 +75,7 @@ class Optim:
 class Checkpoint:
     save_every: int = 100  # epochs: keep epoch-N checkpoints
     last_every_iters: int = 0  # also refresh 'last' every N iterations (0: only at epoch ends)
+    last_every_s: float = 60.0  # also refresh 'last' every S seconds of training (0: off); rank 0's clock decides
 
 
 @dataclass
@@ -212,6 +213,10 @@ def check(cfg: Config) -> None:
     _positive("data.val.every", cfg.data.val.every)
     _positive("checkpoint.save_every", cfg.checkpoint.save_every)
     _positive("log.every", cfg.log.every)
+    if cfg.checkpoint.last_every_iters < 0:
+        raise LiifError(f"config key checkpoint.last_every_iters must be >= 0, got {cfg.checkpoint.last_every_iters}")
+    if not cfg.checkpoint.last_every_s >= 0:
+        raise LiifError(f"config key checkpoint.last_every_s must be >= 0, got {cfg.checkpoint.last_every_s}")
     if t.lr <= 0:
         raise LiifError(f"config key train.lr must be positive, got {t.lr}")
     if t.precision not in PRECISIONS:
