@@ -116,6 +116,20 @@ def validate(model: LIIF, val: FixedScale, y_channel: bool, device: torch.device
     return sum(values) / len(values)
 
 
+def init_process_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
+    """The process group, with a timeout on every collective, in a key space of its own per torchrun attempt.
+
+    After a worker failure torchrun restarts all workers against the same rendezvous store; without a
+    per-attempt prefix the new workers would read the dead ones' addresses and fail to connect."""
+    timeout = datetime.timedelta(seconds=timeout_s)
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
+    store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")),
+                          world, is_master=rank == 0 and not agent, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"liif/attempt-{attempt}/", store), rank=rank,
+                            world_size=world, timeout=timeout)
+
+
 def pick_device(cfg: Config, local_rank: int) -> torch.device:
     want = cfg.train.device
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
@@ -157,8 +171,7 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg, local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(seconds=dist_timeout_s))
+        init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world, dist_timeout_s)
     master = rank == 0
     t = cfg.train
     if t.threads:
