@@ -78,8 +78,8 @@ def _two_nodes(path: Path, tmp_path: Path, *args: str) -> list[tuple[int, str, s
     """Two 'nodes' on this machine, one process each, each with its own --out (runs/n0, runs/n1)."""
     port = _free_port()
     procs = [subprocess.Popen(["bash", str(ROOT / "dist_train.sh"), str(path), "1", "--out", str(tmp_path / f"n{n}"),
-                               "--no-progress", "--dist-timeout", "60", *args],
-                              env=_env(port, NNODES="2", NODE_RANK=str(n)), cwd=ROOT, text=True,
+                               "--no-progress", *args],
+                              env=_env(port, NNODES="2", NODE_RANK=str(n), LIIF_DIST_TIMEOUT="60"), cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
              for n in (0, 1)]
     return _finish(procs, 240)
@@ -137,7 +137,7 @@ def test_a_stalled_rank_stops_the_job_with_a_message_instead_of_a_hang(tmp_path:
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err:
         proc = subprocess.Popen(["bash", str(ROOT / "dist_train.sh"), str(path), "2", "--out", str(tmp_path / "run"),
-                                 "--no-progress", "--dist-timeout", "3"], env=_env(_free_port()), cwd=ROOT,
+                                 "--no-progress"], env=_env(_free_port(), LIIF_DIST_TIMEOUT="3"), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     stalled = None
     try:
@@ -168,14 +168,16 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(tmp_p
                                     "checkpoint.last_every_s": 1e-9})  # 12 iterations per epoch, 48 steps
     run = tmp_path / "run"
     proc = subprocess.Popen(["bash", str(ROOT / "dist_train.sh"), str(path), "2", "--out", str(run),
-                             "--no-progress", "--dist-timeout", "60"], env=_env(_free_port(), MAX_RESTARTS="1"),
+                             "--no-progress"], env=_env(_free_port(), MAX_RESTARTS="1", LIIF_DIST_TIMEOUT="60"),
                             cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
         _wait_for_rows(run / "log.csv", 5, proc)
         os.kill(_worker(proc.pid, 1), signal.SIGKILL)
     except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         raise
     [(rc, out, err)] = _finish([proc], 300)
     assert rc == 0, err[-3000:]
