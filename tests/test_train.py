@@ -96,6 +96,16 @@ def test_config_errors_name_the_key_before_training(tmp_path: Path, override: st
     assert not out.exists()  # nothing started
 
 
+def test_train_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    for args, message in [(["--resume", "--restart"], "--resume and --restart exclude each other"),
+                          (["--dist-timeout", "0"], "--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")]:
+        assert liif_main(["train", str(path), "--out", str(out), *args]) == 1
+        assert f"liif: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_empty_dataset_folder_is_reported(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LiifError, match=r"data\.val\.hr: .*empty holds no PNG/JPEG"):
@@ -369,3 +379,36 @@ def test_summary_is_strict_json_and_agrees_with_the_csv(tmp_path: Path, capsys: 
     assert [(r["step"], r["epoch"]) for r in _rows(stopped)] == [("1", "1")] and _rows(stopped)[0]["loss"]
     s, err = run("--out", str(stopped), "--resume")
     assert "after step 1 (epoch 1, iteration 1 of 3)" in err and s["step"] == 6
+
+
+# -- one decoded copy of the training set per node ---------------------------------------------------------
+
+def test_mmap_cache_is_built_once_shared_and_rebuilt_when_the_source_changes(tmp_path: Path) -> None:
+    import pickle
+
+    from liif.data.folders import ImageFolder
+
+    images = make_images(tmp_path / "images", n=3, side=24)
+    cache = tmp_path / "cache"
+    memory = ImageFolder(images, cache="memory")
+    mapped = ImageFolder(images, cache="mmap", cache_dir=cache)
+    assert len(mapped) == 3 and all(np.array_equal(mapped[i], memory[i]) for i in range(3))
+    [data] = cache.glob("images-*.u8")
+    assert data.stat().st_size == 3 * 24 * 24 * 3
+    built = data.stat().st_mtime_ns
+    again = pickle.loads(pickle.dumps(ImageFolder(images, cache="mmap", cache_dir=cache)))  # a spawned worker
+    assert isinstance(again[0].base, np.memmap) and data.stat().st_mtime_ns == built  # mapped, not rebuilt
+    assert len(pickle.dumps(again)) < 3 * 24 * 24 * 3  # travels as a path, not as pixels
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(images / "01.png")  # the source changes
+    changed = ImageFolder(images, cache="mmap", cache_dir=cache)
+    assert len(list(cache.glob("images-*.u8"))) == 2 and not changed[1].any() and np.array_equal(changed[0], memory[0])
+
+
+def test_training_from_the_mmap_cache_equals_the_memory_cache(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, **{"data.val.hr": "null", "train.epochs": 1})
+    train(config.load(path), tmp_path / "memory", progress=False)
+    train(config.load(path, ["data.train.cache=mmap"]), tmp_path / "mmap", progress=False)
+    assert list((tmp_path / "mmap" / "cache").glob("images-*.u8"))
+    a, b = _weights(tmp_path / "memory"), _weights(tmp_path / "mmap")
+    for k in a:
+        assert torch.equal(a[k], b[k])

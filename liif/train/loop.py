@@ -85,8 +85,11 @@ def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, worl
 
 def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsampled, FixedScale | None]:
     d = cfg.data.train
-    images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache) if d.div2k is not None
-              else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache))
+    cache_dir = d.cache_dir if d.cache_dir is not None else (out / "cache" if out is not None else None)
+    if d.cache == "mmap" and cache_dir is None:
+        raise LiifError("config key data.train.cache: mmap needs data.train.cache_dir here")
+    images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache, cache_dir=cache_dir) if d.div2k is not None
+              else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache, cache_dir=cache_dir))
     train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed)
     v = cfg.data.val
     val = None
