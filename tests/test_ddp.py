@@ -165,7 +165,7 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(tmp_p
     the newest checkpoint. Same step count exactly; weights within rtol 1e-4 / atol 1e-6 of an uninterrupted run
     (the tolerance of the other equivalence tests: gloo's reduction order against one process)."""
     path = tiny_config(tmp_path, **{"data.val.hr": "null", "train.epochs": 4, "data.train.repeat": 8,
-                                    "checkpoint.last_every_s": 1e-9})  # 12 iterations per epoch, 48 steps
+                                    "checkpoint.last_every_iters": 1})  # 12 iterations per epoch, 48 steps
     run = tmp_path / "run"
     proc = subprocess.Popen(["bash", str(ROOT / "dist_train.sh"), str(path), "2", "--out", str(run),
                              "--no-progress"], env=_env(_free_port(), MAX_RESTARTS="1", LIIF_DIST_TIMEOUT="60"),

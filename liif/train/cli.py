@@ -68,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             timeout = float(os.environ.get("LIIF_DIST_TIMEOUT", "1800"))
         except ValueError:
-            raise LiifError(f"LIIF_DIST_TIMEOUT must be a number of seconds, got {os.environ['LIIF_DIST_TIMEOUT']!r}") from None
+            raise LiifError(f"LIIF_DIST_TIMEOUT must be a number of seconds, "
+                            f"got {os.environ['LIIF_DIST_TIMEOUT']!r}") from None
     if not timeout > 0:
         raise LiifError("--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")
     cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
