@@ -1,6 +1,7 @@
 """Two-process DDP on the CPU (gloo, via dist_train.sh -> torchrun) equals one process with the same global batch."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -68,7 +69,11 @@ def _finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, st
     except subprocess.TimeoutExpired:
         for p in procs:
             if p.poll() is None:
+                workers = _descendants(p.pid)  # torchrun puts its workers in sessions of their own
                 os.killpg(p.pid, signal.SIGKILL)
+                for pid in workers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 p.wait()
         pytest.fail(f"training did not finish within {timeout} s (a hang)")
     return results
