@@ -99,6 +99,16 @@ def test_config_errors_name_the_key_before_training(tmp_path: Path, override: st
     assert not out.exists()  # nothing started
 
 
+def test_train_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    for args, message in [(["--resume", "--restart"], "--resume and --restart exclude each other"),
+                          (["--dist-timeout", "0"], "--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")]:
+        assert liif_main(["train", str(path), "--out", str(out), *args]) == 1
+        assert f"liif: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_empty_dataset_folder_is_reported(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LiifError, match=r"data\.val\.hr: .*empty holds no PNG/JPEG"):
@@ -138,7 +148,7 @@ def test_short_run_writes_checkpoints_that_upscale(tmp_path: Path) -> None:
     assert liif_main(["upscale", str(tmp_path / "images" / "00.png"), "-o", str(png), "--scale", "2",
                       "--weights", str(out / "checkpoints" / "last" / "model.safetensors")]) == 0
     assert Image.open(png).size == (80, 80)
-    with pytest.raises(LiifError, match="already holds a checkpoint"):
+    with pytest.raises(LiifError, match="already holds a run"):
         train(cfg, out, progress=False)
 
 
@@ -151,10 +161,12 @@ def _cli(*args: str) -> list[str]:
 
 
 def test_kill_9_then_resume_continues_the_run(tmp_path: Path) -> None:
-    path = tiny_config(tmp_path, **{"train.epochs": 4, "data.train.repeat": 8, "checkpoint.last_every_iters": 1})
+    """'last' refreshed by time only (every 1e-9 s: after every step here; 60 s by default), killed mid-run."""
+    path = tiny_config(tmp_path, **{"train.epochs": 4, "data.train.repeat": 8, "checkpoint.last_every_s": 1e-9})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = tmp_path / "whole"
-    subprocess.run(_cli(str(path), "--out", str(whole)), check=True, env=env, cwd=ROOT, capture_output=True)
+    subprocess.run(_cli(str(path), "--out", str(whole)), check=True, env=env, cwd=ROOT, capture_output=True,
+                   timeout=300)
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli(str(path), "--out", str(run)), env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -174,12 +186,14 @@ def test_kill_9_then_resume_continues_the_run(tmp_path: Path) -> None:
     proc.wait()
     found = ckpt.find(run / "checkpoints" / "last")
     assert found is not None
-    killed_at = torch.load(found / "state.pt", weights_only=True)["step"]
-    assert 4 <= killed_at < 48
+    saved = torch.load(found / "state.pt", weights_only=True)
+    killed_at = saved["step"]
+    assert 4 <= killed_at < 48 and killed_at == 12 * saved["epoch"] + saved["iter"]
     done = subprocess.run(_cli(str(path), "--out", str(run), "--resume"), env=env, cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert f"step {killed_at}" in done.stderr
+    e, i = (saved["epoch"] + 1, saved["iter"]) if saved["iter"] else (saved["epoch"], 12)
+    assert f"after step {killed_at} (epoch {e}, iteration {i} of 12)" in done.stderr
     with open(run / "log.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
     assert steps == list(range(1, 49))  # the loss curve continues, no gap, no repeat
@@ -191,6 +205,28 @@ def test_kill_9_then_resume_continues_the_run(tmp_path: Path) -> None:
     a, b = _weights(whole), _weights(run)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+
+
+def test_last_is_refreshed_every_n_iterations_and_by_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved: list[tuple[str, int, int]] = []
+    real_save = ckpt.save
+
+    def recording_save(folder: Path, model, spec, state):  # noqa: ANN001, ANN202 - records, then saves
+        saved.append((Path(folder).name, state["epoch"], state["iter"]))
+        return real_save(folder, model, spec, state)
+
+    monkeypatch.setattr(ckpt, "save", recording_save)
+    extra = {"train.epochs": 1, "data.train.repeat": 8, "data.val.hr": "null"}  # 12 iterations
+    train(config.load(tiny_config(tmp_path, **extra), ["checkpoint.last_every_iters=5", "checkpoint.last_every_s=0"]),
+          tmp_path / "iters", progress=False)
+    assert [s for s in saved if s[0] == "last"] == [("last", 0, 5), ("last", 0, 10), ("last", 1, 0)]
+    saved.clear()
+    train(config.load(tiny_config(tmp_path, **extra), ["checkpoint.last_every_s=1e-9"]), tmp_path / "time",
+          progress=False)
+    assert [s for s in saved if s[0] == "last"] == [("last", 0, i) for i in range(1, 12)] + [("last", 1, 0)]
+    assert config.load(ROOT / "configs" / "tiny-cpu.yaml", [f"data.train.roots=[{DATA / 'train' / 'T91'}]",
+                       f"data.val.hr={DATA / 'Set14' / 'HR'}", f"data.val.lr={DATA / 'Set14' / 'LR_bicubic' / 'X4'}"]
+                       ).checkpoint.last_every_s <= 60  # a kill -9 after 90 s leaves a checkpoint
 
 
 def test_interrupted_checkpoint_swap_keeps_the_previous_one(tmp_path: Path) -> None:
@@ -270,3 +306,117 @@ def test_tiny_cpu_config_beats_bicubic_on_set5(tmp_path: Path) -> None:
         pairs = FixedScale(PairedFolders(DATA / "Set5" / "LR_bicubic" / f"X{s}", DATA / "Set5" / "HR"), s)
         got = validate(model, pairs, y_channel=True, device=torch.device("cpu"))
         assert got >= bicubic["bicubic_pil_upsampling_of_the_LR_files"][f"Set5-x{s}"] + 0.5, (s, got)
+
+
+# -- resume never loses a run's history ------------------------------------------------------------------
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_falls_back_to_the_newest_complete_checkpoint(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    train(config.load(tiny_config(tmp_path, **{"train.epochs": 2})), out, progress=False)
+    cks = out / "checkpoints"
+    (cks / "last" / "state.pt").unlink()  # an incomplete 'last' (e.g. a disk that filled up)
+    epoch1 = (cks / "epoch-1" / "model.safetensors").read_bytes()
+    summary = train(config.load(tiny_config(tmp_path, **{"train.epochs": 3})), out, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert f"resumed from {cks / 'epoch-2'} after step 6 (epoch 2, iteration 3 of 3)" in err
+    assert summary["step"] == 9 and summary["epoch"] == 3
+    assert [int(r["step"]) for r in _rows(out) if r["loss"]] == list(range(1, 10))  # the old rows are kept
+    assert (cks / "epoch-1" / "model.safetensors").read_bytes() == epoch1  # not overwritten
+    assert (cks / "last.damaged" / "model.safetensors").is_file()  # the damaged one is kept aside
+    assert ckpt.complete(cks / "last") and ckpt.complete(cks / "epoch-3")
+
+
+def test_resume_without_a_complete_checkpoint_refuses_and_changes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    path = tiny_config(tmp_path, **{"train.epochs": 1})
+    train(config.load(path), out, progress=False)
+    for name in ("last", "epoch-1"):
+        (out / "checkpoints" / name / "model.json").unlink()
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    log = (out / "log.csv").read_text()
+    assert liif_main(["train", str(path), "--out", str(out), "--resume", "--no-progress"]) == 1
+    with pytest.raises(LiifError, match=r"--resume: no complete checkpoint .*last.*incomplete.*--restart"):
+        train(config.load(path), out, resume=True, progress=False)
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    assert (out / "log.csv").read_text() == log
+
+
+def test_starting_over_in_a_used_folder_needs_restart_and_keeps_the_old_run(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, **{"train.epochs": 1})
+    out = tmp_path / "run"
+    (out / "checkpoints" / "last").mkdir(parents=True)  # an incomplete checkpoint only
+    with pytest.raises(LiifError, match=r"already holds a run .*--resume .*--restart"):
+        train(config.load(path), out, progress=False)
+    log_only = tmp_path / "log-only"
+    log_only.mkdir()
+    (log_only / "log.csv").write_text("step,epoch,loss,lr,samples_per_s,val_psnr\n1,1,0.5,0.001,1.0,\n")
+    with pytest.raises(LiifError, match="already holds a run"):
+        train(config.load(path), log_only, progress=False)
+    train(config.load(path), log_only, restart=True, progress=False)
+    assert (log_only / "previous-1" / "log.csv").read_text().endswith("1,1,0.5,0.001,1.0,\n")
+    assert [int(r["step"]) for r in _rows(log_only)] == [1, 2, 3]
+
+
+def test_summary_is_strict_json_and_agrees_with_the_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    def run(*args: str) -> tuple[dict, str]:
+        assert liif_main(["train", str(path), *args, "--no-progress"]) == 0
+        got = capsys.readouterr()
+        return json.loads(got.out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")), got.err
+
+    path = tiny_config(tmp_path, **{"data.val.hr": "null", "train.epochs": 2, "log.every": 2})
+    summary, _ = run("--out", str(tmp_path / "run"))
+    rows = _rows(tmp_path / "run")
+    assert summary["best_psnr"] is None  # no validation: null, not -Infinity
+    assert all(r["loss"] != "" for r in rows)  # no loss-less epoch rows
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # every log.every steps and each epoch's end
+    last = rows[-1]
+    assert (summary["step"], summary["epoch"], summary["iteration"]) == (int(last["step"]), int(last["epoch"]), 3)
+    assert float(last["loss"]) == pytest.approx(summary["loss"], abs=1e-6)
+    # Stopped by the time limit after one step, then resumed: the message speaks of the same epoch.
+    stopped = tmp_path / "stopped"
+    s, _ = run("--out", str(stopped), "--max-minutes", "1e-9")
+    assert (s["step"], s["epoch"], s["iteration"], s["stopped_early"]) == (1, 1, 1, True)
+    assert [(r["step"], r["epoch"]) for r in _rows(stopped)] == [("1", "1")] and _rows(stopped)[0]["loss"]
+    s, err = run("--out", str(stopped), "--resume")
+    assert "after step 1 (epoch 1, iteration 1 of 3)" in err and s["step"] == 6
+
+
+# -- one decoded copy of the training set per node ---------------------------------------------------------
+
+def test_mmap_cache_is_built_once_shared_and_rebuilt_when_the_source_changes(tmp_path: Path) -> None:
+    import pickle
+
+    from liif.data.folders import ImageFolder
+
+    images = make_images(tmp_path / "images", n=3, side=24)
+    cache = tmp_path / "cache"
+    memory = ImageFolder(images, cache="memory")
+    mapped = ImageFolder(images, cache="mmap", cache_dir=cache)
+    assert len(mapped) == 3 and all(np.array_equal(mapped[i], memory[i]) for i in range(3))
+    [data] = cache.glob("images-*.u8")
+    assert data.stat().st_size == 3 * 24 * 24 * 3
+    built = data.stat().st_mtime_ns
+    again = pickle.loads(pickle.dumps(ImageFolder(images, cache="mmap", cache_dir=cache)))  # a spawned worker
+    assert isinstance(again[0].base, np.memmap) and data.stat().st_mtime_ns == built  # mapped, not rebuilt
+    assert len(pickle.dumps(again)) < 3 * 24 * 24 * 3  # travels as a path, not as pixels
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(images / "01.png")  # the source changes
+    changed = ImageFolder(images, cache="mmap", cache_dir=cache)
+    assert len(list(cache.glob("images-*.u8"))) == 2 and not changed[1].any() and np.array_equal(changed[0], memory[0])
+
+
+def test_training_from_the_mmap_cache_equals_the_memory_cache(tmp_path: Path) -> None:
+    path = tiny_config(tmp_path, **{"data.val.hr": "null", "train.epochs": 1})
+    train(config.load(path), tmp_path / "memory", progress=False)
+    train(config.load(path, ["data.train.cache=mmap"]), tmp_path / "mmap", progress=False)
+    assert list((tmp_path / "mmap" / "cache").glob("images-*.u8"))
+    a, b = _weights(tmp_path / "memory"), _weights(tmp_path / "mmap")
+    for k in a:
+        assert torch.equal(a[k], b[k])

@@ -3,9 +3,19 @@ in-memory cache, a repeat factor; the DIV2K folder layout; paired LR/HR folders.
 
 Items are uint8 RGB arrays (H, W, 3): the training wrappers crop and down-sample in uint8 (PIL
 bicubic), so nothing is lost by keeping the decoded images in that form (4x smaller than float).
+
+Caches: ``none`` decodes on every access, ``memory`` decodes once per process, ``mmap`` decodes once
+per machine into one uint8 file (``images-KEY.u8`` + ``images-KEY.json``, KEY from the file names,
+sizes and mtimes, so a changed source rebuilds it) that every process maps: all ranks and DataLoader
+workers on a node share one copy in the page cache. The first process to take the folder's lock
+builds it; the others wait on the lock, then map it.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +26,7 @@ from PIL import Image
 from liif.errors import LiifError
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
-CACHES = ("none", "memory")
+CACHES = ("none", "memory", "mmap")
 
 
 def list_images(root: str | Path, what: str = "dataset folder") -> list[Path]:
@@ -43,8 +53,9 @@ class ImageFolder:
     """Images of one folder (sorted by name), ``repeat`` times over; optional in-memory cache."""
 
     def __init__(self, root: str | Path | Sequence[str | Path], repeat: int = 1, cache: str = "none",
-                 first_k: int | None = None) -> None:
-        """``root`` may be a list of folders: their sorted files are concatenated in that order."""
+                 first_k: int | None = None, cache_dir: str | Path | None = None) -> None:
+        """``root`` may be a list of folders: their sorted files are concatenated in that order.
+        ``cache_dir``: where the ``mmap`` cache lives (required for it)."""
         if cache not in CACHES:
             raise LiifError(f"cache must be one of {CACHES}, got {cache!r}")
         if repeat < 1:
@@ -55,7 +66,27 @@ class ImageFolder:
         if first_k is not None:
             self.files = self.files[:first_k]
         self.repeat = repeat
-        self.cached = [read_rgb(f) for f in self.files] if cache == "memory" else None
+        self.mapped: tuple[Path, list[tuple[int, int, int]]] | None = None
+        self.cached: list[np.ndarray] | None = None
+        if cache == "memory":
+            self.cached = [read_rgb(f) for f in self.files]
+        elif cache == "mmap":
+            if cache_dir is None:
+                raise LiifError("cache 'mmap' needs a cache folder")
+            self.mapped = build_mmap_cache(self.files, Path(cache_dir))
+            self.cached = map_images(*self.mapped)
+
+    def __getstate__(self) -> dict[str, object]:
+        # A mapped cache travels to spawned workers as its path, not as a copy of the pixels.
+        state = dict(self.__dict__)
+        if self.mapped is not None:
+            state["cached"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if self.mapped is not None:
+            self.cached = map_images(*self.mapped)
 
     def __len__(self) -> int:
         return len(self.files) * self.repeat
@@ -73,6 +104,40 @@ class ImageFolder:
             with Image.open(f) as im:
                 out.append((im.height, im.width))
         return out
+
+
+def build_mmap_cache(files: list[Path], folder: Path) -> tuple[Path, list[tuple[int, int, int]]]:
+    """Decode ``files`` once into ``folder/images-KEY.u8``; return (that file, [(offset, height, width)]).
+
+    Built under an exclusive lock on ``folder/images.lock``: one process decodes, the others (other
+    ranks, other runs) wait and reuse it."""
+    listing = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
+    data, index = folder / f"images-{key}.u8", folder / f"images-{key}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "images.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not index.is_file():
+            entries, offset = [], 0
+            tmp = folder / f".images-{key}.u8.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                for path in files:
+                    a = read_rgb(path)
+                    f.write(a.tobytes())
+                    entries.append((offset, a.shape[0], a.shape[1]))
+                    offset += a.nbytes
+            os.replace(tmp, data)
+            tmp_index = folder / f".images-{key}.json.{os.getpid()}"
+            tmp_index.write_text(json.dumps({"files": listing, "entries": entries}))
+            os.replace(tmp_index, index)  # the index last: its presence means the data is complete
+    entries = [tuple(e) for e in json.loads(index.read_text())["entries"]]
+    return data, entries  # type: ignore[return-value]
+
+
+def map_images(data: Path, entries: list[tuple[int, int, int]]) -> list[np.ndarray]:
+    """Read-only (H, W, 3) views into the mapped cache file."""
+    mm = np.memmap(data, dtype=np.uint8, mode="r")
+    return [mm[o:o + h * w * 3].reshape(h, w, 3) for o, h, w in entries]
 
 
 class PairedFolders:

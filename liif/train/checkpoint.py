@@ -6,10 +6,15 @@ A checkpoint folder (``last``, ``best``, ``epoch-N``) holds
 It is written into a hidden ``.NAME.new`` folder first; then the old folder is moved aside to
 ``.NAME.old``, the new one renamed into place, and the old one deleted. A kill at any moment leaves
 either ``NAME`` or ``.NAME.old`` complete, and ``find`` returns whichever is.
+
+``newest`` looks at every checkpoint of a run (``last``, ``epoch-N`` and their ``.old`` copies) and
+returns the complete, readable one with the most steps: a damaged ``last`` falls back to the newest
+``epoch-N`` instead of starting the run over.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,53 @@ def find(folder: Path) -> Path | None:
         if cand.is_dir() and complete(cand):
             return cand
     return None
+
+
+RESUMABLE = re.compile(r"\.?(last|epoch-\d+)(\.old)?")
+
+
+def step_of(folder: Path) -> int | None:
+    """The step count saved in ``folder``, or None if the checkpoint is incomplete or unreadable.
+
+    ``mmap`` reads the counters without loading the optimizer tensors."""
+    if not complete(folder):
+        return None
+    try:
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["step"])
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not a candidate
+        return None
+
+
+def newest(root: Path) -> tuple[Path | None, list[Path]]:
+    """(the complete checkpoint with the most steps under ``root`` or None, the damaged ones seen).
+
+    Candidates are ``last``, ``epoch-N`` and the ``.NAME.old`` copy an interrupted swap leaves;
+    on equal steps ``last`` wins. ``best`` is not a candidate (it is not the newest state)."""
+    root = Path(root)
+    best: tuple[int, int, Path] | None = None
+    damaged = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or not RESUMABLE.fullmatch(folder.name):
+            continue
+        step = step_of(folder)
+        if step is None:
+            if not folder.name.startswith("."):  # .NAME.new / .NAME.old debris is not a checkpoint
+                damaged.append(folder)
+            continue
+        key = (step, folder.name == "last", folder)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return (best[2] if best else None), damaged
+
+
+def read(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(weights, training state) of checkpoint ``folder``; one-line errors."""
+    _, sd = checkpoints.read(folder / WEIGHTS)
+    try:
+        return sd, torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise LiifError(f"cannot read {folder / STATE}: {type(e).__name__}: {e}") from None
 
 
 def load(folder: Path, model: LIIF) -> dict[str, Any]:

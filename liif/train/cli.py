@@ -17,7 +17,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config value by dotted key, e.g. --set train.lr=2e-4 (repeatable)")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
                    help="stop cleanly after M minutes of wall-clock time, saving a checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoints/last")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in DIR/checkpoints (last or epoch-N)")
+    p.add_argument("--restart", action="store_true",
+                   help="start over in a DIR that holds an earlier run; its files are moved into DIR/previous-N")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="S",
+                   help="under torchrun: seconds a collective may wait for the other ranks before every rank "
+                        "stops with an error (default $LIIF_DIST_TIMEOUT or 1800)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
 
@@ -61,11 +67,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise LiifError("--max-minutes must be positive")
+    if args.resume and args.restart:
+        raise LiifError("--resume and --restart exclude each other")
+    timeout = args.dist_timeout
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("LIIF_DIST_TIMEOUT", "1800"))
+        except ValueError:
+            raise LiifError(f"LIIF_DIST_TIMEOUT must be a number of seconds, "
+                            f"got {os.environ['LIIF_DIST_TIMEOUT']!r}") from None
+    if not timeout > 0:
+        raise LiifError("--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")
     cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    summary = loop.train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress)
+    summary = loop.train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress,
+                         restart=args.restart, dist_timeout_s=timeout)
     if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary), file=sys.stdout)
+        print(json.dumps(summary, allow_nan=False), file=sys.stdout)
     return 0
 
 

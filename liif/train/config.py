@@ -27,7 +27,8 @@ class TrainData:
     roots: list[str] = field(default_factory=list)  # image folders, concatenated
     div2k: str | None = None  # a DIV2K root: uses DIV2K_train_HR (instead of roots)
     repeat: int = 1
-    cache: str = "memory"  # "memory" (decoded once) or "none"
+    cache: str = "memory"  # "memory" (decoded once per process), "mmap" (once per node, mapped) or "none"
+    cache_dir: str | None = None  # where the mmap cache lives (default <out>/cache)
     inp_size: int = 48
     scale_min: float = 1.0
     scale_max: float = 4.0
@@ -74,6 +75,7 @@ class Optim:
 class Checkpoint:
     save_every: int = 100  # epochs: keep epoch-N checkpoints
     last_every_iters: int = 0  # also refresh 'last' every N iterations (0: only at epoch ends)
+    last_every_s: float = 60.0  # also refresh 'last' every S seconds of training (0: off); rank 0's clock decides
 
 
 @dataclass
@@ -211,14 +213,18 @@ def check(cfg: Config) -> None:
     _positive("data.val.every", cfg.data.val.every)
     _positive("checkpoint.save_every", cfg.checkpoint.save_every)
     _positive("log.every", cfg.log.every)
+    if cfg.checkpoint.last_every_iters < 0:
+        raise LiifError(f"config key checkpoint.last_every_iters must be >= 0, got {cfg.checkpoint.last_every_iters}")
+    if not cfg.checkpoint.last_every_s >= 0:
+        raise LiifError(f"config key checkpoint.last_every_s must be >= 0, got {cfg.checkpoint.last_every_s}")
     if t.lr <= 0:
         raise LiifError(f"config key train.lr must be positive, got {t.lr}")
     if t.precision not in PRECISIONS:
         raise LiifError(f"config key train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.device not in ("auto", "cpu", "cuda"):
         raise LiifError(f"config key train.device must be auto, cpu or cuda, got {t.device!r}")
-    if d.cache not in ("memory", "none"):
-        raise LiifError(f"config key data.train.cache must be 'memory' or 'none', got {d.cache!r}")
+    if d.cache not in ("memory", "mmap", "none"):
+        raise LiifError(f"config key data.train.cache must be 'memory', 'mmap' or 'none', got {d.cache!r}")
     if not 1.0 <= d.scale_min <= d.scale_max:
         raise LiifError(f"config keys data.train.scale_min/scale_max need 1 <= min <= max, "
                         f"got {d.scale_min}, {d.scale_max}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
+import hashlib
 import math
 import os
 import sys
@@ -83,10 +85,13 @@ def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, worl
     return list(torch.utils.data.BatchSampler(sampler, batch // world, drop_last=True))
 
 
-def build_data(cfg: Config) -> tuple[ImplicitDownsampled, FixedScale | None]:
+def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsampled, FixedScale | None]:
     d = cfg.data.train
-    images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache) if d.div2k is not None
-              else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache))
+    cache_dir = d.cache_dir if d.cache_dir is not None else (out / "cache" if out is not None else None)
+    if d.cache == "mmap" and cache_dir is None:
+        raise LiifError("config key data.train.cache: mmap needs data.train.cache_dir here")
+    images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache, cache_dir=cache_dir) if d.div2k is not None
+              else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache, cache_dir=cache_dir))
     train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed)
     v = cfg.data.val
     val = None
@@ -116,6 +121,20 @@ def validate(model: LIIF, val: FixedScale, y_channel: bool, device: torch.device
     return sum(values) / len(values)
 
 
+def init_process_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
+    """The process group, with a timeout on every collective, in a key space of its own per torchrun attempt.
+
+    After a worker failure torchrun restarts all workers against the same rendezvous store; without a
+    per-attempt prefix the new workers would read the dead ones' addresses and fail to connect."""
+    timeout = datetime.timedelta(seconds=timeout_s)
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun's agent hosts the store
+    store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")),
+                          world, is_master=rank == 0 and not agent, timeout=timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"liif/attempt-{attempt}/", store), rank=rank,
+                            world_size=world, timeout=timeout)
+
+
 def pick_device(cfg: Config, local_rank: int) -> torch.device:
     want = cfg.train.device
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
@@ -132,8 +151,27 @@ def pick_device(cfg: Config, local_rank: int) -> torch.device:
 
 
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
-          progress: bool | None = None) -> dict[str, Any]:
-    """Train per ``cfg`` into ``out``; returns a summary (steps, epochs, last loss, samples/s, best PSNR)."""
+          progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Train per ``cfg`` into ``out``; returns a summary (steps, epoch, last loss, samples/s, best PSNR).
+
+    Under torchrun a failed or timed-out collective (a rank died, hung or took another path) ends
+    every rank with a one-line error naming the rank and the step, instead of a hang."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    where = {"step": 0, "doing": "setting up"}
+    try:
+        return _train(cfg, Path(out), resume, restart, max_minutes, progress, dist_timeout_s, where)
+    except RuntimeError as e:  # torch.distributed's errors (DistBackendError, gloo/NCCL timeouts) derive from it
+        if world == 1:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise LiifError(f"rank {rank} of {world}: {where['doing']} at step {where['step']} failed: {first} "
+                        f"(another rank died, stalled or diverged; collectives time out after {dist_timeout_s:g} s, "
+                        f"see --dist-timeout)") from None
+
+
+def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: float | None, progress: bool | None,
+           dist_timeout_s: float, where: dict[str, Any]) -> dict[str, Any]:
     t_start = time.monotonic()
     # -- processes and device ------------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -141,7 +179,7 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg, local_rank)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world, dist_timeout_s)
     master = rank == 0
     t = cfg.train
     if t.threads:
@@ -149,11 +187,7 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
     if t.batch_size % world:
         raise LiifError(f"config key train.batch_size ({t.batch_size}) must be a multiple of the "
                         f"number of processes ({world})")
-    out = Path(out)
     last_dir = out / "checkpoints" / "last"
-    found = ckpt.find(last_dir)
-    if found is not None and not resume:
-        raise LiifError(f"{out} already holds a checkpoint ({found}); pass --resume or choose another --out")
 
     # -- model, optimizer, schedule ------------------------------------------------------------
     torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -174,27 +208,70 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
               f"(asked {t.precision}){cpu}", file=sys.stderr)
 
     # -- data ------------------------------------------------------------------------------------
-    train_set, val_set = build_data(cfg)
+    train_set, val_set = build_data(cfg, out)
     iters = len(train_set) // t.batch_size
     if iters == 0:
         raise LiifError(f"the training set has {len(train_set)} samples per epoch, fewer than one batch "
                         f"({t.batch_size}); raise data.train.repeat")
 
-    # -- resume ------------------------------------------------------------------------------------
+    # -- start or resume: one decision and one state for all ranks -------------------------------------
+    # Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
+    # and take the same decision; the rank holding the newest complete checkpoint sends it to the others.
+    # A torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) always resumes.
+    where["doing"] = "choosing the checkpoint to resume from"
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume, restart = True, False
+    views = [survey(out)]
+    if world > 1:
+        views = [None] * world
+        dist.all_gather_object(views, survey(out))
+    source = start_from(views, out, resume, restart)
+    if master and restart:
+        moved = move_aside(out)
+        if moved:
+            print(f"--restart: the previous run's files are kept in {moved}", file=sys.stderr)
     epoch, it0, step, best = 0, 0, 0, -math.inf
-    if resume and found is not None:
-        state = ckpt.load(found, model)
+    if source is not None:
+        where["doing"] = f"receiving the checkpoint from rank {source}"
+        payload: list[Any] = [None]
+        if rank == source:
+            found = Path(views[source]["found"])
+            try:
+                weights, state = ckpt.read(found)
+                payload = [{"found": str(found), "weights": weights, "state": state}]
+            except LiifError as e:
+                payload = [{"error": str(e)}]
+        if world > 1:
+            dist.broadcast_object_list(payload, src=source)
+        got = payload[0]
+        if "error" in got:
+            raise LiifError(got["error"])
+        state = got["state"]
         if state["config"]["model"] != cfg.to_dict()["model"]:
-            raise LiifError(f"--resume: the model section differs from the checkpoint's ({found})")
+            raise LiifError(f"--resume: the model section differs from the checkpoint's ({got['found']})")
+        try:
+            model.load_state_dict(got["weights"], strict=True)
+        except RuntimeError as e:
+            raise LiifError(f"checkpoint {got['found']} does not fit the configured model: "
+                            f"{str(e).splitlines()[0]}") from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
         torch.set_rng_state(state["rng"]["torch"])
         if master:
-            print(f"resumed from {found}: epoch {epoch + 1}, iteration {it0}, step {step}", file=sys.stderr)
+            for folder in views[0]["damaged"]:
+                print(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}",
+                      file=sys.stderr)
+            e, i = epoch_and_iteration(epoch, it0, iters)
+            print(f"resumed from {got['found']} after step {step} (epoch {e}, iteration {i} of {iters})",
+                  file=sys.stderr)
     elif resume and master:
-        print(f"--resume: no checkpoint in {out}, starting from scratch", file=sys.stderr)
+        print(f"--resume: {out} holds no earlier run, starting from scratch", file=sys.stderr)
+    # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
+    where["doing"] = "checking that all ranks agree"
+    agree_across_ranks(world, (epoch, it0, step, iters, len(train_set),
+                               hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
     torch.manual_seed(t.seed * 1000 + rank + step)  # per-rank stream for anything random in the model
 
     step_module: nn.Module = Step(model, t.fold, t.channels_last)
@@ -238,7 +315,9 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
 
     # -- epochs ---------------------------------------------------------------------------------------
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
+    last_saved = time.monotonic()
     stopped = False
+    stopped_at = 0  # iterations done in the epoch the time limit interrupted
     last_loss = math.nan
     window_loss, window_n, window_t = 0.0, 0, time.monotonic()
     sps = math.nan
@@ -248,46 +327,56 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
         batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, rank, world)[it0:]
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.workers,
                                              pin_memory=device.type == "cuda")
+        row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
+        where["doing"] = f"training epoch {epoch + 1}"
         for it, batch in enumerate(loader, start=it0):
             loss = train_step(forward, model, opt, scaler, batch, device, amp_dtype)
             step += 1
+            where["step"] = step
             window_loss += loss
             window_n += 1
             done_iter = it + 1
+            end_of_epoch = done_iter == iters
             if bar is not None:
                 bar.update(1)
-            if step % cfg.log.every == 0:
+            # Rank 0's clock decides, for every rank, whether to stop and whether to refresh 'last' now.
+            now = time.monotonic()
+            flags = torch.tensor([deadline is not None and now >= deadline,
+                                  0 < cfg.checkpoint.last_every_s <= now - last_saved], dtype=torch.int32)
+            if world > 1:
+                dist.broadcast(flags, 0)
+            stopped, save_by_time = bool(flags[0]), bool(flags[1])
+            if step % cfg.log.every == 0 or end_of_epoch or stopped:
                 stats = torch.tensor([window_loss, window_n], dtype=torch.float64)
                 if world > 1:
                     dist.all_reduce(stats)
-                now = time.monotonic()
                 sps = window_n / world * t.batch_size / (now - window_t)
                 last_loss = float(stats[0] / stats[1])
-                if master:
-                    log({"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
-                         "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"})
+                row = {"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
+                       "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"}
+                if master and not end_of_epoch:  # the epoch's last row waits for the validation PSNR
+                    log(row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{sps:.1f}")
                 window_loss, window_n, window_t = 0.0, 0, now
-            if deadline is not None:
-                flag = torch.tensor([time.monotonic() >= deadline], dtype=torch.int32)
-                if world > 1:
-                    dist.broadcast(flag, 0)
-                stopped = bool(flag.item())
-            if stopped or (cfg.checkpoint.last_every_iters and step % cfg.checkpoint.last_every_iters == 0
-                           and done_iter < iters):
+            if end_of_epoch:
+                break
+            every = cfg.checkpoint.last_every_iters
+            if stopped or save_by_time or (every and step % every == 0):
                 if master:
                     ckpt.save(last_dir, model, spec, state_dict(epoch, done_iter))
-                if stopped:
-                    break
-        if stopped:
+                last_saved = time.monotonic()
+            if stopped:
+                stopped_at = done_iter
+                break
+        if stopped_at:
             break
         # -- end of epoch: schedule, validation, checkpoints --------------------------------------
+        where["doing"] = f"ending epoch {epoch + 1} (rank 0 validates and saves)"
         it0 = 0
         sched.step()
         epoch += 1
         if master:
-            row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"]}
             is_best = False
             if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
                 row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
@@ -302,20 +391,116 @@ def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | Non
                 ckpt.save(out / "checkpoints" / "best", model, spec, st)
             if epoch % cfg.checkpoint.save_every == 0:
                 ckpt.save(out / "checkpoints" / f"epoch-{epoch}", model, spec, st)
+        last_saved = time.monotonic()
         if world > 1:
             dist.barrier()
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
+    where["doing"] = "finishing"
     if world > 1:
         dist.barrier()
-    return {"step": step, "epoch": epoch, "loss": last_loss, "samples_per_s": sps, "precision": precision,
-            "best_psnr": best, "stopped_early": stopped, "checkpoint": str(last_dir)}
+    e, i = epoch_and_iteration(epoch, stopped_at, iters)
+    return {"step": step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
+            "loss": _finite(last_loss), "samples_per_s": _finite(sps), "best_psnr": _finite(best),
+            "stopped_early": stopped, "checkpoint": str(last_dir)}
+
+
+def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:
+    """(epoch, iteration) of the last step done, both from 1 as in log.csv; (0, 0) before the first step.
+
+    The loop counts completed epochs and iterations done in the next one; a finished epoch is
+    reported as its own last iteration, so the summary, the CSV and the resume message agree."""
+    if iters_done:
+        return epochs_done + 1, iters_done
+    return (epochs_done, iters) if epochs_done else (0, 0)
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN or Infinity: a value that does not exist yet is null."""
+    return x if math.isfinite(x) else None
+
+
+def survey(out: Path) -> dict[str, Any]:
+    """What this rank finds in its --out: the newest complete checkpoint, its step, damaged ones, history."""
+    found, damaged = ckpt.newest(out / "checkpoints")
+    history = [str(p) for p in (out / "checkpoints", out / "log.csv")
+               if p.is_file() or (p.is_dir() and any(p.iterdir()))]
+    return {"found": str(found) if found else "", "step": ckpt.step_of(found) if found else -1,
+            "damaged": [str(p) for p in damaged], "history": history}
+
+
+def start_from(views: list[dict[str, Any]], out: Path, resume: bool, restart: bool) -> int | None:
+    """The rank whose checkpoint every rank resumes from, or None to start from scratch.
+
+    Every rank calls this with the same findings (one per rank) and so takes the same decision, or
+    raises the same error. A folder that holds an earlier run is never started over silently."""
+    if resume and restart:
+        raise LiifError("--resume and --restart exclude each other")
+    if restart:
+        return None
+    source = max(range(len(views)), key=lambda r: (views[r]["step"], -r))
+    history = [h for v in views for h in v["history"]]
+    if resume:
+        if views[source]["found"]:
+            return source
+        if history:
+            damaged = [d for v in views for d in v["damaged"]]
+            what = f"{', '.join(damaged)} incomplete or unreadable" if damaged else f"found {', '.join(history)}"
+            raise LiifError(f"--resume: no complete checkpoint in {out / 'checkpoints'} ({what}); nothing was "
+                            f"changed; pass --restart instead to start over (the old files are kept in "
+                            f"{out}/previous-N)")
+        return None
+    if history:
+        raise LiifError(f"{out} already holds a run ({', '.join(history)}); pass --resume to continue it, "
+                        f"--restart to start over (the old files are kept in {out}/previous-N), "
+                        f"or choose another --out")
+    return None
+
+
+def move_aside(out: Path) -> Path | None:
+    """--restart: move the previous run's files into ``out/previous-N`` (never delete them)."""
+    names = [n for n in ("checkpoints", "log.csv", "log.dropped.csv", "config.yaml", "tb") if (out / n).exists()]
+    if not names:
+        return None
+    n = 1
+    while (out / f"previous-{n}").exists():
+        n += 1
+    keep = out / f"previous-{n}"
+    keep.mkdir()
+    for name in names:
+        os.replace(out / name, keep / name)
+    return keep
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a damaged checkpoint folder out of the way (it is no longer a candidate and is never overwritten)."""
+    n, target = 1, folder.with_name(f"{folder.name}.damaged")
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}.damaged-{n}")
+    os.replace(folder, target)
+    return target
+
+
+def agree_across_ranks(world: int, mine: tuple[Any, ...]) -> None:
+    """Stop every rank with one error if any rank starts elsewhere or has different epochs or config."""
+    if world == 1:
+        return
+    views: list[Any] = [None] * world
+    dist.all_gather_object(views, mine)
+    bad = [r for r, v in enumerate(views) if v != views[0]]
+    if bad:
+        fields = "(epoch, iteration, step, iterations per epoch, samples per epoch, config hash)"
+        raise LiifError(f"ranks disagree on {fields}: rank 0 has {tuple(views[0])}, rank {bad[0]} has "
+                        f"{tuple(views[bad[0]])}; every node must run the same config on the same data")
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log rows past ``step`` (written after the checkpoint a resumed run starts from)."""
+    """Drop log rows past ``step`` (written after the checkpoint a resumed run starts from).
+
+    The dropped rows are appended to ``log.dropped.csv`` beside it: nothing of a run's history is lost."""
     if not path.exists():
         return
     with open(path, newline="") as f:
@@ -323,6 +508,13 @@ def _truncate_log(path: Path, step: int) -> None:
     keep = [r for r in rows if int(r["step"]) <= step]
     if len(keep) == len(rows):
         return
+    dropped = path.with_name("log.dropped.csv")
+    new = not dropped.exists()
+    with open(dropped, "a", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerows(r for r in rows if int(r["step"]) > step)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, CSV_FIELDS)
         w.writeheader()
