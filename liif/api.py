@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
-from typing import Union
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from PIL import Image
 from liif import checkpoints, imageio, weights
 from liif.errors import LiifError
 from liif.models import LIIF, ModelSpec
-from liif.render import PRECISIONS, Window, render, render_tiles
+from liif.render import PRECISIONS, TorchBackend, Window, render, render_tiles
 
 DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 
@@ -137,6 +137,19 @@ class Upscaler:
             return imageio.compose(pixels, alpha, dec.bits)
         return _encode_array(pixels, alpha, image)
 
+    def upscale_frames(self, frames: Iterable[np.ndarray], size: Sequence[int] | None = None,
+                       scale: Scale | None = None, precision: str | None = None) -> Iterator[np.ndarray]:
+        """Lazily upscale a sequence of frames (arrays, as ``upscale`` takes them), yielding one result
+        per frame, each equal to ``upscale(frame, ...)``; the backend and plan are built once."""
+        from liif.video import upscale_frames
+        return upscale_frames(self, frames, size, scale, precision)
+
+    def upscale_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                      size: Sequence[int] | None = None, scale: Scale | None = None, **options: Any) -> Any:
+        """Video file -> video file (needs ``liif[video]``); see :func:`liif.video.upscale_video`."""
+        from liif.video import upscale_video
+        return upscale_video(self, src, dst, size, scale, **options)
+
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False) -> np.ndarray:
         """(3, h, w) RGB in [0, 1] (or uint8) -> float32 (window.h, window.w, 3) RGB, unclamped."""
@@ -144,16 +157,17 @@ class Upscaler:
 
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,
-                    finish: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                    finish: Callable[[np.ndarray], np.ndarray], backend: TorchBackend | None = None) -> np.ndarray:
         """Render tile by tile, turning each float RGB tile into final pixels at once, so the
-        only full-size array is the result in its final dtype."""
+        only full-size array is the result in its final dtype. ``backend``: a compute backend built
+        once for many renders (video frames); by default the fast path builds one per call."""
         out = np.empty((window.h, window.w, channels), dtype=dtype)
         if self.method == "reference":
             pred = render(self.model, rgb, out_hw, window, method="reference")
             out[:] = finish(self.model.denormalize(pred.permute(1, 2, 0)).cpu().numpy())
             return out
         for (y, x), tile in render_tiles(self.model, rgb, out_hw, window, precision, self.max_memory, progress,
-                                         backend=self._backend):
+                                         backend=backend or self._backend):
             t = finish(self.model.denormalize(tile.permute(1, 2, 0)).cpu().numpy())
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
         return out
