@@ -289,6 +289,10 @@ def _run(av: ModuleType, up: "Upscaler", inp: Any, rep: VideoReport, precision: 
                     what = s.codec_context.name if s.codec_context else "?"
                     raise LiifError(f"cannot copy stream {s.index} ({s.type}, {what}) into {dst.suffix}: "
                                     f"{_reason(e)}; try .mkv") from None
+            try:  # open the encoder and write the header now: bad settings fail before any render
+                out.start_encoding()
+            except (av.FFmpegError, ValueError) as e:
+                raise LiifError(f"cannot start encoding {dst} with {enc.name}: {_reason(e)}") from None
             _pipeline(av, fu, items, first, head, streams, out, ovs, rep, colour_in, colour_out, rgb_fmt, pix_fmt,
                       progress)
             if rep.frames_written != rep.frames_done:

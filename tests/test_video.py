@@ -255,6 +255,9 @@ def bad_file(kind: str, tmp_path: Path) -> Path:
         p = tmp_path / "tr.mp4"
         p.write_bytes(data[:len(data) * 2 // 3])
         full.unlink()
+    elif kind == "subtitled":
+        p = tmp_path / "s.mkv"
+        make_clip(p, n=2, subtitles=True)
     elif kind == "ok":
         p = tmp_path / "ok.mp4"
         make_clip(p, n=2, codec="libx264", pix_fmt="yuv420p", audio=False)
@@ -276,6 +279,8 @@ def bad_file(kind: str, tmp_path: Path) -> Path:
     ("ok", ["--codec", "aac"], "'aac' is not a video encoder (it encodes audio)"),
     ("ok", ["--codec", "ffv1", "--crf", "20"], "encoder ffv1 has no CRF setting"),
     ("ok", ["--region", "0,0,8,8"], "--region is not supported for video"),
+    ("ok", ["--preset", "fastest"], "cannot start encoding"),
+    ("subtitled", [], "cannot copy stream 2 (subtitle, srt) into .mp4: 'mp4' format does not support 'srt' codec"),
     ("ok", ["--crf", "99"], "--crf must be 0..63"),
 ])
 def test_bad_video_input_one_line_error_no_output(tiny, tmp_path, capsys, kind, args, message):
