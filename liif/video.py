@@ -371,7 +371,8 @@ def _even(av: ModuleType, out_hw: tuple[int, int], pix_fmt: str, say: Callable[[
     if new != out_hw:
         shown = (new[0], new[1]) if swap else (new[1], new[0])
         was = (h, w) if swap else (w, h)
-        say(f"{pix_fmt} needs even dimensions: output {was[0]}x{was[1]} rounded up to {shown[0]}x{shown[1]} (WxH)")
+        say(f"{pix_fmt} needs even dimensions: output {was[0]}x{was[1]} rounded up to "
+            f"{shown[0]}x{shown[1]} (WxH)")
     return new
 
 
@@ -426,16 +427,17 @@ def _video_stream(out: Any, vs: Any, enc: Any, pix_fmt: str, out_hw: tuple[int, 
     if sar and sar != 1:  # keep the display aspect ratio
         sar = Fraction(sar) * Fraction(coded_hw[1], out_hw[1]) / Fraction(coded_hw[0], out_hw[0])
         cc.sample_aspect_ratio = sar.limit_denominator(65535)
-    private = {o.name for o in cc.supported_options.private}
+    known = getattr(cc, "supported_options", None)  # PyAV >= 18 lists an encoder's options; else trust the user
+    private = None if known is None else {o.name for o in known.private}
     options: dict[str, str] = {}
     if crf is not None or enc.name in X264_FAMILY:
-        if "crf" not in private:
+        if private is not None and "crf" not in private:
             raise LiifError(f"encoder {enc.name} has no CRF setting; leave out --crf")
         options["crf"] = str(DEFAULT_CRF if crf is None else crf)
         if enc.name == "libvpx-vp9":
             options["b"] = "0"  # constant quality
     if preset is not None or enc.name in X264_FAMILY:
-        if "preset" not in private:
+        if private is not None and "preset" not in private:
             raise LiifError(f"encoder {enc.name} has no preset setting; leave out --preset")
         options["preset"] = DEFAULT_PRESET if preset is None else preset
     ovs.options = options
@@ -453,7 +455,10 @@ def _pipeline(av: ModuleType, fu: FrameUpscaler, items: Iterator[tuple[str, Any]
     """decode thread -> [queue] -> render (this thread) -> [queue] -> encode + mux thread."""
     from av.video.reformatter import Interpolation
 
-    flags = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    try:  # accurate rounding and full chroma interpolation (flags PyAV >= 18 exposes)
+        flags = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
+    except AttributeError:
+        flags = Interpolation.BICUBIC
     rgb_in = first.format.is_rgb
     rgb_out = av.VideoFormat(pix_fmt).is_rgb
     coded = (first.height, first.width)
@@ -461,10 +466,12 @@ def _pipeline(av: ModuleType, fu: FrameUpscaler, items: Iterator[tuple[str, Any]
     q_in: queue.Queue[Any] = queue.Queue(QUEUE_ITEMS)
     q_out: queue.Queue[Any] = queue.Queue(QUEUE_ITEMS)
     errors: list[BaseException] = []
+    decoded = [0]
 
     def to_rgb(frame: Any) -> _Frame:
+        decoded[0] += 1
         if (frame.height, frame.width) != coded:
-            raise LiifError(f"the frame size changes at frame {rep.frames_done + 1} (from {coded[1]}x{coded[0]} "
+            raise LiifError(f"the frame size changes at frame {decoded[0]} (from {coded[1]}x{coded[0]} "
                             f"to {frame.width}x{frame.height}); not supported")
         if rgb_in:
             arr = frame.to_ndarray(format=rgb_fmt)
@@ -487,7 +494,8 @@ def _pipeline(av: ModuleType, fu: FrameUpscaler, items: Iterator[tuple[str, Any]
             errors.append(e)
             stop.set()
 
-    step = Fraction(1, 1) / ((ovs.codec_context.framerate or Fraction(25)) * ovs.time_base)
+    tb = ovs.codec_context.time_base  # the input stream's time base: frames keep their pts
+    step = Fraction(1, 1) / ((ovs.codec_context.framerate or Fraction(25)) * tb)
     last_pts: list[int] = []
 
     def write() -> None:
@@ -510,7 +518,7 @@ def _pipeline(av: ModuleType, fu: FrameUpscaler, items: Iterator[tuple[str, Any]
                     pts = item.pts if item.pts is not None else \
                         (last_pts[-1] + max(1, round(step)) if last_pts else 0)
                     last_pts[:] = [pts]
-                    vf.pts, vf.time_base = pts, ovs.time_base
+                    vf.pts, vf.time_base = pts, tb  # (the muxer may pick another time base for the stream)
                     for p in ovs.encode(vf):
                         out.mux(p)
                     rep.frames_written += 1
