@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
-from typing import Union
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from PIL import Image
 from liif import checkpoints, imageio, precision as precisions, weights
 from liif.errors import LiifError
 from liif.models import LIIF, ModelSpec
-from liif.render import Window, render, render_tiles
+from liif.render import TorchBackend, Window, render, render_tiles
 
 DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 
@@ -153,6 +153,19 @@ class Upscaler:
             return imageio.compose(pixels, alpha, dec.bits, self.quantize)
         return _encode_array(pixels, alpha, image, self.quantize)
 
+    def upscale_frames(self, frames: Iterable[np.ndarray], size: Sequence[int] | None = None,
+                       scale: Scale | None = None, precision: str | None = None) -> Iterator[np.ndarray]:
+        """Lazily upscale a sequence of frames (arrays, as ``upscale`` takes them), yielding one result
+        per frame, each equal to ``upscale(frame, ...)``; the backend and plan are built once."""
+        from liif.video import upscale_frames
+        return upscale_frames(self, frames, size, scale, precision)
+
+    def upscale_video(self, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                      size: Sequence[int] | None = None, scale: Scale | None = None, **options: Any) -> Any:
+        """Video file -> video file (needs ``liif[video]``); see :func:`liif.video.upscale_video`."""
+        from liif.video import upscale_video
+        return upscale_video(self, src, dst, size, scale, **options)
+
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False, cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """(3, h, w) RGB in [0, 1] (or uint8) -> float32 (window.h, window.w, 3) RGB, unclamped."""
@@ -162,9 +175,10 @@ class Upscaler:
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,
                     finish: Callable[[np.ndarray], np.ndarray],
-                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
+                    cancel: Callable[[], bool] | None = None, backend: TorchBackend | None = None) -> np.ndarray:
         """Render tile by tile, turning each float RGB tile into final pixels at once, so the
-        only full-size array is the result in its final dtype."""
+        only full-size array is the result in its final dtype. ``backend``: a compute backend built
+        once for many renders (video frames); by default the fast path builds one per call."""
         _stop_if(cancel)
         out = np.empty((window.h, window.w, channels), dtype=dtype)
         if self.method == "reference":
@@ -175,7 +189,7 @@ class Upscaler:
         # of the bytes cross to the host and the CPU does no per-pixel work.
         on_gpu = rgb.device.type == "cuda" and channels == 3 and dtype == np.uint8
         for (y, x), tile in render_tiles(self.model, rgb, out_hw, window, precision, self.max_memory, progress,
-                                         backend=self._backend):
+                                         backend=backend or self._backend):
             rgb_tile = self.model.denormalize(tile.permute(1, 2, 0))
             t = (imageio.quantize_tensor(rgb_tile, self.quantize).cpu().numpy() if on_gpu
                  else finish(rgb_tile.cpu().numpy()))

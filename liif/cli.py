@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="progress bar (default: when stderr is a terminal)")
     up.add_argument("-v", "--verbose", action="store_true",
                     help="print the device, CPU capability and the precision that actually runs")
+    v = up.add_argument_group("video (an input video by suffix or content; needs liif[video])")
+    v.add_argument("--codec", help="video encoder (default libx264; e.g. libx265, libvpx-vp9, ffv1)")
+    v.add_argument("--crf", type=int, help="constant quality, lower is better (default 18 for x264/x265)")
+    v.add_argument("--preset", help="encoder speed preset (default medium for x264/x265)")
     up.set_defaults(func=cmd_upscale)
 
     w = sub.add_parser("weights", help="list or fetch pretrained weights")
@@ -160,6 +164,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if args.max_pixels is not None and args.max_pixels <= 0:
         raise LiifError("--max-pixels must be positive")
 
+    from liif import video
+    if video.wants_video(args.inputs, args.output):
+        return video.cli_upscale(args, size, scale, region, max_memory)
+    video.refuse_video_options(args)
     outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
     # Decode every input and validate every size before loading the model or writing anything.
     decoded = []

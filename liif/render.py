@@ -147,6 +147,7 @@ def nearest_code(coord: torch.Tensor, n_lr: int, shift: int, eps: float) -> tupl
     return idx, rel
 
 
+@functools.lru_cache(maxsize=16)  # video frames render the same plan again and again; plans are read-only
 def plan_axis(n_out: int, start: int, count: int, n_lr: int, local_ensemble: bool,
               device: torch.device) -> AxisPlan:
     coord = axis_centres(n_out, device=device, start=start, count=count)
