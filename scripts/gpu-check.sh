@@ -63,8 +63,13 @@ elif [ "$what" = train ]; then
   for r in fp32 bf16 ddp; do
     { echo "== /tmp/run-$r/log.csv"; cat /tmp/run-$r/log.csv; ls -R /tmp/run-$r/checkpoints; } >>"$OUT/$what.log" 2>&1
   done
+elif [ "$what" = quick ]; then  # a re-check after fixes: the suite and the whole-render timings
+  python3 -m pip install -q --no-deps --no-build-isolation --no-compile -e . >/dev/null 2>&1  # the `liif` script
+  step pytest 110 python3 -m pytest -q -n 8 -p no:cacheprovider tests
+  step bench-big 90 python3 -m liif.cli bench infer --device cuda --size 256 --scales 4 --repeat 3 --big --huge \
+    --json "$OUT/bench-big.json"
 else
-  echo "usage: bash scripts/gpu-check.sh infer|train" >&2
+  echo "usage: bash scripts/gpu-check.sh infer|train|quick" >&2
   exit 2
 fi
 cat "$OUT/steps.txt"

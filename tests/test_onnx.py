@@ -206,7 +206,7 @@ def test_cli_export_and_upscale(official_path, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted(GRAPHS + (MANIFEST,))
     src = GOLDEN / "set14_comic_in.png"
     args = [str(src), "--size", "120x96", "--weights", str(official_path)]
-    assert main(["upscale", *args, "-o", str(tmp_path / "t.png")]) == 0
+    assert main(["upscale", *args, "--device", "cpu", "--precision", "fp32", "-o", str(tmp_path / "t.png")]) == 0
     assert main(["upscale", *args, "--backend", "onnxruntime", "--onnx-dir", str(out),
                  "-o", str(tmp_path / "o.png")]) == 0
     a = np.asarray(Image.open(tmp_path / "t.png"), dtype=np.int16)

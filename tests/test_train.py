@@ -274,8 +274,11 @@ def test_bench_train_prints_both_loops_and_the_ratio(tmp_path: Path, capsys: pyt
     assert ("ours [bf16:nofold]" in text) == bf16_native  # emulated bf16 is not timed, and says why
     assert ("bf16:nofold: bf16 is not native on this CPU" in text) != bf16_native
     fig = yaml.safe_load(out.read_text())
-    assert fig["ratio"] == pytest.approx(fig["ours_samples_per_s"] / fig["reference_samples_per_s"])
-    assert fig["batch"] == 2 and len(fig["ours_step_s"]) == 1
+    loops = {r["loop"]: r for r in fig["loops"]}
+    assert loops["reference"]["ratio_vs_reference"] == pytest.approx(1.0)
+    assert loops["fp32"]["ratio_vs_reference"] == pytest.approx(
+        loops["fp32"]["samples_per_s"] / loops["reference"]["samples_per_s"])
+    assert fig["batch"] == 2 and len(loops["fp32"]["step_s"]) == 1 and fig["device"] == "cpu"
 
 
 @pytest.mark.slow
