@@ -119,3 +119,11 @@ def test_tensor_quantize_equals_the_numpy_rule() -> None:
     x = np.concatenate([rng.uniform(-0.2, 1.2, 10000), (np.arange(256) + 0.5) / 255]).astype(np.float32)
     for mode in imageio.QUANTIZE:
         assert np.array_equal(imageio.quantize_tensor(torch.from_numpy(x), mode).numpy(), imageio.quantize(x, 8, mode))
+
+
+def test_png_scoring_rounds_or_truncates() -> None:
+    from liif.eval import metrics
+
+    t = torch.tensor([0.0, 0.3 / 255, 0.7 / 255, 254.5 / 255, 1.5])
+    assert (metrics.quantize_uint8(t) * 255).round().tolist() == [0, 0, 1, 254, 255]  # half to even
+    assert (metrics.quantize_uint8(t, "truncate") * 255).round().tolist() == [0, 0, 0, 254, 255]

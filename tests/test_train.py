@@ -300,9 +300,12 @@ def test_tiny_cpu_config_beats_bicubic_on_set5(tmp_path: Path) -> None:
 
     out = tmp_path / "tiny"
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "liif.cli", "train", "configs/tiny-cpu.yaml", "--out", str(out),
-                    "--max-minutes", "14.5", "--no-progress"], check=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "liif.cli", "train", "configs/tiny-cpu.yaml", "--out", str(out),
+                           "--max-minutes", "15", "--no-progress"], check=True, cwd=ROOT, capture_output=True,
+                          text=True, timeout=20 * 60)
     assert time.monotonic() - start <= 15 * 60
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not summary["stopped_early"] and summary["step"] == 16 * 74  # the whole config, not a cut run
     model, _ = checkpoints.load(out / "checkpoints" / "last" / "model.safetensors")
     bicubic = json.loads((DATA.parent / "golden" / "reference-metrics.json").read_text())
     for s in (2, 3, 4):

@@ -30,6 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--gt-mod", type=int, default=None, metavar="N",
                    help="crop the HR top-left to a multiple of N first (OpenMMLab's GTmod12 sets: 12)")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    e.add_argument("--png", choices=["round", "truncate"], default=None,
+                   help="score the output as saved to an 8-bit PNG, rounded (liif upscale's default) or "
+                        "truncated (the official demo, --quantize truncate); default: the float output")
     e.add_argument("-o", "--output", default="eval-out", metavar="DIR", help="folder for CSV / summaries")
     e.add_argument("--json", metavar="OUT", help="also write the summary records to this JSON file")
     _common(e)
@@ -96,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     protocols.check_inputs(ds, scales, prot, args.lr)  # before loading the model
     up = _load(args)
     images = ds.hr_files[: args.limit] if args.limit else None
-    scores = protocols.evaluate(up, ds, scales, prot, args.lr, args.gt_mod, _progress(args), images)
+    scores = protocols.evaluate(up, ds, scales, prot, args.lr, args.gt_mod, _progress(args), images, args.png)
     summaries = protocols.summarize(scores)
     out = Path(args.output)
     paths = report.write_results(scores, summaries, out, f"{ds.name}-{prot.name}", up.spec.encoder)

@@ -101,6 +101,8 @@ def ssim_rgb(sr: torch.Tensor, hr: torch.Tensor, *, shave: int) -> float:
     return ssim(shave_border(sr.double() * 255, shave), shave_border(hr.double() * 255, shave))
 
 
-def quantize_uint8(t: torch.Tensor) -> torch.Tensor:
-    """Float image in [0, 1] -> the same rounded to 1/255 steps (OpenMMLab 0.x ``tensor2img``)."""
-    return (t.clamp(0, 1) * 255).round() / 255
+def quantize_uint8(t: torch.Tensor, mode: str = "round") -> torch.Tensor:
+    """Float image in [0, 1] -> the same on 1/255 steps, rounded (OpenMMLab 0.x ``tensor2img``, our
+    PNGs) or truncated (the official demo's PNGs)."""
+    q = t.clamp(0, 1) * 255
+    return (q.round() if mode == "round" else q.floor()) / 255

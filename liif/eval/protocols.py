@@ -147,8 +147,12 @@ def predict(up: "object", lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Te
     return torch.from_numpy(out).permute(2, 0, 1).clamp_(0, 1)
 
 
-def score(sr: torch.Tensor, hr: torch.Tensor, scale: int, p: Protocol) -> tuple[float, float]:
-    if p.quantize:
+def score(sr: torch.Tensor, hr: torch.Tensor, scale: int, p: Protocol,
+          png: str | None = None) -> tuple[float, float]:
+    """PSNR/SSIM of ``sr`` under ``p``; ``png`` (round|truncate) scores it as a saved 8-bit PNG would be."""
+    if png is not None:
+        sr = metrics.quantize_uint8(sr, png)
+    elif p.quantize:
         sr = metrics.quantize_uint8(sr)
     shave = p.shave(scale)
     return metrics.psnr(sr, hr, shave=shave, y_channel=p.y_channel), p.ssim(sr, hr, shave=shave)
@@ -156,8 +160,9 @@ def score(sr: torch.Tensor, hr: torch.Tensor, scale: int, p: Protocol) -> tuple[
 
 def evaluate(up: "object", ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str = "auto",
              gt_mod: int | None = None, progress: bool = False,
-             images: Sequence[Path] | None = None) -> list[ImageScore]:
-    """Score every image of ``ds`` at every scale, batch 1, with the upscaler's renderer."""
+             images: Sequence[Path] | None = None, png: str | None = None) -> list[ImageScore]:
+    """Score every image of ``ds`` at every scale, batch 1, with the upscaler's renderer
+    (``png``: as saved to an 8-bit PNG, rounded or truncated, instead of the float prediction)."""
     check_inputs(ds, scales, p, lr)
     files = list(images) if images is not None else ds.hr_files
     bar = None
@@ -172,7 +177,7 @@ def evaluate(up: "object", ds: DatasetFolder, scales: Sequence[int], p: Protocol
                 low, high, src = make_pair(ds, f, s, p, lr, gt_mod)
                 hr_t = to_tensor(high)
                 sr = predict(up, to_tensor(low), (high.shape[0], high.shape[1]))
-                ps, ss = score(sr, hr_t, s, p)
+                ps, ss = score(sr, hr_t, s, p, png)
                 out.append(ImageScore(ds.name, s, p.name, f.name, src, high.shape[0], high.shape[1], ps, ss))
                 if bar is not None:
                     bar.set_postfix_str(f"x{s} {f.name}")
