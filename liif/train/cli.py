@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -59,8 +60,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def cmd_train(args: argparse.Namespace) -> int:
     from liif.train import config, loop
 
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        raise LiifError("--max-minutes must be positive")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise LiifError(f"--max-minutes must be a finite number > 0, got {args.max_minutes}")
     cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     summary = loop.train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress)
