@@ -266,3 +266,25 @@ def test_multi_frame_input_warns(tmp_path, capsys, weights_arg, upscaler):
     warn = [line for line in err.splitlines() if "frames" in line]
     assert rc == 0 and len(warn) == 1 and warn[0].startswith("liif: warning: ") and "only the first" in warn[0]
 
+
+# -- 17, 18: eval writes files only with -o; setup.sh relies on pip's own index ------------------
+
+def test_eval_writes_files_only_with_output(tmp_path, capsys, monkeypatch, official_path):
+    ds = tmp_path / "Tiny" / "HR"
+    ds.mkdir(parents=True)
+    Image.open(COMIC).convert("RGB").save(ds / "comic.png")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = ["eval", "--weights", str(official_path), "--dataset", str(ds.parent), "--scales", "2",
+            "--protocol", "mmagic"]
+    rc, out, _ = run(args, capsys)
+    assert rc == 0 and "x2" in out and list(work.iterdir()) == []
+    rc, out, _ = run([*args, "-o", str(tmp_path / "res")], capsys)
+    assert rc == 0 and len(list((tmp_path / "res").iterdir())) == 3 and list(work.iterdir()) == []
+
+
+def test_setup_script_leaves_the_package_index_to_pip():
+    text = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").read_text()
+    assert "pypi.org" not in text and "--index-url" not in text.replace("--extra-index-url", "")
+    assert "TORCH_CPU_INDEX" in text
