@@ -11,6 +11,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 from liif import checkpoints, imageio, limits, precision as precisions, weights
 from liif.errors import LiifError
 from liif.models import LIIF, ModelSpec
-from liif.render import Window, render, render_tiles
+from liif.render import DEFAULT_MAX_MEMORY, Window, band_rows, render, render_tiles
 
 DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 DEFAULT_MAX_INPUT_PIXELS = limits.DEFAULT_MAX_INPUT_PIXELS  # LIIF_MAX_INPUT_PIXELS or max_input_pixels=
@@ -186,25 +187,75 @@ class Upscaler:
         precision = self.precision if precision is None else self._resolve_precision(precision)
         if isinstance(image, torch.Tensor):
             return self._upscale_tensor(image, size, scale, region, precision, progress, cancel)
-        if isinstance(image, Image.Image):
-            limits.check_input((image.height, image.width), self.max_input_pixels)  # before decoding
-            dec = imageio.decode(imageio.prepare(image))
-            as_kind = "pil"
-        elif isinstance(image, np.ndarray):
-            dec = _decode_array(image)
-            as_kind = str(image.dtype)
-        else:
-            raise LiifError(f"unsupported image type {type(image).__name__}; use PIL, NumPy or torch")
+        dec = self._decode(image)
+        as_kind = "pil" if isinstance(image, Image.Image) else str(image.dtype)  # type: ignore[union-attr]
         out_hw, window = self.plan(dec.hw, size, scale, region)
-        # 8-bit sources stay uint8 (C, H, W) views: crops are converted to float tile by tile.
-        arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
-        rgb = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
+        rgb = _rgb_tensor(dec, self.device)
         channels, dtype, finish = imageio.finisher(dec.gray, dec.bits, self.quantize)
         pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish, cancel)
         alpha = _window_alpha(dec.alpha, out_hw, window)  # the window's alpha only
         if as_kind == "pil":
             return imageio.compose(pixels, alpha, dec.bits, self.quantize)
         return _encode_array(pixels, alpha, image, self.quantize)
+
+    def _decode(self, image: ImageLike) -> imageio.Decoded:
+        if isinstance(image, Image.Image):
+            limits.check_input((image.height, image.width), self.max_input_pixels)  # before decoding
+            return imageio.decode(imageio.prepare(image))
+        if isinstance(image, np.ndarray):
+            return _decode_array(image)
+        raise LiifError(f"unsupported image type {type(image).__name__}; use PIL or NumPy (torch: upscale())")
+
+    def upscale_to_png(self, image: Image.Image | np.ndarray, path: str | os.PathLike[str],
+                       size: Sequence[int] | None = None, scale: Scale | None = None,
+                       region: Sequence[int] | None = None, precision: str | None = None, progress: bool = False,
+                       cancel: Callable[[], bool] | None = None) -> tuple[int, int]:
+        """Like :meth:`upscale`, but stream the result into a PNG file at ``path`` band by band of
+        full-width rows, so memory does not grow with the output; returns (width, height).
+
+        The pixels are those of ``upscale`` (same channel policy; float arrays are written 8-bit).
+        The file is written to a temp file in its folder and renamed at the end; on any error
+        (a one-line LiifError for write errors) nothing is left behind."""
+        precision = self.precision if precision is None else self._resolve_precision(precision)
+        dec = self._decode(image)
+        out_hw, window = self.plan(dec.hw, size, scale, region)
+        rgb = _rgb_tensor(dec, self.device)
+        bits = 8 if dec.bits == 32 else dec.bits
+        channels, dtype, finish = imageio.finisher(dec.gray, bits, self.quantize)
+        rows = window.h
+        if self.method == "fast":
+            rows = band_rows(self.model, rgb, out_hw, window, precision, self.max_memory)
+        # The finished band (and its alpha) stays under a quarter of the renderer's budget.
+        budget = self.max_memory if self.max_memory is not None else DEFAULT_MAX_MEMORY
+        row_bytes = window.w * (channels + (dec.alpha is not None)) * 4
+        rows = max(1, min(rows, budget // 4 // row_bytes))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False, delay=1.0)
+        p = Path(path)
+        try:
+            with checkpoints.atomic_path(p) as tmp, open(tmp, "wb") as f:
+                writer: imageio.PngWriter | None = None
+                for b0 in range(0, window.h, rows):
+                    band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)
+                    pixels = self.render_into(rgb, out_hw, band, precision, False, channels, dtype, finish, cancel)
+                    data, depth = imageio.png_rows(pixels, _window_alpha(dec.alpha, out_hw, band), bits, self.quantize)
+                    del pixels
+                    if writer is None:
+                        writer = imageio.PngWriter(f, window.w, window.h, data.shape[2], depth)
+                    writer.write(data)
+                    del data
+                    if bar is not None:
+                        bar.update(band.h * band.w)
+                assert writer is not None
+                writer.close()
+        except OSError as e:
+            raise LiifError(f"cannot write {p}: {e.strerror or e}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        return window.w, window.h
 
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False, cancel: Callable[[], bool] | None = None) -> np.ndarray:
@@ -262,6 +313,12 @@ class Upscaler:
             outs.append(res)
         out = torch.stack(outs).to(device=t.device, dtype=t.dtype)
         return out if t.dim() == 4 else out[0]
+
+
+def _rgb_tensor(dec: imageio.Decoded, device: torch.device) -> torch.Tensor:
+    """(3, H, W) on ``device``; 8-bit sources stay uint8 views, converted to float tile by tile."""
+    arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
+    return torch.from_numpy(arr).permute(2, 0, 1).to(device)
 
 
 def _stop_if(cancel: Callable[[], bool] | None) -> None:

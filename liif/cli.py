@@ -197,10 +197,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     for (src, dst), im in zip(outputs.items(), decoded):
-        res = up.upscale(im, size=size, scale=scale, region=region, progress=progress)
-        assert not isinstance(res, (list, tuple))
-        imageio.save_png(res, dst)  # type: ignore[arg-type]
-        print(f"{src} -> {dst} ({res.width}x{res.height})")  # type: ignore[union-attr]
+        # Streamed to the PNG band by band: memory does not grow with the output.
+        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+        print(f"{src} -> {dst} ({w}x{h})")
     return 0
 
 

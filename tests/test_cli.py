@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOLDEN, golden_cases
+from liif import imageio
 from liif.cli import main
 
 COMIC = GOLDEN / "set14_comic_in.png"
@@ -119,11 +120,11 @@ def test_failed_write_leaves_previous_output(tmp_path, capsys, weights_arg, monk
     dst = tmp_path / "o.png"
     dst.write_bytes(b"old")
 
-    def boom(self, fp, format=None, **kw):
-        Path(fp).write_bytes(b"partial")
+    def boom(self, rows):
+        self.f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", boom)
+    monkeypatch.setattr(imageio.PngWriter, "write", boom)
     rc, _, err = run(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and err.strip() == f"liif: error: cannot write {dst}: No space left on device"
     assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]

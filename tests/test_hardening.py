@@ -288,3 +288,50 @@ def test_setup_script_leaves_the_package_index_to_pip():
     text = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").read_text()
     assert "pypi.org" not in text and "--index-url" not in text.replace("--extra-index-url", "")
     assert "TORCH_CPU_INDEX" in text
+
+
+# -- 3: outputs streamed to the PNG band by band ------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16"])
+def test_streamed_png_equals_upscale(upscaler, small, tmp_path, monkeypatch, mode):
+    if mode == "I;16":
+        im = Image.fromarray((np.asarray(small.convert("L"), np.uint16) * 257))
+    else:
+        im = small.convert(mode)
+    if mode in ("RGBA", "LA"):
+        a = np.zeros((32, 40), np.uint8)
+        a[:, 20:] = 255
+        im.putalpha(Image.fromarray(a))
+    monkeypatch.setattr(api, "band_rows", lambda *a, **kw: 17)  # many bands, the last one short
+    kw = dict(size=(150, 90), region=(3, 2, 85, 141))
+    wh = upscaler.upscale_to_png(im, tmp_path / "o.png", **kw)
+    got = Image.open(tmp_path / "o.png")
+    want = upscaler.upscale(im, **kw)
+    assert wh == got.size == want.size == (85, 141) and got.mode == want.mode
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_cli_output_memory_does_not_grow_with_the_image(tmp_path, capsys):
+    """The CLI streams rows to the PNG: the NumPy memory it holds (traced) stays a fraction of the
+    output, where it used to allocate the whole output array."""
+    import tracemalloc
+
+    from liif import checkpoints
+    from liif.models import ModelSpec, build
+
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder_args={"n_resblocks": 1, "n_feats": 8}, hidden=[16])
+    ck = checkpoints.save(build(spec).eval(), spec, tmp_path / "tiny.safetensors")
+    Image.open(COMIC).convert("RGB").save(tmp_path / "in.png")
+    out = tmp_path / "o.png"
+    tracemalloc.start()
+    try:
+        rc, _, err = run(["upscale", str(tmp_path / "in.png"), "-o", str(out), "--size", "1200x2400",
+                          "--weights", str(ck), "--max-memory", "4M", "--precision", "fp32"], capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rc == 0, err
+    assert Image.open(out).size == (1200, 2400)
+    assert peak < 0.5 * 1200 * 2400 * 3, peak
+    print(f"traced peak {peak / 2**20:.1f} MiB for a {1200 * 2400 * 3 / 2**20:.1f} MiB output")
