@@ -8,20 +8,24 @@ Sizes in the API are (height, width), as in PyTorch; the CLI takes WIDTHxHEIGHT 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, imageio, precision as precisions, weights
+from liif import checkpoints, imageio, limits, precision as precisions, weights
 from liif.errors import LiifError
 from liif.models import LIIF, ModelSpec
-from liif.render import TorchBackend, Window, render, render_tiles
+from liif.render import TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
-DEFAULT_MAX_PIXELS = 100_000_000  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
+DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
+DEFAULT_MAX_INPUT_PIXELS = limits.DEFAULT_MAX_INPUT_PIXELS  # LIIF_MAX_INPUT_PIXELS or max_input_pixels=
+METHODS = ("fast", "reference")
 
 
 class RenderCancelled(LiifError):
@@ -37,14 +41,29 @@ def default_device() -> torch.device:
 
 
 def default_max_pixels() -> int:
-    env = os.environ.get("LIIF_MAX_PIXELS")
-    return int(env) if env else DEFAULT_MAX_PIXELS
+    return limits.max_pixels()
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    """A device this build can render on (cpu, or cuda where available), else one-line LiifError."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise LiifError(f"unknown device {device!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LiifError(f"device {str(device)!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise LiifError(f"unsupported device {str(device)!r}; expected cpu, cuda or cuda:N")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LiifError(f"device {str(device)!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return dev
 
 
 def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: str | torch.device | None = None,
          precision: str = "auto", method: str = "fast", max_memory: int | None = None,
          max_pixels: int | None = None, backend: str = "torch",
-         onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round") -> "Upscaler":
+         onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round",
+         max_input_pixels: int | None = None) -> "Upscaler":
     """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path.
 
     ``precision="auto"`` runs what the hardware runs natively (:mod:`liif.precision`); the one that
@@ -52,12 +71,36 @@ def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: st
     if device is None:  # the ONNX Runtime backend computes on the CPU
         dev = torch.device("cpu") if backend == "onnxruntime" else default_device()
     else:
-        dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LiifError("device 'cuda' requested but CUDA is not available")
+        dev = as_device(device)
+    _check_method(method)
     model, spec = checkpoints.load(weights.path(name_or_path), device=dev)
     return Upscaler(model, spec, precision=precision, method=method, max_memory=max_memory, max_pixels=max_pixels,
-                    backend=backend, onnx_dir=onnx_dir, quantize=quantize)
+                    backend=backend, onnx_dir=onnx_dir, quantize=quantize, max_input_pixels=max_input_pixels)
+
+
+def _check_method(method: object) -> None:
+    if method not in METHODS:
+        raise LiifError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+
+
+def _whole(name: str, v: object) -> int:
+    """A pixel count or coordinate: an int (NumPy's too) or an integral float such as 64.0; a
+    fractional value is refused rather than truncated."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise LiifError(f"{name} must be whole numbers, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f != math.floor(f):
+        raise LiifError(f"{name} must be whole numbers, got {v!r}")
+    return int(f)
+
+
+def _scale_value(s: object) -> float:
+    if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
+        raise LiifError(f"scale must be a finite number > 0, got {s!r}")
+    f = float(s)
+    if not math.isfinite(f) or f <= 0:
+        raise LiifError(f"scale must be a finite number > 0, got {s!r}")
+    return f
 
 
 def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
@@ -65,17 +108,18 @@ def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale
     if (size is None) == (scale is None):
         raise LiifError("give exactly one of size=(height, width) or scale=")
     if size is not None:
-        if len(size) != 2:
+        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
             raise LiifError(f"size must be (height, width), got {size!r}")
-        h, w = (int(v) for v in size)
+        h, w = (_whole("size", v) for v in size)
         if h <= 0 or w <= 0:
             raise LiifError(f"output size must be positive, got height={h} width={w}")
         return h, w
-    assert scale is not None
-    sy, sx = (scale, scale) if isinstance(scale, (int, float)) else scale
-    for s in (sy, sx):
-        if not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
-            raise LiifError(f"scale must be a finite number > 0, got {s!r}")
+    if isinstance(scale, (tuple, list)):
+        if len(scale) != 2:
+            raise LiifError(f"scale must be a number or (scale_y, scale_x), got {scale!r}")
+        sy, sx = (_scale_value(v) for v in scale)
+    else:
+        sy = sx = _scale_value(scale)
     h, w = round(in_hw[0] * sy), round(in_hw[1] * sx)
     if h <= 0 or w <= 0:
         raise LiifError(f"scale {sy}x{sx} gives an empty output for a {in_hw[1]}x{in_hw[0]} (WxH) input")
@@ -87,11 +131,14 @@ class Upscaler:
 
     def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "auto", method: str = "fast",
                  max_memory: int | None = None, max_pixels: int | None = None, backend: str = "torch",
-                 onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round") -> None:
+                 onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round",
+                 max_input_pixels: int | None = None) -> None:
+        _check_method(method)
         self.model, self.spec = model.eval(), spec
         self.device = next(model.parameters()).device
         self.method, self.max_memory = method, max_memory
-        self.max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
+        self.max_pixels = limits.max_pixels(max_pixels)
+        self.max_input_pixels = limits.max_input_pixels(max_input_pixels)
         self.backend = backend
         if quantize not in imageio.QUANTIZE:
             raise LiifError(f"unknown quantize mode {quantize!r}; expected one of {', '.join(imageio.QUANTIZE)}")
@@ -116,9 +163,15 @@ class Upscaler:
     def plan(self, in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None,
              region: Sequence[int] | None = None) -> tuple[tuple[int, int], Window]:
         """Validate the request: output (H, W) and the window to render, within the pixel limit."""
+        limits.check_input(in_hw, self.max_input_pixels)
         out_hw = output_size(in_hw, size, scale)
-        window = Window.full(out_hw) if region is None else Window(int(region[1]), int(region[0]),
-                                                                    int(region[3]), int(region[2]))
+        if region is None:
+            window = Window.full(out_hw)
+        else:
+            if isinstance(region, (str, bytes)) or not isinstance(region, Sequence) or len(region) != 4:
+                raise LiifError(f"region must be (x, y, width, height), got {region!r}")
+            x, y, w, h = (_whole("region", v) for v in region)
+            window = Window(y, x, h, w)
         window.check(out_hw)
         if window.h * window.w > self.max_pixels:
             raise LiifError(f"output {window.w}x{window.h} (WxH) = {window.h * window.w:,} pixels exceeds the "
@@ -134,21 +187,13 @@ class Upscaler:
         precision = self.precision if precision is None else self._resolve_precision(precision)
         if isinstance(image, torch.Tensor):
             return self._upscale_tensor(image, size, scale, region, precision, progress, cancel)
-        if isinstance(image, Image.Image):
-            dec = imageio.decode(image)
-            as_kind = "pil"
-        elif isinstance(image, np.ndarray):
-            dec = _decode_array(image)
-            as_kind = str(image.dtype)
-        else:
-            raise LiifError(f"unsupported image type {type(image).__name__}; use PIL, NumPy or torch")
+        dec = self._decode(image)
+        as_kind = "pil" if isinstance(image, Image.Image) else str(image.dtype)  # type: ignore[union-attr]
         out_hw, window = self.plan(dec.hw, size, scale, region)
-        # 8-bit sources stay uint8 (C, H, W) views: crops are converted to float tile by tile.
-        arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
-        rgb = torch.from_numpy(arr).permute(2, 0, 1).to(self.device)
+        rgb = _rgb_tensor(dec, self.device)
         channels, dtype, finish = imageio.finisher(dec.gray, dec.bits, self.quantize)
         pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish, cancel)
-        alpha = _window_alpha(dec.alpha, out_hw, window)
+        alpha = _window_alpha(dec.alpha, out_hw, window)  # the window's alpha only
         if as_kind == "pil":
             return imageio.compose(pixels, alpha, dec.bits, self.quantize)
         return _encode_array(pixels, alpha, image, self.quantize)
@@ -165,6 +210,65 @@ class Upscaler:
         """Video file -> video file (needs ``liif[video]``); see :func:`liif.video.upscale_video`."""
         from liif.video import upscale_video
         return upscale_video(self, src, dst, size, scale, **options)
+
+    def _decode(self, image: ImageLike) -> imageio.Decoded:
+        if isinstance(image, Image.Image):
+            limits.check_input((image.height, image.width), self.max_input_pixels)  # before decoding
+            return imageio.decode(imageio.prepare(image))
+        if isinstance(image, np.ndarray):
+            return _decode_array(image)
+        raise LiifError(f"unsupported image type {type(image).__name__}; use PIL or NumPy (torch: upscale())")
+
+    def upscale_to_png(self, image: Image.Image | np.ndarray, path: str | os.PathLike[str],
+                       size: Sequence[int] | None = None, scale: Scale | None = None,
+                       region: Sequence[int] | None = None, precision: str | None = None, progress: bool = False,
+                       cancel: Callable[[], bool] | None = None) -> tuple[int, int]:
+        """Like :meth:`upscale`, but stream the result into a PNG file at ``path`` band by band of
+        full-width rows, so memory does not grow with the output; returns (width, height).
+
+        The pixels are those of ``upscale`` (same channel policy; float arrays are written 8-bit).
+        The file is written to a temp file in its folder and renamed at the end; on any error
+        (a one-line LiifError for write errors) nothing is left behind."""
+        precision = self.precision if precision is None else self._resolve_precision(precision)
+        dec = self._decode(image)
+        out_hw, window = self.plan(dec.hw, size, scale, region)
+        rgb = _rgb_tensor(dec, self.device)
+        bits = 8 if dec.bits == 32 else dec.bits
+        channels, dtype, finish = imageio.finisher(dec.gray, bits, self.quantize)
+        rows = window.h
+        if self.method == "fast":
+            rows = band_rows(self.model, rgb, out_hw, window, precision, self.max_memory)
+        # The finished band (and its alpha) stays under a quarter of the renderer's budget.
+        budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
+        row_bytes = window.w * (channels + (dec.alpha is not None)) * 4
+        rows = max(1, min(rows, budget // 4 // row_bytes))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False, delay=1.0)
+        p = Path(path)
+        try:
+            with checkpoints.atomic_path(p) as tmp, open(tmp, "wb") as f:
+                writer: imageio.PngWriter | None = None
+                for b0 in range(0, window.h, rows):
+                    band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)
+                    pixels = self.render_into(rgb, out_hw, band, precision, False, channels, dtype, finish, cancel)
+                    data, depth = imageio.png_rows(pixels, _window_alpha(dec.alpha, out_hw, band), bits, self.quantize)
+                    del pixels
+                    if writer is None:
+                        writer = imageio.PngWriter(f, window.w, window.h, data.shape[2], depth)
+                    writer.write(data)
+                    del data
+                    if bar is not None:
+                        bar.update(band.h * band.w)
+                assert writer is not None
+                writer.close()
+        except OSError as e:
+            raise LiifError(f"cannot write {p}: {e.strerror or e}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+        return window.w, window.h
 
     def render_rgb(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                    progress: bool = False, cancel: Callable[[], bool] | None = None) -> np.ndarray:
@@ -203,6 +307,12 @@ class Upscaler:
         if not t.is_floating_point() or t.dim() not in (3, 4) or t.shape[-3] not in (1, 3, 4):
             raise LiifError(f"tensor input must be float (C, H, W) or (B, C, H, W) with C in 1, 3, 4; got "
                             f"{t.dtype} {tuple(t.shape)}")
+        if t.device.type not in ("cpu", "cuda") or (t.device.type == "cuda" and not torch.cuda.is_available()):
+            raise LiifError(f"tensor on device {t.device} cannot be read; use a CPU or CUDA tensor")
+        if t.numel() == 0:
+            raise LiifError(f"tensor input is empty: {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise LiifError("tensor input contains NaN or infinite values")
         batch = t if t.dim() == 4 else t[None]
         outs = []
         for img in batch:
@@ -224,16 +334,22 @@ class Upscaler:
         return out if t.dim() == 4 else out[0]
 
 
+def _rgb_tensor(dec: imageio.Decoded, device: torch.device) -> torch.Tensor:
+    """(3, H, W) on ``device``; 8-bit sources stay uint8 views, converted to float tile by tile."""
+    arr = dec.rgb if dec.rgb.flags.writeable else dec.rgb.copy()  # torch wants writable memory
+    return torch.from_numpy(arr).permute(2, 0, 1).to(device)
+
+
 def _stop_if(cancel: Callable[[], bool] | None) -> None:
     if cancel is not None and cancel():
         raise RenderCancelled("render cancelled")
 
 
 def _window_alpha(alpha: np.ndarray | None, out_hw: tuple[int, int], window: Window) -> np.ndarray | None:
+    """Alpha of the window alone (never resized at the whole virtual output size)."""
     if alpha is None:
         return None
-    full = imageio.resize_alpha(alpha, out_hw)
-    return full[window.y:window.y + window.h, window.x:window.x + window.w]
+    return imageio.resize_alpha(alpha, out_hw, (window.y, window.x, window.h, window.w))
 
 
 def _decode_array(a: np.ndarray) -> imageio.Decoded:
@@ -241,11 +357,15 @@ def _decode_array(a: np.ndarray) -> imageio.Decoded:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise LiifError(f"array input must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {a.shape}")
+    if a.size == 0:
+        raise LiifError(f"array input is empty: {a.shape}")
     if a.dtype == np.uint8:
         f, bits = a, 8
     elif a.dtype == np.uint16:
         f, bits = a.astype(np.float32) / 65535.0, 16
     elif a.dtype in (np.float32, np.float64):
+        if not np.isfinite(a).all():
+            raise LiifError("array input contains NaN or infinite values")
         f, bits = np.clip(a.astype(np.float32), 0, 1), 32
     else:
         raise LiifError(f"array dtype must be uint8, uint16 or float32, got {a.dtype}")

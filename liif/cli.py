@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from liif import precision as precisions
+from liif import limits, precision as precisions
 from liif.errors import LiifError, run_reporting_errors
 from liif.imageio import QUANTIZE
 from liif.eval import cli as eval_cli
@@ -43,8 +45,8 @@ def parse_memory(text: str) -> int:
         value = float(t[:-1] if t[-1:] in "KMG" else t)
     except ValueError:
         raise LiifError(f"--max-memory must look like 512M or 2G; got {text!r}") from None
-    if value <= 0:
-        raise LiifError(f"--max-memory must be positive; got {text!r}")
+    if not math.isfinite(value) or value * mult < 1:
+        raise LiifError(f"--max-memory must be a finite size of at least 1 byte, e.g. 512M; got {text!r}")
     return int(value * mult)
 
 
@@ -84,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compute of the fast renderer (onnxruntime: fp32, CPU; needs liif[onnx])")
     up.add_argument("--onnx-dir", metavar="DIR", help="export from `liif export onnx` (default: export to the cache)")
     up.add_argument("--max-memory", metavar="BYTES", help="working-memory budget of the renderer, e.g. 512M")
-    up.add_argument("--max-pixels", type=int, metavar="N", help="refuse outputs above N pixels (default 100M)")
+    up.add_argument("--max-pixels", metavar="N",
+                    help="refuse outputs (the rendered window) above N pixels (default 100M, or LIIF_MAX_PIXELS)")
+    up.add_argument("--max-input-pixels", metavar="N",
+                    help="refuse inputs above N pixels, checked on the header before decoding "
+                         "(default 50M, or LIIF_MAX_INPUT_PIXELS)")
     up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar (default: when stderr is a terminal)")
     up.add_argument("-v", "--verbose", action="store_true",
@@ -145,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     from liif import api, imageio
 
     size = parse_size(args.size) if args.size else None
@@ -160,27 +168,35 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if (size is None) == (scale is None):
         raise LiifError("give exactly one of --scale, --scale-x/--scale-y or --size")
     region = parse_region(args.region) if args.region else None
-    max_memory = parse_memory(args.max_memory) if args.max_memory else None
-    if args.max_pixels is not None and args.max_pixels <= 0:
-        raise LiifError("--max-pixels must be positive")
+    max_memory = parse_memory(args.max_memory) if args.max_memory is not None else None
+    max_pixels = (limits.parse_count("--max-pixels", args.max_pixels) if args.max_pixels is not None
+                  else limits.max_pixels())
+    max_input = (limits.parse_count("--max-input-pixels", args.max_input_pixels)
+                 if args.max_input_pixels is not None else limits.max_input_pixels())
+    if args.device is not None:
+        api.as_device(args.device)
 
     from liif import video
     if video.wants_video(args.inputs, args.output):
         return video.cli_upscale(args, size, scale, region, max_memory)
     video.refuse_video_options(args)
     outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
+    for dst in outputs.values():  # before any work: a destination that cannot be written fails now
+        imageio.check_writable(dst)
+    # Our header check replaces Pillow's decompression-bomb limit (which would refuse or warn at its own size).
+    Image.MAX_IMAGE_PIXELS = None
     # Decode every input and validate every size before loading the model or writing anything.
     decoded = []
     for src in outputs:
-        im = imageio.open_image(src)
+        im = imageio.prepare(imageio.open_image(src, max_input))
         depth = imageio.png_bit_depth(src)
         if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
             print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
                   file=sys.stderr)
         decoded.append(im)
     up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
-                  max_memory=max_memory, max_pixels=args.max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
-                  quantize=args.quantize)
+                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
+                  quantize=args.quantize, max_input_pixels=max_input)
     if args.verbose:
         print(f"liif: device {up.device}, {precisions.cpu_info().describe()}, precision {up.precision} "
               f"(asked {args.precision}), method {up.method}, backend {up.backend}, quantize {up.quantize}",
@@ -189,10 +205,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     for (src, dst), im in zip(outputs.items(), decoded):
-        res = up.upscale(im, size=size, scale=scale, region=region, progress=progress)
-        assert not isinstance(res, (list, tuple))
-        imageio.save_png(res, dst)  # type: ignore[arg-type]
-        print(f"{src} -> {dst} ({res.width}x{res.height})")  # type: ignore[union-attr]
+        # Streamed to the PNG band by band: memory does not grow with the output.
+        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+        print(f"{src} -> {dst} ({w}x{h})")
     return 0
 
 
@@ -202,16 +217,29 @@ def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:
     if as_file and out.suffix.lower() != ".png":
         raise LiifError(f"output must be a .png file or a folder, got {out}")
     if as_file:
-        return {inputs[0]: out}
-    if out.exists() and not out.is_dir():
-        raise LiifError(f"with several inputs the output must be a folder, got existing file {out}")
-    result: dict[Path, Path] = {}
-    for src in inputs:
-        dst = out / (src.stem + ".png")
-        if dst in result.values():
-            raise LiifError(f"two inputs would write the same output {dst}")
-        result[src] = dst
+        result = {inputs[0]: out}
+    else:
+        if out.exists() and not out.is_dir():
+            raise LiifError(f"with several inputs the output must be a folder, got existing file {out}")
+        result = {}
+        for src in inputs:
+            dst = out / (src.stem + ".png")
+            if dst in result.values():
+                raise LiifError(f"two inputs would write the same output {dst}")
+            result[src] = dst
+    for dst in result.values():  # never replace an input, whatever the path spelling (links included)
+        for src in inputs:
+            if _same_file(src, dst):
+                raise LiifError(f"the output {dst} is the input {src}; refusing to overwrite an input "
+                                "(choose another output name or folder)")
     return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def cmd_weights(args: argparse.Namespace) -> int:

@@ -512,4 +512,21 @@ def _decode_tile(dec: TorchBackend, z: torch.Tensor, box: tuple[int, int, int, i
     return out.t().reshape(3, th, tw)
 
 
-__all__ = ["TorchBackend", "Window", "render", "render_reference", "render_tiles"]
+def band_rows(model: LIIF, img: torch.Tensor, out_hw: tuple[int, int], window: Window,
+              precision: str = "fp32", max_memory: int | None = None) -> int:
+    """The height of the tile rows ``render_tiles`` plans for ``window``: full-width bands of this
+    many rows, each rendered as its own window, do the same encoder work as the whole window
+    (a streaming writer renders band after band; region rendering is exact)."""
+    window.check(out_hw)
+    budget = default_budget(img.device) if max_memory is None else int(max_memory)
+    h_lr, w_lr = img.shape[-2:]
+    rows = plan_axis(out_hw[0], window.y, window.h, h_lr, model.local_ensemble, img.device)
+    cols = plan_axis(out_hw[1], window.x, window.w, w_lr, model.local_ensemble, img.device)
+    per_px, fixed = working_set(model, _dtype(precision, img.device))
+    _, stripe_bytes = stripe_plan(model, budget, img.device)
+    (r0, r1), _ = plan_tiles(rows, cols, h_lr, w_lr, encoder_halo(model), budget, per_px, fixed + stripe_bytes,
+                             window)[0]
+    return r1 - r0
+
+
+__all__ = ["TorchBackend", "Window", "band_rows", "render", "render_reference", "render_tiles"]

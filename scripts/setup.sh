@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with liif and its dependencies. On machines without an NVIDIA GPU the CPU build of
-# torch 2.13.0 is pinned first (an unpinned torch would pull several GB of CUDA wheels).
+# torch 2.13.0 is pinned first (an unpinned torch would pull several GB of CUDA wheels): from a local
+# +cpu wheel if pip's configuration finds one, else from TORCH_CPU_INDEX (default PyTorch's CPU index).
 # Idempotent: re-running only installs what is missing. PYTHON=python3.11 to choose the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "setup: no GPU: installing torch==$TORCH_VERSION from the local CPU wheel (pip find-links)"
     "${pip[@]}" install -q "torch==$TORCH_VERSION"
   else
+    # The CPU wheel (version +cpu) comes from PyTorch's CPU index, added to pip's own configuration
+    # (index-url, mirrors, pip.conf, PIP_INDEX_URL), which still serves torch's dependencies.
     echo "setup: no GPU: installing the CPU build of torch==$TORCH_VERSION"
-    "${pip[@]}" install -q "torch==$TORCH_VERSION" --index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}" \
-      --extra-index-url "${PIP_INDEX_URL:-https://pypi.org/simple}"
+    "${pip[@]}" install -q "torch==$TORCH_VERSION+cpu" \
+      --extra-index-url "${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
   fi
 fi
 

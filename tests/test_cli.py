@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOLDEN, golden_cases
+from liif import imageio
 from liif.cli import main
 
 COMIC = GOLDEN / "set14_comic_in.png"
@@ -114,17 +115,18 @@ def test_wrong_checkpoint_and_output_kind(tmp_path, capsys):
 
 
 def test_failed_write_leaves_previous_output(tmp_path, capsys, weights_arg, monkeypatch):
-    """An error during saving leaves neither a partial file nor a temp file; an old output survives."""
+    """An error during saving (disk full) is one line; it leaves neither a partial file nor a temp
+    file, and an old output survives."""
     dst = tmp_path / "o.png"
     dst.write_bytes(b"old")
 
-    def boom(self, fp, format=None, **kw):
-        Path(fp).write_bytes(b"partial")
-        raise OSError("disk full")
+    def boom(self, rows):
+        self.f.write(b"partial")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Image.Image, "save", boom)
-    with pytest.raises(OSError):
-        main(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg])
+    monkeypatch.setattr(imageio.PngWriter, "write", boom)
+    rc, _, err = run(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and err.strip() == f"liif: error: cannot write {dst}: No space left on device"
     assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
 
 

@@ -18,7 +18,8 @@ DEFAULT_SCALES = {  # the scales of the published tables for each protocol
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="PSNR/SSIM of weights on a dataset under a published protocol",
                        description="Evaluate LIIF weights on a dataset folder (HR/ + LR_bicubic/X<k>/) or a "
-                                   "fetched dataset; writes per-image CSV and summary Markdown + JSON.")
+                                   "fetched dataset; prints the summary, and writes per-image CSV and summary "
+                                   "Markdown + JSON only with -o DIR.")
     e.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
     e.add_argument("--dataset", required=True, help="set5, set14, b100, urban100, div2k, or a folder path")
     e.add_argument("--scales", default=None, help="comma-separated integer scales (default: the protocol's "
@@ -33,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--png", choices=["round", "truncate"], default=None,
                    help="score the output as saved to an 8-bit PNG, rounded (liif upscale's default) or "
                         "truncated (the official demo, --quantize truncate); default: the float output")
-    e.add_argument("-o", "--output", default="eval-out", metavar="DIR", help="folder for CSV / summaries")
+    e.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="write per-image CSV and summary Markdown + JSON into DIR (default: write no files)")
     e.add_argument("--json", metavar="OUT", help="also write the summary records to this JSON file")
     _common(e)
     e.set_defaults(func=cmd_eval)
@@ -101,8 +103,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     images = ds.hr_files[: args.limit] if args.limit else None
     scores = protocols.evaluate(up, ds, scales, prot, args.lr, args.gt_mod, _progress(args), images, args.png)
     summaries = protocols.summarize(scores)
-    out = Path(args.output)
-    paths = report.write_results(scores, summaries, out, f"{ds.name}-{prot.name}", up.spec.encoder)
+    paths = (report.write_results(scores, summaries, Path(args.output), f"{ds.name}-{prot.name}", up.spec.encoder)
+             if args.output is not None else [])
     if args.json:
         paths.append(report.write_json(report.records(summaries, up.spec.encoder), Path(args.json)))
     print(report.summary_markdown(summaries, up.spec.encoder))

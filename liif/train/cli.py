@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -65,8 +66,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 def cmd_train(args: argparse.Namespace) -> int:
     from liif.train import config, loop
 
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        raise LiifError("--max-minutes must be positive")
+    if args.max_minutes is not None and not (math.isfinite(args.max_minutes) and args.max_minutes > 0):
+        raise LiifError(f"--max-minutes must be a finite number > 0, got {args.max_minutes}")
     if args.resume and args.restart:
         raise LiifError("--resume and --restart exclude each other")
     timeout = args.dist_timeout
@@ -76,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise LiifError(f"LIIF_DIST_TIMEOUT must be a number of seconds, "
                             f"got {os.environ['LIIF_DIST_TIMEOUT']!r}") from None
-    if not timeout > 0:
+    if not (math.isfinite(timeout) and timeout > 0):
         raise LiifError("--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")
     cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
