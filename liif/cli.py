@@ -151,8 +151,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from PIL import Image
-
     from liif import api, imageio
 
     size = parse_size(args.size) if args.size else None
@@ -183,8 +181,6 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
         imageio.check_writable(dst)
-    # Our header check replaces Pillow's decompression-bomb limit (which would refuse or warn at its own size).
-    Image.MAX_IMAGE_PIXELS = None
     # Decode every input and validate every size before loading the model or writing anything.
     decoded = []
     for src in outputs:

@@ -62,6 +62,10 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
         raise LiifError(f"input not found: {p}")
     if not p.is_file():
         raise LiifError(f"input is not a file: {p}")
+    saved = Image.MAX_IMAGE_PIXELS
+    # Our header check, right below, replaces Pillow's bomb check (which would refuse or warn at its
+    # own size) for this open only: the process keeps Pillow's default elsewhere (the viewer's).
+    Image.MAX_IMAGE_PIXELS = None
     try:
         im = Image.open(p)  # reads the header only
     except UnidentifiedImageError:
@@ -70,6 +74,8 @@ def open_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
         raise LiifError(f"{p}: {e} (the input limit is {limit:,} pixels)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise LiifError(f"cannot decode {p} (truncated or corrupt?): {e}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
     try:
         limits.check_input((im.height, im.width), limit, str(p))
         im.load()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'liif[serve]'")
 httpx = pytest.importorskip("httpx", reason="the server tests need httpx")
@@ -506,3 +506,19 @@ def test_pixel_bombs_refused_from_the_header(upscaler, tmp_path):
         for name in ["bomb.png", "big.png"]:
             r = c.get("/api/source", params={"image": f"f:{name}"})
             assert r.status_code == 413 and "pixels" in r.json()["detail"], name
+
+
+def test_upload_applies_exif_orientation(client, upscaler):
+    """A JPEG stored 80x64 with EXIF orientation 6 is shown 64x80: the viewer upscales what the user sees."""
+    stored = Image.open(GOLDEN / "set14_comic_in.png").convert("RGB").resize((80, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=95, exif=exif)
+    r = client.post("/api/upload", files={"file": ("rot.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert (r.json()["width"], r.json()["height"]) == (64, 80)
+    got = png(client.get("/api/render", params={"image": r.json()["id"], "W": 128, "H": 160, "x": 0, "y": 0,
+                                                "w": 128, "h": 160}))
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))
+    assert np.array_equal(got, np.asarray(upscaler.upscale(upright.convert("RGB"), size=(160, 128))))

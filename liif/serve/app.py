@@ -25,6 +25,7 @@ import secrets
 import stat
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +41,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
+from liif import imageio
 from liif.api import RenderCancelled, Upscaler
 
 STATIC = Path(__file__).parent / "static"
@@ -265,8 +267,9 @@ class Library:
 
 
 def decode_image(data: bytes, limits: Limits) -> Image.Image:
-    """Bytes -> RGB image, refusing non-images (415) and too many pixels (413, from the header,
-    before decoding; Pillow's own decompression-bomb refusal also answers 413)."""
+    """Bytes -> RGB image, upright per its EXIF orientation, refusing non-images (415) and too many
+    pixels (413, from the header, before decoding; Pillow's own decompression-bomb refusal also
+    answers 413)."""
     try:
         im = Image.open(io.BytesIO(data))
         if im.format not in FORMATS:
@@ -275,6 +278,9 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
             raise HTTPException(413, f"image has {im.width}x{im.height} pixels; the limit is "
                                      f"{limits.input_pixels:,} pixels")
         im.load()
+        with warnings.catch_warnings():  # an animated upload shows its first frame, as the CLI does
+            warnings.simplefilter("ignore", imageio.MultiFrameInput)
+            im = imageio.prepare(im)  # EXIF orientation: the image as the user sees it
     except HTTPException:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
