@@ -39,14 +39,14 @@ import torch.nn.functional as F
 
 from liif.coords import axis_centres, make_cell
 from liif.errors import LiifError
-from liif.precision import DTYPES
 from liif.models.liif import CLAMP, ENSEMBLE_SHIFTS, EPS_SHIFT, LIIF, area_blend
+from liif.precision import DTYPES
 
 REFERENCE_CHUNK = 30000
 BLOCK_QUERIES = 1024
 STRIPE_PIXELS = 1 << 15  # output pixels decoded and yielded at a time (fewer under small budgets)
 STRIPE_BYTES_PER_PIXEL = 64 * 4  # per code: indices, offsets, prediction, blend weights, temporaries
-DEFAULT_MAX_MEMORY = 256 << 20  # on the CPU; on CUDA a quarter of the GPU's memory (cuda_default_budget)
+DEFAULT_MAX_MEMORY = 256 << 20  # on the CPU; on CUDA a quarter of the GPU's memory (default_budget)
 GPU_STRIPE_PIXELS = 1 << 20  # on CUDA a stripe is one block: few, large GEMMs instead of many launches
 
 

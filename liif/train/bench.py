@@ -14,12 +14,10 @@ step time. On CUDA the timers synchronise, and each loop's peak GPU memory per s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ import torch
 from liif import precision as precisions
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
-from liif.render import fp32_modes, set_fp32_modes
+from liif.render import fp32_math
 from liif.train import config
 from liif.train.loop import Step, build_data, epoch_batches, train_step
 
@@ -68,21 +66,6 @@ class Variant:
 
     def amp(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-
-
-@contextlib.contextmanager
-def fp32_mode(device: torch.device, tf32: bool) -> Iterator[None]:
-    """Full-fp32 (or TF32) CUDA matmuls and convolutions for the duration; a no-op on the CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = fp32_modes()
-    mode = ("tf32" if tf32 else "ieee") if isinstance(saved[0], str) else tf32
-    set_fp32_modes((mode, mode))  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        set_fp32_modes(saved)
 
 
 def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
@@ -165,7 +148,7 @@ def main(args: argparse.Namespace) -> int:
         loops[name] = {"fwd": fwd, "model": model, "opt": opt, "scaler": scaler, "amp": amp, "tf32": tf32,
                        "times": [], "peak": 0}
         t0 = time.perf_counter()
-        with fp32_mode(device, tf32):
+        with fp32_math(device, "tf32" if tf32 else "fp32"):
             train_step(fwd, model, opt, scaler, batches[0], device, amp)  # warm-up (and compilation)
         loops[name]["warmup_s"] = time.perf_counter() - t0
     for b in batches[1:]:
@@ -174,7 +157,7 @@ def main(args: argparse.Namespace) -> int:
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            with fp32_mode(device, st["tf32"]):
+            with fp32_math(device, "tf32" if st["tf32"] else "fp32"):
                 train_step(st["fwd"], st["model"], st["opt"], st["scaler"], b, device, st["amp"])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
