@@ -138,3 +138,28 @@ def test_console_script_and_weights_list(tmp_path, official_path):
     res = subprocess.run([str(exe), "upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png"),
                           "--scale", "2"], capture_output=True, text=True, env=env)
     assert res.returncode == 1 and res.stderr.strip() == f"liif: error: input not found: {tmp_path / 'missing.png'}"
+
+
+def test_sigterm_unwinds_and_leaves_no_temp_file(tmp_path, official_path):
+    """SIGTERM mid-render (a scheduler's kill, a closed terminal) unwinds like Ctrl-C: exit 143, one
+    line, no output and no temp file left behind."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "liif.cli", "upscale", str(COMIC), "-o", str(out / "big.png"),
+                             "--size", "3000x2400", "--weights", str(official_path), "--device", "cpu"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(out.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # the temp file appears when rendering starts
+        assert any(out.iterdir()) and proc.poll() is None, "the render did not start"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "liif: terminated"
+    assert list(out.iterdir()) == []
