@@ -6,7 +6,14 @@
 # (ignored by git): .gpu/shared (golden + Set5/Set14 + T91 of ../shared), .gpu/cache/weights (the
 # official checkpoint, as `liif weights fetch` caches it) and .gpu/whl (wheels of the viewer's
 # dependencies for the machine's Python). Each step has its own time limit and the script goes on
-# after a failing step, so one problem costs one figure, not the run.
+# after a failing step, so one problem costs one figure, not the run. To fill .gpu on the CPU side:
+#   mkdir -p .gpu/shared/data/train .gpu/cache/weights .gpu/whl
+#   cp -r ../shared/golden .gpu/shared/ && rm -rf .gpu/shared/golden/lte
+#   cp -r ../shared/data/Set5 ../shared/data/Set14 .gpu/shared/data/ && cp -r ../shared/data/train/T91 .gpu/shared/data/train/
+#   cp "$(liif weights fetch edsr-baseline-liif)" .gpu/cache/weights/
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .gpu/whl \
+#     fastapi starlette uvicorn python-multipart pydantic pydantic-core typing-inspection annotated-types \
+#     annotated-doc opentelemetry-api   # (pin the versions the venv has)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
