@@ -242,6 +242,7 @@ class Upscaler:
         budget = self.max_memory if self.max_memory is not None else default_budget(self.device)
         row_bytes = window.w * (channels + (dec.alpha is not None)) * 4
         rows = max(1, min(rows, budget // 4 // row_bytes))
+        backend = self.compute_backend(precision)  # one for all bands
         bar = None
         if progress:
             from tqdm import tqdm
@@ -252,7 +253,8 @@ class Upscaler:
                 writer: imageio.PngWriter | None = None
                 for b0 in range(0, window.h, rows):
                     band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)
-                    pixels = self.render_into(rgb, out_hw, band, precision, False, channels, dtype, finish, cancel)
+                    pixels = self.render_into(rgb, out_hw, band, precision, False, channels, dtype, finish, cancel,
+                                              backend)
                     data, depth = imageio.png_rows(pixels, _window_alpha(dec.alpha, out_hw, band), bits, self.quantize)
                     del pixels
                     if writer is None:
@@ -275,6 +277,14 @@ class Upscaler:
         """(3, h, w) RGB in [0, 1] (or uint8) -> float32 (window.h, window.w, 3) RGB, unclamped."""
         return self.render_into(rgb, out_hw, window, precision, progress, 3, np.dtype(np.float32), lambda t: t,
                                 cancel)
+
+    def compute_backend(self, precision: str) -> TorchBackend | None:
+        """The compute backend for many renders in ``precision`` (video frames, PNG bands): the ONNX
+        one if loaded, else the torch one, built once (it prepacks the MLP, tens of ms); None for
+        the reference route."""
+        if self._backend is not None or self.method != "fast":
+            return self._backend
+        return TorchBackend(self.model, precision)
 
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liif import limits, precision as precisions
 from liif.errors import LiifError, run_reporting_errors
@@ -14,6 +15,9 @@ from liif.imageio import QUANTIZE
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
 from liif.train import cli as train_cli
+
+if TYPE_CHECKING:
+    from liif.api import Upscaler
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -176,7 +180,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     from liif import video
     if video.wants_video(args.inputs, args.output):
-        return video.cli_upscale(args, size, scale, region, max_memory)
+        return video.cli_upscale(args, size, scale, region, max_memory, max_pixels)
     video.refuse_video_options(args)
     outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
@@ -194,9 +198,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                   max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
                   quantize=args.quantize, max_input_pixels=max_input)
     if args.verbose:
-        print(f"liif: device {up.device}, {precisions.cpu_info().describe()}, precision {up.precision} "
-              f"(asked {args.precision}), method {up.method}, backend {up.backend}, quantize {up.quantize}",
-              file=sys.stderr)
+        print(describe_run(up, args.precision), file=sys.stderr)
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -205,6 +207,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
         print(f"{src} -> {dst} ({w}x{h})")
     return 0
+
+
+def describe_run(up: "Upscaler", asked: str) -> str:
+    """The ``-v`` line: where and how a render runs (the precision that runs, not only the one asked)."""
+    return (f"liif: device {up.device}, {precisions.cpu_info().describe()}, precision {up.precision} "
+            f"(asked {asked}), method {up.method}, backend {up.backend}, quantize {up.quantize}")
 
 
 def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:

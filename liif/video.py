@@ -45,7 +45,6 @@ import torch
 from liif import imageio
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
-from liif.render import TorchBackend
 
 if TYPE_CHECKING:
     import argparse
@@ -112,9 +111,7 @@ class FrameUpscaler:
                  precision: str | None = None) -> None:
         self.up, self.size, self.scale = up, size, scale
         self.precision = up.precision if precision is None else up._resolve_precision(precision)
-        # The torch backend prepacks the MLP's weights (tens of ms); an ONNX backend exists already.
-        self.backend = up._backend if up._backend is not None or up.method != "fast" else \
-            TorchBackend(up.model, self.precision)
+        self.backend = up.compute_backend(self.precision)  # once per video
         self.plans: dict[tuple[int, int], Any] = {}
 
     def plan(self, in_hw: tuple[int, int]) -> Any:
@@ -602,7 +599,7 @@ def refuse_video_options(args: "argparse.Namespace") -> None:
 
 
 def cli_upscale(args: "argparse.Namespace", size: tuple[int, int] | None, scale: "Scale | None",
-                region: Sequence[int] | None, max_memory: int | None) -> int:
+                region: Sequence[int] | None, max_memory: int | None, max_pixels: int | None = None) -> int:
     """``liif upscale in.mp4 -o out.mp4 ...``: one video in, one video out."""
     import sys
 
@@ -621,13 +618,12 @@ def cli_upscale(args: "argparse.Namespace", size: tuple[int, int] | None, scale:
     if args.crf is not None and not 0 <= args.crf <= 63:
         raise LiifError(f"--crf must be 0..63, got {args.crf}")
     up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
-                  max_memory=max_memory, max_pixels=args.max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
+                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
                   quantize=args.quantize)
     if args.verbose:
-        from liif import precision as precisions
+        from liif.cli import describe_run
 
-        print(f"liif: device {up.device}, {precisions.cpu_info().describe()}, precision {up.precision} "
-              f"(asked {args.precision})", file=sys.stderr)
+        print(describe_run(up, args.precision), file=sys.stderr)
     rep = VideoReport(src, dst)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:

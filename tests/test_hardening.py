@@ -14,6 +14,7 @@ from PIL import Image
 from conftest import GOLDEN
 from liif import LiifError, api, imageio, limits
 from liif.cli import main
+from test_cli import run, weights_arg  # noqa: F401 (weights_arg is a fixture)
 
 COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 
@@ -21,17 +22,6 @@ COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 @pytest.fixture(scope="module")
 def small():
     return Image.open(COMIC).convert("RGB")
-
-
-@pytest.fixture()
-def weights_arg(official_path):
-    return ["--weights", str(official_path)]
-
-
-def run(args, capsys):
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def one_error_line(err: str) -> str:

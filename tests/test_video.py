@@ -123,8 +123,10 @@ def cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_upscale_frames_is_lazy_builds_once_and_equals_images(upscaler, monkeypatch):
     built = []
-    real = video.TorchBackend
-    monkeypatch.setattr(video, "TorchBackend", lambda *a, **k: built.append(1) or real(*a, **k))
+    from liif import api
+
+    real = api.TorchBackend  # Upscaler.compute_backend builds it
+    monkeypatch.setattr(api, "TorchBackend", lambda *a, **k: built.append(1) or real(*a, **k))
     taken = []
 
     def source():
