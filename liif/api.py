@@ -20,7 +20,7 @@ from PIL import Image
 
 from liif import checkpoints, imageio, limits, precision as precisions, weights
 from liif.errors import LiifError
-from liif.models import LIIF, ModelSpec
+from liif.models import ImplicitDecoder, ModelSpec
 from liif.render import TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
 DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
@@ -127,9 +127,9 @@ def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale
 
 
 class Upscaler:
-    """A loaded LIIF model with rendering settings."""
+    """A loaded model (LIIF or LTE) with rendering settings."""
 
-    def __init__(self, model: LIIF, spec: ModelSpec, precision: str = "auto", method: str = "fast",
+    def __init__(self, model: ImplicitDecoder, spec: ModelSpec, precision: str = "auto", method: str = "fast",
                  max_memory: int | None = None, max_pixels: int | None = None, backend: str = "torch",
                  onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round",
                  max_input_pixels: int | None = None) -> None:

@@ -26,20 +26,16 @@ from PIL import Image
 from liif import checkpoints, precision as precisions, weights
 from liif.checkpoints import atomic_path
 from liif.errors import LiifError
-from liif.models import LIIF
+from liif.models import ImplicitDecoder
 from liif.render import Window, fp32_math, render, window_region
 
-def macs_per_pixel(model: LIIF, folded: bool) -> int:
-    """Multiply-adds per output pixel of the decoder (4 ensemble codes): 1.38 M official, 0.79 M folded."""
-    assert model.imnet is not None
-    linears = [m for m in model.imnet.layers if isinstance(m, torch.nn.Linear)]
-    per_code = sum(m.in_features * m.out_features for m in linears)
-    if folded:  # layer 0 becomes a gather plus the 2-wide offset term
-        per_code -= linears[0].in_features * linears[0].out_features - 2 * linears[0].out_features
-    return per_code * (4 if model.local_ensemble else 1)
+def macs_per_pixel(model: ImplicitDecoder, folded: bool) -> int:
+    """Multiply-adds per output pixel of the decoder (4 ensemble codes); EDSR-baseline-LIIF: 1.38 M
+    official, 0.79 M folded (layer 0 becomes a gather plus the offset and cell terms)."""
+    return model.macs_per_code(folded) * (4 if model.local_ensemble else 1)
 
 
-def encoder_macs_per_pixel(model: LIIF) -> int:
+def encoder_macs_per_pixel(model: ImplicitDecoder) -> int:
     """Multiply-adds per LR pixel of the convolutions the encoder actually runs (counted with hooks
     on a small input, so unused modules do not count)."""
     total = 0
@@ -60,15 +56,11 @@ def encoder_macs_per_pixel(model: LIIF) -> int:
     return total // 64
 
 
-def fast_macs(model: LIIF, lr_hw: tuple[int, int], out_hw: tuple[int, int], win: Window) -> int:
+def fast_macs(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[int, int], win: Window) -> int:
     """All multiply-adds of a one-tile fast render of ``win``: encoder and layer-0 conv on the LR box
     the window needs (plus the encoder's halo), and the folded decoder on every window pixel."""
     y0, y1, x0, x1 = window_region(model, lr_hw, out_hw, win)
-    per_lr_px = encoder_macs_per_pixel(model)
-    assert model.imnet is not None
-    first = model.imnet.layers[0]
-    n_feat = first.in_features - 2 - (2 if model.cell_decode else 0)  # minus the offset (and cell) inputs
-    per_lr_px += n_feat * first.out_features  # layer 0 as a conv on the (3x3-unfolded) features
+    per_lr_px = encoder_macs_per_pixel(model) + model.macs_per_lr_pixel()
     return (y1 - y0) * (x1 - x0) * per_lr_px + win.h * win.w * macs_per_pixel(model, folded=True)
 
 
@@ -136,7 +128,7 @@ def bench_precisions(device: torch.device) -> tuple[list[str], list[str]]:
                       "run fp32 here"]
 
 
-def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int, repeat: int,
+def throughput(model: ImplicitDecoder, img: torch.Tensor, scales: list[float], max_px: int, repeat: int,
                precs: list[str]) -> list[dict[str, Any]]:
     device = img.device
     rows = []
@@ -175,7 +167,7 @@ def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int,
     return rows
 
 
-def big_renders(model: LIIF, device: torch.device, precs: list[str], repeat: int, huge: bool,
+def big_renders(model: ImplicitDecoder, device: torch.device, precs: list[str], repeat: int, huge: bool,
                 max_memory: int | None) -> list[dict[str, Any]]:
     """Whole renders of real sizes, in-process (CUDA: wall time with synchronised timers and
     ``torch.cuda.max_memory_allocated``): 1920x1080 -> 3840x2160 (reference route too), and with
@@ -274,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LiifError("--device cuda: CUDA is not available")
     wfile = weights.path(args.weights)
-    model, _ = checkpoints.load(wfile, device=device)
+    model, spec = checkpoints.load(wfile, device=device)
     from liif.demo import test_card
 
     card = np.array(test_card(args.size))
@@ -283,11 +275,12 @@ def main(args: argparse.Namespace) -> int:
     precs, skipped = bench_precisions(device)
     where = (f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
              else precisions.cpu_info().describe())
-    print(f"liif bench infer: {args.size}x{args.size} input, torch {torch.__version__}, device {device} ({where}), "
+    print(f"liif bench infer: model {spec.method}/{spec.encoder}, {args.size}x{args.size} input, "
+          f"torch {torch.__version__}, device {device} ({where}), "
           f"{os.cpu_count()} CPUs; timing reference + fast {', '.join(precs)}", flush=True)
     for line in skipped:
         print(f"  skipped {line}", flush=True)
-    report: dict[str, Any] = {"device": str(device), "where": where, "torch": torch.__version__,
+    report: dict[str, Any] = {"model": spec.to_dict(), "device": str(device), "where": where, "torch": torch.__version__,
                               "cpu": dataclasses.asdict(precisions.cpu_info()), "precisions": precs,
                               "skipped": skipped,
                               "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}

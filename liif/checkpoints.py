@@ -1,6 +1,7 @@
-"""Read LIIF checkpoints in three formats and write our own.
+"""Read LIIF and LTE checkpoints in three formats and write our own.
 
-- official (yinboc/liif) ``.pth``: {'model': {'name': 'liif', 'args': {...}, 'sd': state_dict}, ...}
+- official (yinboc/liif, jaewon-lee-b/lte) ``.pth``: {'model': {'name': 'liif' | 'lte', 'args': {...},
+  'sd': state_dict}, ...}
 - OpenMMLab mmediting/mmagic ``.pth``: {'state_dict': {'generator.*': ...}, 'meta': ...}
 - ours: ``NAME.safetensors`` (weights, official key names, spec also in its metadata) next to
   ``NAME.json`` (the model spec). ``save`` writes both atomically; a round trip is lossless.
@@ -20,19 +21,19 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from liif.errors import LiifError
-from liif.models import LIIF, ModelSpec, build
+from liif.models import ImplicitDecoder, ModelSpec, build
 from liif.models.edsr import DIV2K_MEAN
 
 SPEC_KEY = "liif_spec"
 
 
-def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[LIIF, ModelSpec]:
+def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> tuple[ImplicitDecoder, ModelSpec]:
     """Load a model from any supported checkpoint file, in eval mode on ``device``."""
     spec, sd = read(path)
     model = build(spec)
     missing, unexpected = _key_diff(model.state_dict(), sd)
     if missing or unexpected:
-        raise LiifError(f"checkpoint {path} does not fit a {spec.encoder} LIIF model: "
+        raise LiifError(f"checkpoint {path} does not fit a {spec.encoder} {spec.method.upper()} model: "
                         f"missing keys {_abbrev(missing)}, unexpected keys {_abbrev(unexpected)}")
     try:
         model.load_state_dict(sd, strict=True)
@@ -55,10 +56,10 @@ def read(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, torch.Tenso
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return _from_openmmlab(obj["state_dict"], p)
     kind = type(obj).__name__ if not isinstance(obj, dict) else f"dict with keys {_abbrev(sorted(obj))}"
-    raise LiifError(f"{p} is not a LIIF checkpoint (official, OpenMMLab or liif format); found a {kind}")
+    raise LiifError(f"{p} is not a LIIF/LTE checkpoint (official, OpenMMLab or liif format); found a {kind}")
 
 
-def save(model: LIIF, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
+def save(model: ImplicitDecoder, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
     """Write ``path`` (.safetensors) and its sibling .json spec, each via temp file + rename."""
     p = Path(path)
     if p.suffix != ".safetensors":
@@ -127,22 +128,32 @@ def _read_own(p: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 
 def _from_official(model: dict[str, Any], p: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    if model.get("name") != "liif":
-        raise LiifError(f"{p} holds an official '{model.get('name')}' model, not 'liif'")
+    """The official LIIF (yinboc/liif) and LTE (jaewon-lee-b/lte) formats: {'name', 'args', 'sd'}."""
+    name = model.get("name")
+    if name not in ("liif", "lte"):
+        raise LiifError(f"{p} holds an official '{name}' model, not 'liif' or 'lte'")
     args = model.get("args", {})
     enc = args.get("encoder_spec", {})
     imnet = args.get("imnet_spec")
     enc_args = {k: v for k, v in enc.get("args", {}).items()}
     if enc.get("name") not in ("edsr-baseline", "edsr", "rdn"):
         raise LiifError(f"{p}: unsupported encoder {enc.get('name')!r}")
-    spec = ModelSpec(
-        encoder=enc["name"],
-        encoder_args=enc_args,
-        hidden=list(imnet["args"].get("hidden_list", [])) if imnet else None,
-        local_ensemble=bool(args.get("local_ensemble", True)),
-        feat_unfold=bool(args.get("feat_unfold", True)),
-        cell_decode=bool(args.get("cell_decode", True)),
-    )
+    hidden = list(imnet["args"].get("hidden_list", [])) if imnet else None
+    if name == "lte":
+        if hidden is None:
+            raise LiifError(f"{p}: an official LTE model without imnet_spec")
+        # The official test scripts clip the cell beyond the largest training scale (x4).
+        spec = ModelSpec(method="lte", encoder=enc["name"], encoder_args=enc_args, hidden=hidden,
+                         hidden_dim=int(args.get("hidden_dim", 256)), cell_clip_scale=4.0)
+    else:
+        spec = ModelSpec(
+            encoder=enc["name"],
+            encoder_args=enc_args,
+            hidden=hidden,
+            local_ensemble=bool(args.get("local_ensemble", True)),
+            feat_unfold=bool(args.get("feat_unfold", True)),
+            cell_decode=bool(args.get("cell_decode", True)),
+        )
     return spec, dict(model["sd"])
 
 

@@ -211,8 +211,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def describe_run(up: "Upscaler", asked: str) -> str:
     """The ``-v`` line: where and how a render runs (the precision that runs, not only the one asked)."""
-    return (f"liif: device {up.device}, {precisions.cpu_info().describe()}, precision {up.precision} "
-            f"(asked {asked}), method {up.method}, backend {up.backend}, quantize {up.quantize}")
+    return (f"liif: model {up.spec.method}/{up.spec.encoder}, device {up.device}, {precisions.cpu_info().describe()}, "
+            f"precision {up.precision} (asked {asked}), method {up.method}, backend {up.backend}, "
+            f"quantize {up.quantize}")
 
 
 def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:

@@ -177,6 +177,11 @@ def quantize(x: np.ndarray, bits: int = 8, mode: str = "round") -> np.ndarray:
     return q.astype(np.uint8 if bits == 8 else np.uint16)
 
 
+def as_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 images (kept compact for big inputs) -> float32 in [0, 1]; float images -> float32."""
+    return img.float() / 255 if img.dtype == torch.uint8 else img.float()
+
+
 def quantize_tensor(x: "torch.Tensor", mode: str = "round") -> "torch.Tensor":
     """:func:`quantize` to uint8 for a tensor (used on the GPU): the same clamp, scale and rounding."""
     q = x.clamp(0.0, 1.0) * 255.0

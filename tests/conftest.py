@@ -23,6 +23,13 @@ def golden_cases() -> list[dict]:
     return json.loads(index.read_text())["cases"]
 
 
+def lte_golden() -> dict:
+    """The LTE goldens' index (``../shared/golden/lte``): checkpoint, cases, chunk size."""
+    index = GOLDEN / "lte" / "index.json"
+    assert index.is_file(), f"LTE golden index missing: {index}"
+    return json.loads(index.read_text())
+
+
 def load_rgb(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
 
@@ -40,6 +47,19 @@ def official(official_path: Path):
 
     model, spec = checkpoints.load(official_path)
     return model, spec
+
+
+@pytest.fixture(scope="session")
+def lte_path() -> Path:
+    """The official-format LTE checkpoint with seeded random weights that the LTE goldens were made with."""
+    return GOLDEN / "lte" / lte_golden()["checkpoint"]
+
+
+@pytest.fixture(scope="session")
+def lte(lte_path: Path):
+    from liif import checkpoints
+
+    return checkpoints.load(lte_path)
 
 
 @pytest.fixture(scope="session")

@@ -50,16 +50,19 @@ class NullBackend:
     """Shapes only: lets a test see how render_tiles would tile, at no compute cost."""
 
     def __init__(self, model) -> None:
-        self.c, self.width = model.encoder.out_dim, model.imnet.layers[0].out_features
+        self.c, self.width = model.encoder.out_dim, model.map_channels
 
     def encode(self, crop):
         return torch.zeros(1, self.c, *crop.shape[-2:])
 
-    def layer0_map(self, feat, rel_cell):
+    def lr_maps(self, feat):
         return torch.zeros(*feat.shape[-2:], self.width)
 
-    def decode(self, z, idx, rel):
+    def decode(self, maps, idx, rel, rel_cell):
         return torch.zeros(idx.shape[0], 3)
+
+    def global_term(self, crop, coord):
+        return None
 
 
 def smallest_tiling_budget(model, img, out_hw, win) -> int:
@@ -86,8 +89,9 @@ def test_graphs_opset_and_dynamic_axes(export_dir):
             dims[(g, v.name)] = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
     assert dims[("encoder.onnx", "image")] == [1, 3, "h", "w"]
     assert dims[("encoder.onnx", "feat")] == [1, 64, "h", "w"]
-    assert dims[("layer0.onnx", "z")] == ["h", "w", 256]
-    assert dims[("decoder.onnx", "z")] == ["n_lr", 256]
+    assert dims[("maps.onnx", "maps")] == ["h", "w", 256]
+    assert dims[("decoder.onnx", "maps")] == ["n_lr", 256]
+    assert dims[("decoder.onnx", "rel_cell")] == [2]
     assert dims[("decoder.onnx", "idx")] == ["n"] and dims[("decoder.onnx", "pred")] == ["n", 3]
 
 
@@ -103,13 +107,13 @@ def test_backend_methods_match_torch(official, ort):
         assert feat_o.shape == feat_t.shape == (1, 64, 23, 31)
         assert (feat_o - feat_t).abs().max() <= 1e-4
         cell = torch.tensor([0.31, 0.27])
-        z_t, z_o = tb.layer0_map(feat_t, cell), ort.layer0_map(feat_t, cell)
+        z_t, z_o = tb.lr_maps(feat_t), ort.lr_maps(feat_t)
         assert z_o.shape == z_t.shape == (23, 31, 256)
         assert (z_o - z_t).abs().max() <= 1e-4
         z = z_t.reshape(-1, 256).contiguous()
         idx = torch.randint(0, z.shape[0], (777,), generator=torch.Generator().manual_seed(1))
         rel = torch.rand(777, 2) * 2 - 1
-        p_t, p_o = tb.decode(z.clone(), idx, rel), ort.decode(z, idx, rel)
+        p_t, p_o = tb.decode(z.clone(), idx, rel, cell), ort.decode(z, idx, rel, cell)
         assert p_o.dtype == torch.float32 and p_o.shape == (777, 3)
         assert (p_o - p_t).abs().max() <= 1e-4
 
@@ -195,8 +199,8 @@ def test_backend_errors(official, export_dir, tmp_path):
     (other / MANIFEST).write_text(json.dumps({**manifest, "weights_sha256": "0" * 64}))
     with pytest.raises(LiifError, match="other weights"):
         Upscaler(model, spec, backend="onnxruntime", onnx_dir=other)
-    (other / "layer0.onnx").unlink()
-    with pytest.raises(LiifError, match="missing layer0.onnx"):
+    (other / "maps.onnx").unlink()
+    with pytest.raises(LiifError, match="missing maps.onnx"):
         Upscaler(model, spec, backend="onnxruntime", onnx_dir=other)
 
 

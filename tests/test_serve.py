@@ -522,3 +522,21 @@ def test_upload_applies_exif_orientation(client, upscaler):
                                                 "w": 128, "h": 160}))
     upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue())))
     assert np.array_equal(got, np.asarray(upscaler.upscale(upright.convert("RGB"), size=(160, 128))))
+
+
+def test_lte_model_serves_regions(lte, folder):
+    """The viewer drives any decoder family: an LTE window equals the same region of the API's render."""
+    from liif.api import Upscaler
+
+    model, spec = lte
+    up = Upscaler(model, spec, precision="fp32")
+    src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
+    W, H, region = 399, 448, (120, 210, 60, 40)  # x7: beyond x4, so the cell clip is in play
+    with TestClient(create_app(up, folder, SMALL), base_url="http://localhost") as c:
+        got = png(c.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": region[0],
+                                               "y": region[1], "w": region[2], "h": region[3]}))
+    want = np.asarray(up.upscale(src, size=(H, W), region=region))
+    full = np.asarray(up.upscale(src, size=(H, W)))
+    assert got.shape == (40, 60, 3)
+    assert np.array_equal(got, want)
+    assert np.abs(want.astype(int) - full[210:250, 120:180].astype(int)).max() <= 1

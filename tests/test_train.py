@@ -74,6 +74,38 @@ def test_shipped_configs_parse_and_mirror_the_paper(tmp_path: Path) -> None:
     assert cfg.train.precision == "auto"
 
 
+def test_lte_configs_mirror_liif_recipes() -> None:
+    """train-edsr-baseline-lte.yaml is the official LTE config (LIIF's recipe, LTE's decoder); tiny-cpu-lte.yaml
+    is tiny-cpu.yaml with only the decoder changed, so the two tiny runs have the same budget."""
+    liif = yaml.safe_load((ROOT / "configs" / "train-edsr-baseline-liif.yaml").read_text())
+    lte = yaml.safe_load((ROOT / "configs" / "train-edsr-baseline-lte.yaml").read_text())
+    assert {k: v for k, v in lte.items() if k != "model"} == {k: v for k, v in liif.items() if k != "model"}
+    spec = config.from_dict(lte).model_spec()
+    assert (spec.method, spec.encoder, spec.hidden, spec.hidden_dim, spec.cell_clip_scale) == (
+        "lte", "edsr-baseline", [256, 256, 256], 256, 4.0)
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny-cpu.yaml").read_text())
+    tiny_lte = yaml.safe_load((ROOT / "configs" / "tiny-cpu-lte.yaml").read_text())
+    assert {k: v for k, v in tiny_lte.items() if k != "model"} == {k: v for k, v in tiny.items() if k != "model"}
+    assert tiny_lte["model"]["encoder_args"] == tiny["model"]["encoder_args"]
+    assert tiny_lte["model"]["method"] == "lte"
+
+
+def test_lte_trains_through_the_seam(tmp_path: Path) -> None:
+    """An LTE run: the fold (fast_query) and the reference query give the same losses; the checkpoint is LTE."""
+    from liif.models import LTE
+
+    extra = {"model.method": "lte", "model.hidden_dim": 8, "train.epochs": 1}
+    fold = train(config.load(tiny_config(tmp_path / "a", **extra)), tmp_path / "fold", progress=False)
+    ref = train(config.load(tiny_config(tmp_path / "b", **{**extra, "train.fold": "false"})), tmp_path / "ref",
+                progress=False)
+    a = [float(r["loss"]) for r in _rows(tmp_path / "fold") if r["loss"]]
+    b = [float(r["loss"]) for r in _rows(tmp_path / "ref") if r["loss"]]
+    assert len(a) == len(b) == fold["step"] == ref["step"] > 0
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-4
+    model, spec = checkpoints.load(tmp_path / "fold" / "checkpoints" / "last" / "model.safetensors")
+    assert isinstance(model, LTE) and spec.method == "lte" and spec.hidden_dim == 8
+
+
 def test_overrides_are_typed(tmp_path: Path) -> None:
     cfg = config.load(tiny_config(tmp_path), ["train.lr=2e-4", "train.milestones=[3, 5]", "data.train.augment=false"])
     assert cfg.train.lr == 2e-4 and cfg.train.milestones == [3, 5] and cfg.data.train.augment is False
@@ -290,8 +322,10 @@ def test_bench_train_edsr_baseline_ratio_at_least_2x(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tiny_cpu_config_beats_bicubic_on_set5(tmp_path: Path) -> None:
-    """The documented run: <= 15 min on 2 cores, ../shared/data/train only, +0.5 dB over bicubic at x2-x4."""
+@pytest.mark.parametrize("config_name", ["tiny-cpu.yaml", "tiny-cpu-lte.yaml"])
+def test_tiny_cpu_config_beats_bicubic_on_set5(tmp_path: Path, config_name: str) -> None:
+    """The documented runs (LIIF and LTE, same budget): <= 15 min on 2 cores, ../shared/data/train only,
+    +0.5 dB over bicubic at x2-x4."""
     import json
 
     from liif.data.folders import PairedFolders
@@ -300,7 +334,7 @@ def test_tiny_cpu_config_beats_bicubic_on_set5(tmp_path: Path) -> None:
 
     out = tmp_path / "tiny"
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "liif.cli", "train", "configs/tiny-cpu.yaml", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "liif.cli", "train", f"configs/{config_name}", "--out", str(out),
                            "--max-minutes", "15", "--no-progress"], check=True, cwd=ROOT, capture_output=True,
                           text=True, timeout=20 * 60)
     assert time.monotonic() - start <= 15 * 60

@@ -103,11 +103,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     images = ds.hr_files[: args.limit] if args.limit else None
     scores = protocols.evaluate(up, ds, scales, prot, args.lr, args.gt_mod, _progress(args), images, args.png)
     summaries = protocols.summarize(scores)
-    paths = (report.write_results(scores, summaries, Path(args.output), f"{ds.name}-{prot.name}", up.spec.encoder)
+    paths = (report.write_results(scores, summaries, Path(args.output), f"{ds.name}-{prot.name}", up.spec.encoder,
+                                  up.spec.method)
              if args.output is not None else [])
     if args.json:
-        paths.append(report.write_json(report.records(summaries, up.spec.encoder), Path(args.json)))
-    print(report.summary_markdown(summaries, up.spec.encoder))
+        paths.append(report.write_json(report.records(summaries, up.spec.encoder, up.spec.method), Path(args.json)))
+    print(report.summary_markdown(summaries, up.spec.encoder, up.spec.method))
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -160,13 +161,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     for ds, prot, scales in plans:
         scores = protocols.evaluate(up, ds, scales, prot, progress=_progress(args))
         s = protocols.summarize(scores)
-        report.write_results(scores, s, out, f"{ds.name}-{prot.name}", up.spec.encoder)
+        report.write_results(scores, s, out, f"{ds.name}-{prot.name}", up.spec.encoder, up.spec.method)
         summaries += s
-    plot = report.plot_psnr_vs_scale(report.report_series(summaries, up.spec.encoder), out / "psnr_vs_scale.png",
+    series = report.report_series(summaries, up.spec.encoder, up.spec.method)
+    plot = report.plot_psnr_vs_scale(series, out / "psnr_vs_scale.png",
                                      f"{args.weights}: PSNR vs scale")
     command = "liif " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "liif report"
-    md = report.report_markdown(summaries, str(args.weights), up.spec.encoder, plot.name, command)
-    report.write_json(report.records(summaries, up.spec.encoder), out / "report.json")
+    md = report.report_markdown(summaries, str(args.weights), up.spec.encoder, plot.name, command, up.spec.method)
+    report.write_json(report.records(summaries, up.spec.encoder, up.spec.method), out / "report.json")
     print(f"wrote {report.write_text(out / 'report.md', md)}")
     print(f"wrote {plot}")
     return 0

@@ -1,5 +1,6 @@
 """Published numbers to compare with, as data (sources: ``docs/liif-spec.md`` section 9 for the
-paper, ``docs/mmagic.md`` section 4 for OpenMMLab, section 1 for the vendor card).
+LIIF paper, ``docs/lte-spec.md`` for the LTE paper, ``docs/mmagic.md`` section 4 for OpenMMLab,
+section 1 for the vendor card).
 
 ``protocol`` names the protocol under which the number was measured (see protocols.py), so a
 number is only ever shown beside ours when both were measured the same way.
@@ -19,9 +20,11 @@ class Published:
     protocol: str
     psnr: float
     ssim: float | None = None
+    method: str = "liif"  # decoder family as in ModelSpec ("liif", "lte") or "bicubic"
 
 
 PAPER = "LIIF paper (CVPR 2021)"
+LTE_PAPER = "LTE paper (CVPR 2022)"
 OPENMMLAB = "OpenMMLab mmediting 0.x"
 SEED_CARD = "vendor model card (seed)"
 
@@ -31,7 +34,17 @@ _DIV2K_ROWS = {  # Table 1, DIV2K validation, RGB, shave = scale + 6
     ("EDSR-baseline-LIIF", "edsr-baseline"): (34.67, 30.96, 29.00, 26.75, 23.71, 22.17, 21.18, 20.48),
     ("RDN-LIIF", "rdn"): (34.99, 31.26, 29.27, 26.99, 23.89, 22.34, 21.31, 20.59),
 }
+_DIV2K_LTE = {  # LTE paper, DIV2K validation, RGB, shave = scale + 6 (same protocol as LIIF's Table 1)
+    ("EDSR-baseline-LTE", "edsr-baseline"): (34.72, 31.02, 29.04, 26.81, 23.78, 22.23, 21.24, 20.53),
+}
 _BENCH_SCALES = (2, 3, 4, 6, 8)
+_BENCH_LTE_SCALES = (2, 3, 4)
+_BENCH_RDN_LTE = {  # LTE paper, RDN-LTE, Y channel, shave = scale
+    "set5": (38.23, 34.72, 32.61),
+    "set14": (34.09, 30.58, 28.88),
+    "b100": (32.36, 29.30, 27.77),
+    "urban100": (33.04, 28.97, 26.81),
+}
 _BENCH_RDN_LIIF = {  # Table 2, RDN-LIIF, Y channel, shave = scale
     "set5": (38.17, 34.68, 32.50, 29.15, 27.14),
     "set14": (33.97, 30.53, 28.80, 26.64, 25.15),
@@ -62,13 +75,22 @@ _MM = {  # OpenMMLab README / metafile: (PSNR, SSIM), RGB, crop = scale, PIL LR,
 def _table() -> list[Published]:
     rows: list[Published] = []
     for (model, backbone), vals in _DIV2K_ROWS.items():
-        rows += [Published(PAPER, model, backbone, "div2k", s, "div2k", v) for s, v in zip(_DIV2K_SCALES, vals)]
+        method = "bicubic" if backbone == "bicubic" else "liif"
+        rows += [Published(PAPER, model, backbone, "div2k", s, "div2k", v, method=method)
+                 for s, v in zip(_DIV2K_SCALES, vals, strict=True)]
+    for (model, backbone), vals in _DIV2K_LTE.items():
+        rows += [Published(LTE_PAPER, model, backbone, "div2k", s, "div2k", v, method="lte")
+                 for s, v in zip(_DIV2K_SCALES, vals, strict=True)]
     for ds, vals in _BENCH_RDN_LIIF.items():
-        rows += [Published(PAPER, "RDN-LIIF", "rdn", ds, s, "benchmark", v) for s, v in zip(_BENCH_SCALES, vals)]
+        rows += [Published(PAPER, "RDN-LIIF", "rdn", ds, s, "benchmark", v)
+                 for s, v in zip(_BENCH_SCALES, vals, strict=True)]
+    for ds, vals in _BENCH_RDN_LTE.items():
+        rows += [Published(LTE_PAPER, "RDN-LTE", "rdn", ds, s, "benchmark", v, method="lte")
+                 for s, v in zip(_BENCH_LTE_SCALES, vals, strict=True)]
     for (model, backbone), sets in _MM.items():
         for ds, vals in sets.items():
             rows += [Published(OPENMMLAB, model, backbone, ds, s, "mmagic", p, q)
-                     for s, (p, q) in zip(_MM_SCALES, vals)]
+                     for s, (p, q) in zip(_MM_SCALES, vals, strict=True)]
     rows.append(Published(SEED_CARD, "LIIF-EDSR (vendor, 8 GPUs)", "edsr-baseline", "set14", 4, "mmagic", 26.87))
     return rows
 
@@ -83,7 +105,8 @@ def lookup(dataset: str | None, scale: int, protocol: str) -> list[Published]:
     return [p for p in TABLE if p.dataset == dataset and p.scale == scale and p.protocol == protocol]
 
 
-def paper_curve(dataset: str, protocol: str, backbone: str) -> dict[int, float]:
-    """scale -> PSNR of the paper's LIIF row for this backbone (empty when the paper has none)."""
-    return {p.scale: p.psnr for p in TABLE
-            if p.source == PAPER and p.dataset == dataset and p.protocol == protocol and p.backbone == backbone}
+def paper_curve(dataset: str, protocol: str, backbone: str, method: str = "liif") -> dict[int, float]:
+    """scale -> PSNR of the method's own paper row for this backbone (empty when that paper has none)."""
+    source = LTE_PAPER if method == "lte" else PAPER
+    return {p.scale: p.psnr for p in TABLE if p.source == source and p.method == method
+            and p.dataset == dataset and p.protocol == protocol and p.backbone == backbone}

@@ -51,8 +51,10 @@ def dataset_key(name: str) -> str | None:
     return known_key(name)
 
 
-def records(summaries: Sequence[Summary], backbone: str | None = None) -> list[dict]:
-    """JSON records {dataset, scale, protocol, psnr, ssim, n_images, lr_source, published: [...]}."""
+def records(summaries: Sequence[Summary], backbone: str | None = None, method: str = "liif") -> list[dict]:
+    """JSON records {dataset, scale, protocol, psnr, ssim, n_images, lr_source, published: [...]}: every
+    published number of the same protocol (LIIF and LTE side by side), flagged when it is the same
+    model (backbone and method) as ours."""
     out = []
     for s in summaries:
         pubs = published.lookup(dataset_key(s.dataset), s.scale, s.protocol)
@@ -60,6 +62,7 @@ def records(summaries: Sequence[Summary], backbone: str | None = None) -> list[d
             "dataset": s.dataset, "scale": s.scale, "protocol": s.protocol,
             "psnr": _num(s.psnr), "ssim": _num(s.ssim), "n_images": s.n_images, "lr_source": s.lr_source,
             "published": [{"source": p.source, "model": p.model, "same_backbone": p.backbone == backbone,
+                           "same_model": p.backbone == backbone and p.method == method,
                            "psnr": p.psnr, "ssim": p.ssim, "psnr_diff": _num(s.psnr - p.psnr)} for p in pubs],
         })
     return out
@@ -69,11 +72,11 @@ def write_json(obj: object, path: Path) -> Path:
     return write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
-def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None) -> str:
+def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None, method: str = "liif") -> str:
     """A Markdown table: our mean PSNR/SSIM and the published numbers with the difference."""
     lines = ["| dataset | scale | protocol | LR | images | PSNR (dB) | SSIM | published PSNR (source) | ours - published |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in records(summaries, backbone):
+    for r in records(summaries, backbone, method):
         pubs = r["published"]
         pub = "<br>".join(f"{p['psnr']:g} ({p['model']}, {p['source']})" for p in pubs) or "-"
         diff = "<br>".join(f"{p['psnr_diff']:+.2f}" if p["psnr_diff"] is not None else "-" for p in pubs) or "-"
@@ -83,11 +86,11 @@ def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None) 
 
 
 def write_results(scores: Sequence[ImageScore], summaries: Sequence[Summary], out_dir: Path, stem: str,
-                  backbone: str | None = None) -> list[Path]:
+                  backbone: str | None = None, method: str = "liif") -> list[Path]:
     """``<stem>-per-image.csv``, ``<stem>-summary.md`` and ``<stem>-summary.json`` in ``out_dir``."""
     return [write_csv(scores, out_dir / f"{stem}-per-image.csv"),
-            write_text(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone)),
-            write_json(records(summaries, backbone), out_dir / f"{stem}-summary.json")]
+            write_text(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone, method)),
+            write_json(records(summaries, backbone, method), out_dir / f"{stem}-summary.json")]
 
 
 # -- the plot ----------------------------------------------------------------------------------
@@ -160,25 +163,28 @@ def _segment(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, flo
 # -- the reproduction report -----------------------------------------------------------------------
 
 def report_markdown(summaries: Sequence[Summary], weights: str, backbone: str, plot_name: str,
-                    command: str) -> str:
+                    command: str, method: str = "liif") -> str:
     """The reproduction report: how it was measured, ours vs the paper per dataset, the plot."""
     prots = sorted({s.protocol for s in summaries})
-    out = [f"# LIIF reproduction report: `{weights}`", "",
-           f"Backbone: `{backbone}`. Command: `{command}`", "",
+    name = method.upper()
+    out = [f"# {name} reproduction report: `{weights}`", "",
+           f"Method: `{method}`. Backbone: `{backbone}`. Command: `{command}`", "",
            "Protocols used (see docs/evaluation.md):"]
     out += [f"- `{p}`: {PROTOCOLS[p].summary}" for p in prots]
     out += ["- every number is the mean of per-image values; batch 1, the fast renderer, "
             "prediction clamped to [0, 1].", "",
             f"![PSNR vs scale]({plot_name})", "",
-            "Solid: these weights. Dashed: the paper's LIIF numbers (same backbone where the paper "
-            "lists it; the paper's benchmark table has RDN-LIIF only).", ""]
-    for name in dict.fromkeys(s.dataset for s in summaries):
-        rows = [s for s in summaries if s.dataset == name]
-        out += [f"## {name}", "", summary_markdown(rows, backbone)]
+            f"Solid: these weights. Dashed: the {name} paper's numbers (same backbone where the paper "
+            f"lists it; the papers' benchmark tables have RDN only). The tables list every published "
+            f"number of the same protocol, LIIF's and LTE's side by side.", ""]
+    for ds in dict.fromkeys(s.dataset for s in summaries):
+        rows = [s for s in summaries if s.dataset == ds]
+        out += [f"## {ds}", "", summary_markdown(rows, backbone, method)]
     return "\n".join(out)
 
 
-def report_series(summaries: Sequence[Summary], backbone: str) -> list[tuple[str, tuple[int, int, int], bool, dict[int, float]]]:
+def report_series(summaries: Sequence[Summary], backbone: str,
+                  method: str = "liif") -> list[tuple[str, tuple[int, int, int], bool, dict[int, float]]]:
     series = []
     for i, name in enumerate(dict.fromkeys(s.dataset for s in summaries)):
         rows = [s for s in summaries if s.dataset == name]
@@ -187,11 +193,11 @@ def report_series(summaries: Sequence[Summary], backbone: str) -> list[tuple[str
         key, prot = dataset_key(name), rows[0].protocol
         if key is None:
             continue
-        paper = published.paper_curve(key, prot, backbone)
+        paper = published.paper_curve(key, prot, backbone, method)
         label = f"{name} paper"
         if not paper:
-            paper = published.paper_curve(key, prot, "rdn")
-            label = f"{name} paper RDN-LIIF"
+            paper = published.paper_curve(key, prot, "rdn", method)
+            label = f"{name} paper RDN-{method.upper()}"
         if paper:
             series.append((label, colour, True, paper))
     return series

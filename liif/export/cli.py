@@ -13,8 +13,9 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     """Register ``export onnx`` and ``serve`` on the ``liif`` subcommand parser."""
     e = sub.add_parser("export", help="export a model for other runtimes (ONNX)")
     esub = e.add_subparsers(dest="format", required=True)
-    o = esub.add_parser("onnx", help="encoder, layer-0 and decoder ONNX graphs (opset 17, dynamic sizes)",
-                        description="Write encoder.onnx, layer0.onnx, decoder.onnx and liif-onnx.json to DIR; "
+    o = esub.add_parser("onnx", help="encoder, maps and decoder ONNX graphs (opset 17, dynamic sizes)",
+                        description="Write encoder.onnx, maps.onnx, decoder.onnx (and global.onnx for LTE) and "
+                                    "liif-onnx.json to DIR; "
                                     "run them with `liif upscale --backend onnxruntime --onnx-dir DIR`.")
     o.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
     o.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
@@ -32,10 +33,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise LiifError("ONNX export needs the onnx package: pip install 'liif[onnx]'") from None
-    from liif.export.onnx import GRAPHS, MANIFEST, export
+    from liif.export.onnx import MANIFEST, export, graphs_of
 
     model, spec = checkpoints.load(weights.path(args.weights))
     out = export(model, spec, args.output)
-    for g in GRAPHS + (MANIFEST,):
+    for g in graphs_of(model) + (MANIFEST,):
         print(out / g)
     return 0

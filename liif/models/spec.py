@@ -1,4 +1,4 @@
-"""A model spec: everything needed to rebuild a LIIF model, serialisable as a small JSON dict."""
+"""A model spec: everything needed to rebuild a model (LIIF or LTE), serialisable as a small JSON dict."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -7,21 +7,37 @@ from typing import Any
 from torch import nn
 
 from liif.models.edsr import EDSR
+from liif.models.decoder import ImplicitDecoder
 from liif.models.liif import LIIF
+from liif.models.lte import LTE
 from liif.models.rdn import RDN
 
 ENCODERS = ("edsr-baseline", "edsr", "rdn")
+METHODS = ("liif", "lte")
 HALF = (0.5, 0.5, 0.5)
+# What a spec dict that names a method but leaves these keys out gets (the official configs' values).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "liif": {"hidden": [256, 256, 256, 256]},
+    "lte": {"hidden": [256, 256, 256], "hidden_dim": 256, "cell_clip_scale": 4.0},
+}
+
+OWN_FIELDS = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"), "lte": ("hidden_dim", "cell_clip_scale")}
 
 
 @dataclass
 class ModelSpec:
+    """Fields shared by every method, then each method's own (ignored by the others):
+    LIIF: ``local_ensemble``, ``feat_unfold``, ``cell_decode``; LTE: ``hidden_dim``, ``cell_clip_scale``."""
+
+    method: str = "liif"
     encoder: str = "edsr-baseline"
     encoder_args: dict[str, Any] = field(default_factory=dict)
     hidden: list[int] | None = field(default_factory=lambda: [256, 256, 256, 256])
     local_ensemble: bool = True
     feat_unfold: bool = True
     cell_decode: bool = True
+    hidden_dim: int = 256
+    cell_clip_scale: float | None = None
     inp_mean: tuple[float, float, float] = HALF
     inp_std: tuple[float, float, float] = HALF
     out_mean: tuple[float, float, float] = HALF
@@ -29,6 +45,8 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for k in OWN_FIELDS["lte" if self.method == "liif" else "liif"]:  # the other method's fields
+            d.pop(k)
         for k in ("inp_mean", "inp_std", "out_mean", "out_std"):
             d[k] = list(d[k])
         return d
@@ -39,6 +57,10 @@ class ModelSpec:
         if unknown:
             raise ValueError(f"unknown model spec keys: {sorted(unknown)}")
         d = dict(d)
+        method = d.get("method", "liif")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+        d = {**METHOD_DEFAULTS[method], **d}
         for k in ("inp_mean", "inp_std", "out_mean", "out_std"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])
@@ -59,8 +81,16 @@ def build_encoder(name: str, args: dict[str, Any]) -> nn.Module:
     raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
 
 
-def build(spec: ModelSpec) -> LIIF:
-    model = LIIF(build_encoder(spec.encoder, spec.encoder_args), spec.hidden,
-                 spec.local_ensemble, spec.feat_unfold, spec.cell_decode)
+def build(spec: ModelSpec) -> ImplicitDecoder:
+    encoder = build_encoder(spec.encoder, spec.encoder_args)
+    model: ImplicitDecoder
+    if spec.method == "liif":
+        model = LIIF(encoder, spec.hidden, spec.local_ensemble, spec.feat_unfold, spec.cell_decode)
+    elif spec.method == "lte":
+        if spec.hidden is None:
+            raise ValueError("an LTE model needs an MLP (hidden must be a list)")
+        model = LTE(encoder, spec.hidden, spec.hidden_dim, cell_clip_scale=spec.cell_clip_scale)
+    else:
+        raise ValueError(f"unknown method {spec.method!r}; expected one of {METHODS}")
     model.set_normalization(spec.inp_mean, spec.inp_std, spec.out_mean, spec.out_std)
     return model

@@ -29,7 +29,7 @@ from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
 from liif.models import LIIF, build
-from liif.models.folded import folded_forward
+from liif.models.decoder import fast_forward as folded_forward
 from liif.render import fp32_modes, set_fp32_modes
 from liif.train import checkpoint as ckpt
 from liif.train.config import Config, dump

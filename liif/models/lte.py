@@ -1,0 +1,127 @@
+"""LTE, the Local Texture Estimator (Lee & Jin, CVPR 2022), as one implementation of the seam.
+
+LTE keeps LIIF's encoder, local ensemble and area blend (``../shared/docs/lte-spec.md``) and changes
+what the MLP sees. From the feature map it computes, once per LR pixel, an amplitude map ``A`` and
+a frequency map ``Q`` (3x3 convolutions to ``hidden_dim`` channels each). For a query and one of
+its four ensemble codes, with ``rel`` the offset to the code (LR-pixel units, row first) and
+``rel_cell`` the cell in LR-pixel units:
+
+    t_k = Q[2k] * rel_row + Q[2k+1] * rel_col + (P @ rel_cell)_k        k < hidden_dim / 2
+    x   = A * [cos(pi t), sin(pi t)]                                    (cosines first)
+
+and the MLP maps x to RGB. The four predictions are blended with LIIF's area weights, then the
+bilinear sample of the normalised input at the query (border padding) is added.
+
+At inference beyond the training scales the cell is clipped: it is multiplied by
+``max(scale / cell_clip_scale, 1)`` (``render_cell``), as the official test scripts do.
+Checkpoint keys (official): ``encoder.*``, ``coef.*`` (A), ``freq.*`` (Q), ``phase.weight`` (P),
+``imnet.layers.*``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liif.coords import make_coord
+from liif.geometry import CLAMP, area, area_blend, ensemble_shifts, sample_bilinear, sample_nearest
+from liif.models.decoder import ImplicitDecoder
+from liif.models.mlp import MLP
+
+
+class LTE(ImplicitDecoder):
+    method = "lte"
+
+    def __init__(self, encoder: nn.Module, hidden: Sequence[int] = (256, 256, 256), hidden_dim: int = 256,
+                 out_dim: int = 3, cell_clip_scale: float | None = 4.0) -> None:
+        super().__init__(encoder)
+        if hidden_dim % 2:
+            raise ValueError(f"LTE's hidden_dim must be even, got {hidden_dim}")
+        feat_dim: int = encoder.out_dim  # type: ignore[assignment]
+        self.hidden_dim, self.cell_clip_scale = hidden_dim, cell_clip_scale
+        self.coef = nn.Conv2d(feat_dim, hidden_dim, 3, padding=1)
+        self.freq = nn.Conv2d(feat_dim, hidden_dim, 3, padding=1)
+        self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
+        self.imnet = MLP(hidden_dim, out_dim, hidden)
+
+    # -- reference ------------------------------------------------------------------------------
+    def query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = feat.shape
+        Q = coord.shape[1]
+        coef, freq = self.coef(feat), self.freq(feat)
+        feat_coord = make_coord((H, W), flatten=False, device=feat.device).permute(2, 0, 1)
+        feat_coord = feat_coord.unsqueeze(0).expand(B, 2, H, W)
+        shifts, eps = ensemble_shifts(True)
+        preds, areas = [], []
+        for vy, vx in shifts:
+            shifted = coord.clone()
+            shifted[:, :, 0] += vy * (1 / H) + eps
+            shifted[:, :, 1] += vx * (1 / W) + eps
+            shifted.clamp_(-CLAMP, CLAMP)
+            q_coef = sample_nearest(coef, shifted)
+            q_freq = sample_nearest(freq, shifted)
+            rel = coord - sample_nearest(feat_coord, shifted)
+            rel[:, :, 0] *= H
+            rel[:, :, 1] *= W
+            rel_cell = cell.clone()
+            rel_cell[:, :, 0] *= H
+            rel_cell[:, :, 1] *= W
+            # frequency pairs (Q[2k], Q[2k+1]) dotted with the offset, plus the phase of the cell
+            pairs = q_freq.view(B, Q, -1, 2)
+            t = (pairs * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell.view(B * Q, 2)).view(B, Q, -1)
+            basis = torch.cat([torch.cos(math.pi * t), torch.sin(math.pi * t)], dim=-1)
+            preds.append(self.imnet(q_coef * basis))
+            areas.append(area(rel))
+        return area_blend(preds, areas, local_ensemble=True)
+
+    def global_term(self, inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:
+        return sample_bilinear(inp, coord)
+
+    @property
+    def has_global_term(self) -> bool:
+        return True
+
+    def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
+        cy, cx = super().render_cell(out_hw, lr_hw)
+        if self.cell_clip_scale is None:
+            return cy, cx
+        factor = max(out_hw[0] / lr_hw[0] / self.cell_clip_scale, 1.0)
+        return cy * factor, cx * factor
+
+    # -- the seam -------------------------------------------------------------------------------
+    @property
+    def tail(self) -> Sequence[nn.Linear]:
+        return [m for m in self.imnet.layers if isinstance(m, nn.Linear)]
+
+    @property
+    def map_channels(self) -> int:
+        return 2 * self.hidden_dim
+
+    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
+        """[A, Q] stacked: (B, 2 * hidden_dim, h, w), as one convolution."""
+        w = torch.cat([self.coef.weight, self.freq.weight]).to(feat.dtype)
+        b = torch.cat([self.coef.bias, self.freq.bias]).to(feat.dtype)
+        return F.conv2d(feat, w, b, padding=1)
+
+    def first_hidden(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        d = self.hidden_dim
+        # The phase argument and the basis run in fp32 whatever the rows' precision: |t| grows with the
+        # frequencies, and bf16's 8-bit mantissa would turn that into phase noise.
+        with torch.autocast(rows.device.type, enabled=False):
+            q = rows[:, d:].float()
+            t = q[:, 0::2] * rel[:, :1].float() + q[:, 1::2] * rel[:, 1:].float()
+            t = t + rel_cell.float() @ self.phase.weight.float().t()
+            t = t * math.pi
+            basis = torch.cat([torch.cos(t), torch.sin(t)], dim=-1)
+            return (rows[:, :d].float() * basis).to(rows.dtype)
+
+    def macs_per_lr_pixel(self) -> int:
+        return self.coef.weight.numel() + self.freq.weight.numel()
+
+    def macs_per_code(self, folded: bool) -> int:
+        half = self.hidden_dim // 2
+        basis = 2 * half + 2 * half + self.hidden_dim  # frequency dot products, phase, A * basis
+        return basis + super().macs_per_code(folded)  # the same per code on either route

@@ -1,0 +1,186 @@
+"""The fast, memory-bounded route: ``render`` and the tile generator behind it.
+
+Same function as the reference route up to float rounding, for any decoder family behind the seam
+(``liif.models.decoder``): per tile, the encoder and the method's LR maps run once per LR pixel of
+the tile's footprint (plus halo); per stripe of output pixels, each query gathers its four codes'
+map rows (indices and offsets from the separable axis plans), the backend decodes them in blocks
+of ~1K queries x 4 codes on the CPU (cache sized) or whole stripes of up to 1M queries on CUDA,
+the four predictions are blended with the area weights, and the method's global term is added.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+
+from liif.coords import axis_centres
+from liif.errors import LiifError
+from liif.geometry import ENSEMBLE_SHIFTS, area_blend
+from liif.models.decoder import ImplicitDecoder
+from liif.render.backend import TorchBackend
+from liif.render.plan import (BLOCK_QUERIES, AxisPlan, Box, default_budget, encoder_halo, halo_region, lr_box,
+                              plan_axis, plan_tiles, stripe_plan, working_set)
+from liif.render.platform import fp32_math, release_free_memory, render_dtype
+from liif.render.reference import render_reference
+from liif.render.window import Window
+
+
+class Backend(Protocol):
+    """What ``render_tiles`` needs from a compute backend (``TorchBackend``, ``OrtBackend``)."""
+
+    def encode(self, crop: torch.Tensor) -> torch.Tensor: ...
+    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor,
+               rel_cell: torch.Tensor) -> torch.Tensor: ...
+    def global_term(self, crop: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None: ...
+
+
+def render(
+    model: ImplicitDecoder,
+    img: torch.Tensor,
+    out_hw: tuple[int, int],
+    window: Window | None = None,
+    method: str = "fast",
+    precision: str = "fp32",
+    max_memory: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """RGB image (3, h, w) in [0, 1] -> raw prediction (3, window.h, window.w), float32."""
+    window = window or Window.full(out_hw)
+    window.check(out_hw)
+    if method == "reference":
+        return render_reference(model, img, out_hw, window)
+    if method != "fast":
+        raise LiifError(f"unknown render method {method!r}; expected 'fast' or 'reference'")
+    out = torch.empty(3, window.h, window.w, device=img.device)
+    for (y, x), tile in render_tiles(model, img, out_hw, window, precision, max_memory, progress):
+        out[:, y:y + tile.shape[1], x:x + tile.shape[2]] = tile
+    return out
+
+
+def render_tiles(
+    model: ImplicitDecoder,
+    img: torch.Tensor,
+    out_hw: tuple[int, int],
+    window: Window,
+    precision: str = "fp32",
+    max_memory: int | None = None,
+    progress: bool = False,
+    backend: Backend | None = None,
+) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)).
+
+    Tiles come tile by tile (each tile in stripes); together they cover the window exactly once.
+    """
+    window.check(out_hw)
+    dtype = render_dtype(precision, img.device)
+    budget = default_budget(img.device) if max_memory is None else int(max_memory)
+    H, W = out_hw
+    h_lr, w_lr = img.shape[-2:]
+    dev = img.device
+    ens = model.local_ensemble
+    rows = plan_axis(H, window.y, window.h, h_lr, ens, dev)
+    cols = plan_axis(W, window.x, window.w, w_lr, ens, dev)
+    dec: Backend = backend if backend is not None else TorchBackend(model, precision)
+    cy, cx = model.render_cell(out_hw, (h_lr, w_lr))
+    rel_cell = torch.tensor([cy * h_lr, cx * w_lr], dtype=torch.float32, device=dev)
+    halo = encoder_halo(model)
+    per_px, fixed = working_set(model, dtype)
+    stripe, stripe_bytes = stripe_plan(model, budget, dev)
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe_bytes, window)
+    block = BLOCK_QUERIES if dev.type == "cpu" else stripe
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False,
+                   delay=1.0)  # only renders that take more than a moment show a bar
+    with torch.no_grad():
+        for (r0, r1), (c0, c1) in tiles:
+            region = halo_region(lr_box(rows, cols, r0, r1, c0, c1), halo, (h_lr, w_lr))
+            crop = img[None, :, region[0]:region[1], region[2]:region[3]]
+            # (fp32 modes are set around the compute only, never across a yield to the caller)
+            with fp32_math(dev, precision):
+                maps = dec.lr_maps(dec.encode(crop))
+                maps = maps.reshape(-1, maps.shape[-1])
+            # Decode the tile in stripes so per-pixel temporaries stay small next to the maps.
+            step = max(1, stripe // (c1 - c0))
+            for s0 in range(r0, r1, step):
+                s1 = min(r1, s0 + step)
+                with fp32_math(dev, precision):
+                    tile = decode_stripe(dec, maps, region, rows, cols, s0, s1, c0, c1, ens, rel_cell, block)
+                    extra = dec.global_term(crop, crop_coords(out_hw, window, (s0, s1, c0, c1), region,
+                                                              (h_lr, w_lr), dev))
+                    if extra is not None:
+                        tile += extra.t().reshape(tile.shape)
+                yield (s0, c0), tile
+                if bar is not None:
+                    bar.update((s1 - s0) * (c1 - c0))
+            del maps
+            release_free_memory()
+    if bar is not None:
+        bar.close()
+
+
+def decode_stripe(dec: Backend, maps: torch.Tensor, region: Box, rows: AxisPlan, cols: AxisPlan,
+                  r0: int, r1: int, c0: int, c1: int, ens: bool, rel_cell: torch.Tensor,
+                  block: int = BLOCK_QUERIES) -> torch.Tensor:
+    """Raw prediction (3, r1 - r0, c1 - c0) for output rows r0:r1, columns c0:c1 of the window,
+    before any global term. ``maps`` holds the map rows of every LR pixel of ``region``.
+
+    Code indices and offsets are laid out query-major, (pixel, code), for the whole stripe at once,
+    so each block of the MLP is one contiguous slice and the blend runs once per stripe.
+    """
+    th, tw = r1 - r0, c1 - c0
+    bw = region[3] - region[2]
+    ri = rows.idx[:, r0:r1] - region[0]
+    ci = cols.idx[:, c0:c1] - region[2]
+    rr, cr = rows.rel[:, r0:r1], cols.rel[:, c0:c1]
+    shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
+    n, k = th * tw, len(shifts)
+    idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
+    ry = torch.stack([rr[sy, :, None].expand(th, tw).reshape(-1) for sy, _ in shifts], 1)
+    rx = torch.stack([cr[sx, None, :].expand(th, tw).reshape(-1) for _, sx in shifts], 1)
+    rel = torch.stack([ry, rx], -1)  # (n, k, 2)
+    pred = torch.empty(n, k, 3, device=maps.device)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
+                                 rel_cell).view(b1 - b0, k, 3)
+    if ens:
+        out = area_blend(pred.unbind(1), (torch.abs(ry * rx) + 1e-9).unbind(1), local_ensemble=True)
+    else:
+        out = pred[:, 0]
+    return out.t().reshape(3, th, tw)
+
+
+def crop_coords(out_hw: tuple[int, int], window: Window, stripe: Box, region: Box, lr_hw: tuple[int, int],
+                device: torch.device) -> torch.Tensor:
+    """Pixel centres (n, 2) of a stripe (window rows/cols r0:r1, c0:c1) in the [-1, 1] frame of the LR
+    crop ``region``: a global term sampled on the crop equals the one sampled on the whole image."""
+    r0, r1, c0, c1 = stripe
+    axes = []
+    for n_out, start, count, (a0, a1), n_lr in ((out_hw[0], window.y + r0, r1 - r0, region[:2], lr_hw[0]),
+                                               (out_hw[1], window.x + c0, c1 - c0, region[2:], lr_hw[1])):
+        u = axis_centres(n_out, device=device, start=start, count=count)
+        if (a0, a1) != (0, n_lr):  # to the crop's frame: the same LR pixel position, counted from a0
+            u = ((u + 1) * n_lr - 2 * a0) / (a1 - a0) - 1
+        axes.append(u)
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+
+
+def band_rows(model: ImplicitDecoder, img: torch.Tensor, out_hw: tuple[int, int], window: Window,
+              precision: str = "fp32", max_memory: int | None = None) -> int:
+    """The height of the tile rows ``render_tiles`` plans for ``window``: full-width bands of this
+    many rows, each rendered as its own window, do the same encoder work as the whole window
+    (a streaming writer renders band after band; region rendering is exact)."""
+    window.check(out_hw)
+    budget = default_budget(img.device) if max_memory is None else int(max_memory)
+    h_lr, w_lr = img.shape[-2:]
+    rows = plan_axis(out_hw[0], window.y, window.h, h_lr, model.local_ensemble, img.device)
+    cols = plan_axis(out_hw[1], window.x, window.w, w_lr, model.local_ensemble, img.device)
+    per_px, fixed = working_set(model, render_dtype(precision, img.device))
+    _, stripe_bytes = stripe_plan(model, budget, img.device)
+    (r0, r1), _ = plan_tiles(rows, cols, h_lr, w_lr, encoder_halo(model), budget, per_px, fixed + stripe_bytes,
+                             window)[0]
+    return r1 - r0
