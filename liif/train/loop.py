@@ -257,8 +257,9 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        # Checkpoints of earlier versions also hold "rng" (the torch RNG state); it is not restored:
+        # the model's RNG stream is re-seeded from the step below.
         epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
-        torch.set_rng_state(state["rng"]["torch"])
         if master:
             for folder in views[0]["damaged"]:
                 print(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}",
@@ -299,7 +300,7 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
-                "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "precision": precision}
+                "config": cfg.to_dict(), "precision": precision}
 
     def log(row: dict[str, Any]) -> None:
         new = not log_rows.exists()
