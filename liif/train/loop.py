@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from liif import precision as precisions
 from liif.checkpoints import atomic_path
@@ -150,6 +152,199 @@ def pick_device(cfg: Config, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+# -- one process or many: decided once ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Procs:
+    """This process among the run's processes (torchrun's RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Alone (rank 0 of 1) the collectives below are identities; ``Group`` runs them over the process
+    group. ``processes()`` picks one of the two, once, and the loop calls them without asking."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the rank that logs, validates and writes files."""
+        return self.rank == 0
+
+    def connect(self, device: torch.device, timeout_s: float) -> None:
+        """Join the process group (collectives time out after ``timeout_s``)."""
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+        return [obj]
+
+    def broadcast(self, obj: Any, src: int) -> Any:
+        """Rank ``src``'s ``obj`` on every rank (the other ranks pass None)."""
+        return obj
+
+    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's values of ``t`` on every rank."""
+        return t
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks."""
+        return t
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` as trained (under DDP, which averages the gradients over the ranks)."""
+        return module
+
+
+class Group(Procs):
+    """One of several processes under torchrun: the collectives go through torch.distributed."""
+
+    def connect(self, device: torch.device, timeout_s: float) -> None:
+        if not dist.is_initialized():
+            init_process_group("nccl" if device.type == "cuda" else "gloo", self.rank, self.world, timeout_s)
+
+    def gather(self, obj: Any) -> list[Any]:
+        views: list[Any] = [None] * self.world
+        dist.all_gather_object(views, obj)
+        return views
+
+    def broadcast(self, obj: Any, src: int) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
+        dist.broadcast(t, 0)
+        return t
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.local_rank] if device.type == "cuda" else None)
+
+
+def processes() -> Procs:
+    """This process as torchrun's environment describes it; without torchrun, rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kind = Group if world > 1 else Procs
+    return kind(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# -- rank 0 or not: decided once ---------------------------------------------------------------------------
+
+class Output:
+    """What a rank other than 0 writes: nothing. Rank 0 gets a ``MainOutput``, which writes the messages,
+    the run folder and the progress bar, so the loop calls these methods on every rank without asking."""
+
+    def say(self, text: str) -> None:
+        """One line on stderr."""
+
+    def keep_previous_run(self) -> None:
+        """--restart: move the previous run's files into ``out/previous-N``."""
+
+    def set_aside(self, damaged: list[str]) -> None:
+        """--resume: rename the damaged checkpoint folders out of the way."""
+
+    def begin(self, step: int, total: int, done: int) -> None:
+        """Write config.yaml, cut log.csv back to ``step``; open TensorBoard and the bar (``done`` of ``total``)."""
+
+    def stepped(self) -> None:
+        """One more iteration on the progress bar."""
+
+    def show(self, loss: float, samples_per_s: float) -> None:
+        """The latest figures beside the progress bar."""
+
+    def note(self, text: str) -> None:
+        """A line above the progress bar (none without one)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        """A row of log.csv (and TensorBoard)."""
+
+    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+        """Checkpoint folders ``out/checkpoints/NAME`` for each name, all with ``state``."""
+
+    def close(self) -> None:
+        """Close the progress bar and TensorBoard."""
+
+
+class MainOutput(Output):
+    """Rank 0's output: stderr, the run folder (config.yaml, log.csv, tb/, checkpoints/) and the progress bar
+    (shown when stderr is a terminal, or as --progress says)."""
+
+    bar: tqdm  # made by begin()
+
+    def __init__(self, cfg: Config, out: Path, progress: bool | None) -> None:
+        self.cfg, self.out = cfg, out
+        self.spec = cfg.model_spec()
+        self.show_bar = sys.stderr.isatty() if progress is None else progress
+        self.tb: Any = None  # a SummaryWriter with log.tensorboard (imported only then: an optional package)
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def keep_previous_run(self) -> None:
+        moved = move_aside(self.out)
+        if moved:
+            self.say(f"--restart: the previous run's files are kept in {moved}")
+
+    def set_aside(self, damaged: list[str]) -> None:
+        for folder in damaged:
+            self.say(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}")
+
+    def begin(self, step: int, total: int, done: int) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(dump(self.cfg))
+        _truncate_log(self.out / "log.csv", step)
+        if self.cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.out / "tb"))
+        self.bar = tqdm(total=total, initial=done, unit="it", dynamic_ncols=True, disable=not self.show_bar)
+
+    def stepped(self) -> None:
+        self.bar.update(1)
+
+    def show(self, loss: float, samples_per_s: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", sps=f"{samples_per_s:.1f}")
+
+    def note(self, text: str) -> None:
+        if self.show_bar:
+            self.bar.write(text)
+
+    def log(self, row: dict[str, Any]) -> None:
+        append_row(self.out / "log.csv", row)
+        if self.tb is not None:
+            for k in ("loss", "lr", "samples_per_s", "val_psnr"):
+                if row.get(k, "") != "":
+                    self.tb.add_scalar(k, row[k], row["step"])
+
+    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+        for name in names:
+            ckpt.save(self.out / "checkpoints" / name, model, self.spec, state)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV log (the header first when the file is new); missing fields are empty."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
           progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
     """Train per ``cfg`` into ``out``; returns a summary (steps, epoch, last loss, samples/s, best PSNR).
@@ -174,19 +369,16 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
            dist_timeout_s: float, where: dict[str, Any]) -> dict[str, Any]:
     t_start = time.monotonic()
     # -- processes and device ------------------------------------------------------------------
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(cfg, local_rank)
-    if world > 1 and not dist.is_initialized():
-        init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world, dist_timeout_s)
-    master = rank == 0
+    procs = processes()
+    device = pick_device(cfg, procs.local_rank)
+    procs.connect(device, dist_timeout_s)
+    output = MainOutput(cfg, out, progress) if procs.main else Output()  # rank 0 alone logs and writes files
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
-    if t.batch_size % world:
+    if t.batch_size % procs.world:
         raise LiifError(f"config key train.batch_size ({t.batch_size}) must be a multiple of the "
-                        f"number of processes ({world})")
+                        f"number of processes ({procs.world})")
     last_dir = out / "checkpoints" / "last"
 
     # -- model, optimizer, schedule ------------------------------------------------------------
@@ -202,10 +394,9 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
         mode = "tf32" if precision == "tf32" else "ieee"
         set_fp32_modes((mode, mode) if isinstance(fp32_modes()[0], str) else (mode == "tf32",) * 2)
-    if master:
-        cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
-        print(f"training on {device} with {world} process(es), precision {precision} "
-              f"(asked {t.precision}){cpu}", file=sys.stderr)
+    cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
+    output.say(f"training on {device} with {procs.world} process(es), precision {precision} "
+               f"(asked {t.precision}){cpu}")
 
     # -- data ------------------------------------------------------------------------------------
     train_set, val_set = build_data(cfg, out)
@@ -213,6 +404,8 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     if iters == 0:
         raise LiifError(f"the training set has {len(train_set)} samples per epoch, fewer than one batch "
                         f"({t.batch_size}); raise data.train.repeat")
+    if not procs.main:
+        val_set = None  # rank 0 alone validates
 
     # -- start or resume: one decision and one state for all ranks -------------------------------------
     # Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
@@ -221,29 +414,14 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     where["doing"] = "choosing the checkpoint to resume from"
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume, restart = True, False
-    views = [survey(out)]
-    if world > 1:
-        views = [None] * world
-        dist.all_gather_object(views, survey(out))
+    views = procs.gather(survey(out))
     source = start_from(views, out, resume, restart)
-    if master and restart:
-        moved = move_aside(out)
-        if moved:
-            print(f"--restart: the previous run's files are kept in {moved}", file=sys.stderr)
+    if restart:
+        output.keep_previous_run()
     epoch, it0, step, best = 0, 0, 0, -math.inf
     if source is not None:
         where["doing"] = f"receiving the checkpoint from rank {source}"
-        payload: list[Any] = [None]
-        if rank == source:
-            found = Path(views[source]["found"])
-            try:
-                weights, state = ckpt.read(found)
-                payload = [{"found": str(found), "weights": weights, "state": state}]
-            except LiifError as e:
-                payload = [{"error": str(e)}]
-        if world > 1:
-            dist.broadcast_object_list(payload, src=source)
-        got = payload[0]
+        got = procs.broadcast(read_checkpoint(views[source]["found"]) if procs.rank == source else None, source)
         if "error" in got:
             raise LiifError(got["error"])
         state = got["state"]
@@ -260,59 +438,26 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
         # Checkpoints of earlier versions also hold "rng" (the torch RNG state); it is not restored:
         # the model's RNG stream is re-seeded from the step below.
         epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
-        if master:
-            for folder in views[0]["damaged"]:
-                print(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}",
-                      file=sys.stderr)
-            e, i = epoch_and_iteration(epoch, it0, iters)
-            print(f"resumed from {got['found']} after step {step} (epoch {e}, iteration {i} of {iters})",
-                  file=sys.stderr)
-    elif resume and master:
-        print(f"--resume: {out} holds no earlier run, starting from scratch", file=sys.stderr)
+        output.set_aside(views[0]["damaged"])
+        e, i = epoch_and_iteration(epoch, it0, iters)
+        output.say(f"resumed from {got['found']} after step {step} (epoch {e}, iteration {i} of {iters})")
+    elif resume:
+        output.say(f"--resume: {out} holds no earlier run, starting from scratch")
     # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
     where["doing"] = "checking that all ranks agree"
-    agree_across_ranks(world, (epoch, it0, step, iters, len(train_set),
+    agree_across_ranks(procs, (epoch, it0, step, iters, len(train_set),
                                hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
-    torch.manual_seed(t.seed * 1000 + rank + step)  # per-rank stream for anything random in the model
-
-    step_module: nn.Module = Step(model, t.fold, t.channels_last)
-    if world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[local_rank] if device.type == "cuda" else None)
+    torch.manual_seed(t.seed * 1000 + procs.rank + step)  # per-rank stream for anything random in the model
+    step_module = procs.wrap(Step(model, t.fold, t.channels_last), device)
     forward = torch.compile(step_module) if t.compile else step_module
 
     # -- logging ------------------------------------------------------------------------------------
-    log_rows = out / "log.csv"
-    writer = None
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(dump(cfg))
-        _truncate_log(log_rows, step)
-        if cfg.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(out / "tb"))
-    bar = None
-    if master and (sys.stderr.isatty() if progress is None else progress):
-        from tqdm import tqdm
-        bar = tqdm(total=t.epochs * iters, initial=epoch * iters + it0, unit="it", dynamic_ncols=True)
+    output.begin(step, t.epochs * iters, epoch * iters + it0)
 
     def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
         return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
                 "config": cfg.to_dict(), "precision": precision}
-
-    def log(row: dict[str, Any]) -> None:
-        new = not log_rows.exists()
-        with open(log_rows, "a", newline="") as f:
-            w = csv.DictWriter(f, CSV_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        if writer is not None:
-            for k in ("loss", "lr", "samples_per_s", "val_psnr"):
-                if row.get(k, "") != "":
-                    writer.add_scalar(k, row[k], row["step"])
 
     # -- epochs ---------------------------------------------------------------------------------------
     deadline = None if max_minutes is None else t_start + 60 * max_minutes
@@ -325,7 +470,7 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     model.train()
     while epoch < t.epochs and not stopped:
         train_set.set_epoch(epoch)
-        batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, rank, world)[it0:]
+        batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, procs.rank, procs.world)[it0:]
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.workers,
                                              pin_memory=device.type == "cuda")
         row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
@@ -338,34 +483,28 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
             window_n += 1
             done_iter = it + 1
             end_of_epoch = done_iter == iters
-            if bar is not None:
-                bar.update(1)
+            output.stepped()
             # Rank 0's clock decides, for every rank, whether to stop and whether to refresh 'last' now.
             now = time.monotonic()
             flags = torch.tensor([deadline is not None and now >= deadline,
                                   0 < cfg.checkpoint.last_every_s <= now - last_saved], dtype=torch.int32)
-            if world > 1:
-                dist.broadcast(flags, 0)
+            flags = procs.from_rank0(flags)
             stopped, save_by_time = bool(flags[0]), bool(flags[1])
             if step % cfg.log.every == 0 or end_of_epoch or stopped:
-                stats = torch.tensor([window_loss, window_n], dtype=torch.float64)
-                if world > 1:
-                    dist.all_reduce(stats)
-                sps = window_n / world * t.batch_size / (now - window_t)
+                stats = procs.all_sum(torch.tensor([window_loss, window_n], dtype=torch.float64))
+                sps = window_n / procs.world * t.batch_size / (now - window_t)
                 last_loss = float(stats[0] / stats[1])
                 row = {"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
                        "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"}
-                if master and not end_of_epoch:  # the epoch's last row waits for the validation PSNR
-                    log(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{sps:.1f}")
+                if not end_of_epoch:  # the epoch's last row waits for the validation PSNR
+                    output.log(row)
+                    output.show(last_loss, sps)
                 window_loss, window_n, window_t = 0.0, 0, now
             if end_of_epoch:
                 break
             every = cfg.checkpoint.last_every_iters
             if stopped or save_by_time or (every and step % every == 0):
-                if master:
-                    ckpt.save(last_dir, model, spec, state_dict(epoch, done_iter))
+                output.save(["last"], model, state_dict(epoch, done_iter))
                 last_saved = time.monotonic()
             if stopped:
                 stopped_at = done_iter
@@ -377,35 +516,35 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
         it0 = 0
         sched.step()
         epoch += 1
-        if master:
-            is_best = False
-            if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
-                row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
-                is_best = float(row["val_psnr"]) > best
-                best = max(best, float(row["val_psnr"]))
-                if bar is not None:
-                    bar.write(f"epoch {epoch}: val PSNR {row['val_psnr']} dB")
-            log(row)
-            st = state_dict(epoch, 0)
-            ckpt.save(last_dir, model, spec, st)
-            if is_best:
-                ckpt.save(out / "checkpoints" / "best", model, spec, st)
-            if epoch % cfg.checkpoint.save_every == 0:
-                ckpt.save(out / "checkpoints" / f"epoch-{epoch}", model, spec, st)
+        names = ["last"]
+        if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
+            row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
+            if float(row["val_psnr"]) > best:
+                names.append("best")
+            best = max(best, float(row["val_psnr"]))
+            output.note(f"epoch {epoch}: val PSNR {row['val_psnr']} dB")
+        if epoch % cfg.checkpoint.save_every == 0:
+            names.append(f"epoch-{epoch}")
+        output.log(row)
+        output.save(names, model, state_dict(epoch, 0))
         last_saved = time.monotonic()
-        if world > 1:
-            dist.barrier()
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
+        procs.barrier()
+    output.close()
     where["doing"] = "finishing"
-    if world > 1:
-        dist.barrier()
+    procs.barrier()
     e, i = epoch_and_iteration(epoch, stopped_at, iters)
     return {"step": step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
             "loss": _finite(last_loss), "samples_per_s": _finite(sps), "best_psnr": _finite(best),
             "stopped_early": stopped, "checkpoint": str(last_dir)}
+
+
+def read_checkpoint(found: str) -> dict[str, Any]:
+    """What the rank holding the checkpoint sends: its weights and state, or the error every rank raises."""
+    try:
+        weights, state = ckpt.read(Path(found))
+    except LiifError as e:
+        return {"error": str(e)}
+    return {"found": str(Path(found)), "weights": weights, "state": state}
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:
@@ -485,12 +624,9 @@ def set_aside(folder: Path) -> Path:
     return target
 
 
-def agree_across_ranks(world: int, mine: tuple[Any, ...]) -> None:
+def agree_across_ranks(procs: Procs, mine: tuple[Any, ...]) -> None:
     """Stop every rank with one error if any rank starts elsewhere or has different epochs or config."""
-    if world == 1:
-        return
-    views: list[Any] = [None] * world
-    dist.all_gather_object(views, mine)
+    views = procs.gather(mine)
     bad = [r for r, v in enumerate(views) if v != views[0]]
     if bad:
         fields = "(epoch, iteration, step, iterations per epoch, samples per epoch, config hash)"
