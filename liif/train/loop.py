@@ -1,9 +1,15 @@
 """The training loop: one process or many (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK).
 
-Read top to bottom: setup (process group, device, seeds), model and optimizer, data, resume,
-then epochs of iterations: forward (layer-0 folded query, optional autocast), L1 loss in the
-normalised space, backward (DDP averages gradients), Adam step; per epoch the MultiStepLR step,
-validation (paper protocol PSNR) and checkpoints. Rank 0 alone logs and writes files.
+``_train`` reads top to bottom: setup (device, process group, model and optimizer, data, start or
+resume), then per epoch its batches (``train_epoch``: ``train_step``, a log row every ``log.every``
+steps, 'last' refreshed by time or iteration count) and ``end_of_epoch`` (MultiStepLR step,
+validation with the paper's PSNR protocol, checkpoints). A step: forward (layer-0 folded query,
+optional autocast), L1 loss in the normalised space, backward (DDP averages gradients), Adam.
+
+Two questions are answered once, at setup, not at every use: one process or several (``Procs``,
+whose collectives are identities, or ``Group``), and rank 0 or not (rank 0 alone logs, validates and
+writes files: it gets a ``MainOutput`` and the validation set, the other ranks an ``Output`` that
+writes nothing).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,7 @@ from liif.models import LIIF, build
 from liif.models.folded import folded_forward
 from liif.render import fp32_modes, set_fp32_modes
 from liif.train import checkpoint as ckpt
-from liif.train.config import Config, dump
+from liif.train.config import Config, Optim, dump
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]
 
@@ -152,7 +158,7 @@ def pick_device(cfg: Config, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-# -- one process or many: decided once ---------------------------------------------------------------------
+# -- one process or many: decided once -----------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Procs:
@@ -237,7 +243,7 @@ def processes() -> Procs:
     return kind(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-# -- rank 0 or not: decided once ---------------------------------------------------------------------------
+# -- rank 0 or not: decided once -----------------------------------------------------------------------------
 
 class Output:
     """What a rank other than 0 writes: nothing. Rank 0 gets a ``MainOutput``, which writes the messages,
@@ -345,51 +351,137 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
 
+# -- the run's state -----------------------------------------------------------------------------------------
+
+@dataclass
+class Window:
+    """This rank's losses since the last log row, and when the window opened (for samples/s)."""
+
+    loss: float = 0.0
+    n: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Run:
+    """Where the run is: the counters a checkpoint saves, the last figures logged, the clocks, and what it
+    is doing (named, with the step, by the error when a collective fails)."""
+
+    epoch: int = 0  # epochs completed
+    it: int = 0  # iterations done in the next epoch (0 at an epoch boundary)
+    step: int = 0  # optimisation steps done
+    best: float = -math.inf  # best validation PSNR (rank 0)
+    loss: float = math.nan  # mean over the ranks of the last log row's window
+    samples_per_s: float = math.nan
+    stopped: bool = False  # by --max-minutes
+    doing: str = "setting up"
+    last_saved: float = 0.0  # monotonic time 'last' was last written
+    window: Window = field(default_factory=Window)
+
+    def count(self, loss: float) -> None:
+        """One more step done, with this rank's ``loss``."""
+        self.step += 1
+        self.it += 1
+        self.window.loss += loss
+        self.window.n += 1
+
+
+@dataclass
+class Optimization:
+    """Adam, its MultiStepLR schedule and the fp16 gradient scaler: what a checkpoint saves besides the weights."""
+
+    opt: torch.optim.Adam
+    sched: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, model: LIIF, t: Optim, device: torch.device, precision: str) -> Optimization:
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t.lr)
+        return cls(opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma),
+                   torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class Setup:
+    """What setup builds and the epochs use: the same on every rank but ``val_set`` (rank 0 alone validates)."""
+
+    cfg: Config
+    procs: Procs
+    output: Output
+    device: torch.device
+    model: LIIF
+    forward: nn.Module  # the model as trained: Step, under DDP with several processes, compiled with train.compile
+    optim: Optimization
+    precision: str
+    amp_dtype: torch.dtype | None
+    train_set: ImplicitDownsampled
+    val_set: FixedScale | None
+    iters: int  # per epoch
+    deadline: float | None  # monotonic time --max-minutes stops the run
+
+
+def checkpoint_state(s: Setup, run: Run) -> dict[str, Any]:
+    """The training state saved beside the weights (state.pt): resuming from it continues the run exactly."""
+    return {**s.optim.state_dict(), "epoch": run.epoch, "iter": run.it, "step": run.step, "best_psnr": run.best,
+            "config": s.cfg.to_dict(), "precision": s.precision}
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
           progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
     """Train per ``cfg`` into ``out``; returns a summary (steps, epoch, last loss, samples/s, best PSNR).
 
     Under torchrun a failed or timed-out collective (a rank died, hung or took another path) ends
     every rank with a one-line error naming the rank and the step, instead of a hang."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    where = {"step": 0, "doing": "setting up"}
+    procs = processes()
+    run = Run()
     try:
-        return _train(cfg, Path(out), resume, restart, max_minutes, progress, dist_timeout_s, where)
+        return _train(cfg, Path(out), procs, run, resume=resume, restart=restart, max_minutes=max_minutes,
+                      progress=progress, dist_timeout_s=dist_timeout_s)
     except RuntimeError as e:  # torch.distributed's errors (DistBackendError, gloo/NCCL timeouts) derive from it
-        if world == 1:
+        if procs.world == 1:
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise LiifError(f"rank {rank} of {world}: {where['doing']} at step {where['step']} failed: {first} "
+        raise LiifError(f"rank {procs.rank} of {procs.world}: {run.doing} at step {run.step} failed: {first} "
                         f"(another rank died, stalled or diverged; collectives time out after {dist_timeout_s:g} s, "
                         f"see --dist-timeout)") from None
 
 
-def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: float | None, progress: bool | None,
-           dist_timeout_s: float, where: dict[str, Any]) -> dict[str, Any]:
+def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, restart: bool,
+           max_minutes: float | None, progress: bool | None, dist_timeout_s: float) -> dict[str, Any]:
+    """The run itself; ``train`` turns a failed collective into a one-line error naming ``run.doing``."""
     t_start = time.monotonic()
-    # -- processes and device ------------------------------------------------------------------
-    procs = processes()
+    t = cfg.train
+    # -- processes and device --------------------------------------------------------------------------------
     device = pick_device(cfg, procs.local_rank)
     procs.connect(device, dist_timeout_s)
-    output = MainOutput(cfg, out, progress) if procs.main else Output()  # rank 0 alone logs and writes files
-    t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.batch_size % procs.world:
         raise LiifError(f"config key train.batch_size ({t.batch_size}) must be a multiple of the "
                         f"number of processes ({procs.world})")
-    last_dir = out / "checkpoints" / "last"
+    output = MainOutput(cfg, out, progress) if procs.main else Output()  # rank 0 alone logs and writes files
 
-    # -- model, optimizer, schedule ------------------------------------------------------------
+    # -- model, optimizer, schedule, precision ---------------------------------------------------------------
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     spec = cfg.model_spec()
     model = build(spec).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=t.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma)
     precision = precisions.resolve(t.precision, device)  # auto: what this hardware runs natively
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    optim = Optimization.create(model, t, device, precision)
     amp_dtype = None if precisions.dtype(precision) == torch.float32 else precisions.dtype(precision)
     if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
         mode = "tf32" if precision == "tf32" else "ieee"
@@ -398,7 +490,7 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     output.say(f"training on {device} with {procs.world} process(es), precision {precision} "
                f"(asked {t.precision}){cpu}")
 
-    # -- data ------------------------------------------------------------------------------------
+    # -- data ------------------------------------------------------------------------------------------------
     train_set, val_set = build_data(cfg, out)
     iters = len(train_set) // t.batch_size
     if iters == 0:
@@ -407,135 +499,163 @@ def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: flo
     if not procs.main:
         val_set = None  # rank 0 alone validates
 
-    # -- start or resume: one decision and one state for all ranks -------------------------------------
-    # Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
-    # and take the same decision; the rank holding the newest complete checkpoint sends it to the others.
-    # A torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) always resumes.
-    where["doing"] = "choosing the checkpoint to resume from"
+    # -- start or resume: one decision and one state for all ranks -------------------------------------------
+    found = choose_checkpoint(out, procs, output, run, resume, restart)
+    if found is not None:
+        load_checkpoint(found, cfg, model, optim, run)
+        output.set_aside(found.damaged)
+        e, i = epoch_and_iteration(run.epoch, run.it, iters)
+        output.say(f"resumed from {found.path} after step {run.step} (epoch {e}, iteration {i} of {iters})")
+    # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
+    run.doing = "checking that all ranks agree"
+    agree_across_ranks(procs, (run.epoch, run.it, run.step, iters, len(train_set),
+                               hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
+    torch.manual_seed(t.seed * 1000 + procs.rank + run.step)  # per-rank stream for anything random in the model
+    forward = procs.wrap(Step(model, t.fold, t.channels_last), device)
+    s = Setup(cfg, procs, output, device, model, torch.compile(forward) if t.compile else forward, optim,
+              precision, amp_dtype, train_set, val_set, iters,
+              deadline=None if max_minutes is None else t_start + 60 * max_minutes)
+
+    # -- epochs ----------------------------------------------------------------------------------------------
+    output.begin(run.step, t.epochs * iters, run.epoch * iters + run.it)
+    run.last_saved, run.window = time.monotonic(), Window()  # the clocks of 'last' and of samples/s start now
+    model.train()
+    while run.epoch < t.epochs and not run.stopped:
+        row = train_epoch(s, run)
+        if row is None:  # --max-minutes stopped the run mid-epoch ('last' holds where)
+            break
+        end_of_epoch(s, run, row)
+    output.close()
+    run.doing = "finishing"
+    procs.barrier()
+    return summary(run, iters, precision, out / "checkpoints" / "last")
+
+
+def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
+    """Epoch ``run.epoch`` from iteration ``run.it`` on. Returns its last log row (``end_of_epoch`` adds the
+    PSNR and writes it), or None when --max-minutes stopped the run mid-epoch (after saving 'last')."""
+    cfg = s.cfg
+    loader = epoch_loader(s, run)
+    row: dict[str, Any] = {"step": run.step, "epoch": run.epoch + 1, "lr": s.optim.lr}
+    run.doing = f"training epoch {run.epoch + 1}"
+    for batch in loader:
+        loss = train_step(s.forward, s.model, s.optim.opt, s.optim.scaler, batch, s.device, s.amp_dtype)
+        run.count(loss)
+        epoch_done = run.it == s.iters
+        s.output.stepped()
+        now = time.monotonic()
+        run.stopped, save_by_time = rank0_decides(s, run, now)
+        if run.step % cfg.log.every == 0 or epoch_done or run.stopped:
+            row = log_row(s, run, now)
+            if not epoch_done:  # the epoch's last row waits for the validation PSNR
+                s.output.log(row)
+                s.output.show(run.loss, run.samples_per_s)
+        if epoch_done:
+            return row
+        every = cfg.checkpoint.last_every_iters
+        if run.stopped or save_by_time or (every and run.step % every == 0):
+            s.output.save(["last"], s.model, checkpoint_state(s, run))
+            run.last_saved = time.monotonic()
+        if run.stopped:
+            return None
+    return row
+
+
+def end_of_epoch(s: Setup, run: Run, row: dict[str, Any]) -> None:
+    """The schedule steps; rank 0 validates when due, logs the epoch's last row and saves 'last', 'best'
+    (a new best PSNR) and 'epoch-N' (every checkpoint.save_every epochs). Every rank waits for it."""
+    cfg = s.cfg
+    run.doing = f"ending epoch {run.epoch + 1} (rank 0 validates and saves)"
+    s.optim.sched.step()
+    run.epoch, run.it = run.epoch + 1, 0
+    names = ["last"]
+    if s.val_set is not None and (run.epoch % cfg.data.val.every == 0 or run.epoch == cfg.train.epochs):
+        row["val_psnr"] = f"{validate(s.model, s.val_set, cfg.data.val.y_channel, s.device):.4f}"
+        if float(row["val_psnr"]) > run.best:
+            names.append("best")
+        run.best = max(run.best, float(row["val_psnr"]))
+        s.output.note(f"epoch {run.epoch}: val PSNR {row['val_psnr']} dB")
+    if run.epoch % cfg.checkpoint.save_every == 0:
+        names.append(f"epoch-{run.epoch}")
+    s.output.log(row)
+    s.output.save(names, s.model, checkpoint_state(s, run))
+    run.last_saved = time.monotonic()
+    s.procs.barrier()
+
+
+def epoch_loader(s: Setup, run: Run) -> torch.utils.data.DataLoader:
+    """This rank's batches of epoch ``run.epoch``, from iteration ``run.it`` on."""
+    t = s.cfg.train
+    s.train_set.set_epoch(run.epoch)
+    batches = epoch_batches(len(s.train_set), t.batch_size, run.epoch, t.seed, s.procs.rank, s.procs.world)
+    return torch.utils.data.DataLoader(s.train_set, batch_sampler=batches[run.it:], num_workers=s.cfg.data.workers,
+                                       pin_memory=s.device.type == "cuda")
+
+
+def rank0_decides(s: Setup, run: Run, now: float) -> tuple[bool, bool]:
+    """(stop now, refresh 'last' now), decided by rank 0's clock for every rank: the ranks' clocks differ,
+    and every rank must take the same path (or their collectives pair up wrongly)."""
+    flags = torch.tensor([s.deadline is not None and now >= s.deadline,
+                          0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved], dtype=torch.int32)
+    flags = s.procs.from_rank0(flags)
+    return bool(flags[0]), bool(flags[1])
+
+
+def log_row(s: Setup, run: Run, now: float) -> dict[str, Any]:
+    """Close the loss window: the loss averaged over every rank's steps since the last row, samples/s; the row."""
+    w = run.window
+    stats = s.procs.all_sum(torch.tensor([w.loss, w.n], dtype=torch.float64))
+    run.samples_per_s = w.n / s.procs.world * s.cfg.train.batch_size / (now - w.start)
+    run.loss = float(stats[0] / stats[1])
+    run.window = Window(start=now)
+    return {"step": run.step, "epoch": run.epoch + 1, "loss": f"{run.loss:.6f}", "lr": s.optim.lr,
+            "samples_per_s": f"{run.samples_per_s:.2f}"}
+
+
+def summary(run: Run, iters: int, precision: str, last: Path) -> dict[str, Any]:
+    """What ``liif train`` prints as JSON: where the run ended and its last figures (null where none yet)."""
+    # Not stopped, the run ended on an epoch boundary: its last step is that epoch's last iteration.
+    e, i = epoch_and_iteration(run.epoch, run.it if run.stopped else 0, iters)
+    return {"step": run.step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
+            "loss": _finite(run.loss), "samples_per_s": _finite(run.samples_per_s), "best_psnr": _finite(run.best),
+            "stopped_early": run.stopped, "checkpoint": str(last)}
+
+
+# -- start or resume -----------------------------------------------------------------------------------------
+
+@dataclass
+class Found:
+    """The checkpoint every rank resumes from (read by the rank that holds it), and rank 0's damaged ones."""
+
+    path: str
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    damaged: list[str]
+
+
+def choose_checkpoint(out: Path, procs: Procs, output: Output, run: Run, resume: bool,
+                      restart: bool) -> Found | None:
+    """The checkpoint to resume from, or None to start from scratch: one decision for all ranks.
+
+    Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
+    and take the same decision; the rank holding the newest complete checkpoint sends it to the others.
+    A torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) always resumes."""
+    run.doing = "choosing the checkpoint to resume from"
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume, restart = True, False
     views = procs.gather(survey(out))
     source = start_from(views, out, resume, restart)
     if restart:
         output.keep_previous_run()
-    epoch, it0, step, best = 0, 0, 0, -math.inf
-    if source is not None:
-        where["doing"] = f"receiving the checkpoint from rank {source}"
-        got = procs.broadcast(read_checkpoint(views[source]["found"]) if procs.rank == source else None, source)
-        if "error" in got:
-            raise LiifError(got["error"])
-        state = got["state"]
-        if state["config"]["model"] != cfg.to_dict()["model"]:
-            raise LiifError(f"--resume: the model section differs from the checkpoint's ({got['found']})")
-        try:
-            model.load_state_dict(got["weights"], strict=True)
-        except RuntimeError as e:
-            raise LiifError(f"checkpoint {got['found']} does not fit the configured model: "
-                            f"{str(e).splitlines()[0]}") from None
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        # Checkpoints of earlier versions also hold "rng" (the torch RNG state); it is not restored:
-        # the model's RNG stream is re-seeded from the step below.
-        epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
-        output.set_aside(views[0]["damaged"])
-        e, i = epoch_and_iteration(epoch, it0, iters)
-        output.say(f"resumed from {got['found']} after step {step} (epoch {e}, iteration {i} of {iters})")
-    elif resume:
-        output.say(f"--resume: {out} holds no earlier run, starting from scratch")
-    # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
-    where["doing"] = "checking that all ranks agree"
-    agree_across_ranks(procs, (epoch, it0, step, iters, len(train_set),
-                               hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
-    torch.manual_seed(t.seed * 1000 + procs.rank + step)  # per-rank stream for anything random in the model
-    step_module = procs.wrap(Step(model, t.fold, t.channels_last), device)
-    forward = torch.compile(step_module) if t.compile else step_module
-
-    # -- logging ------------------------------------------------------------------------------------
-    output.begin(step, t.epochs * iters, epoch * iters + it0)
-
-    def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
-        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
-                "config": cfg.to_dict(), "precision": precision}
-
-    # -- epochs ---------------------------------------------------------------------------------------
-    deadline = None if max_minutes is None else t_start + 60 * max_minutes
-    last_saved = time.monotonic()
-    stopped = False
-    stopped_at = 0  # iterations done in the epoch the time limit interrupted
-    last_loss = math.nan
-    window_loss, window_n, window_t = 0.0, 0, time.monotonic()
-    sps = math.nan
-    model.train()
-    while epoch < t.epochs and not stopped:
-        train_set.set_epoch(epoch)
-        batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, procs.rank, procs.world)[it0:]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.workers,
-                                             pin_memory=device.type == "cuda")
-        row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        where["doing"] = f"training epoch {epoch + 1}"
-        for it, batch in enumerate(loader, start=it0):
-            loss = train_step(forward, model, opt, scaler, batch, device, amp_dtype)
-            step += 1
-            where["step"] = step
-            window_loss += loss
-            window_n += 1
-            done_iter = it + 1
-            end_of_epoch = done_iter == iters
-            output.stepped()
-            # Rank 0's clock decides, for every rank, whether to stop and whether to refresh 'last' now.
-            now = time.monotonic()
-            flags = torch.tensor([deadline is not None and now >= deadline,
-                                  0 < cfg.checkpoint.last_every_s <= now - last_saved], dtype=torch.int32)
-            flags = procs.from_rank0(flags)
-            stopped, save_by_time = bool(flags[0]), bool(flags[1])
-            if step % cfg.log.every == 0 or end_of_epoch or stopped:
-                stats = procs.all_sum(torch.tensor([window_loss, window_n], dtype=torch.float64))
-                sps = window_n / procs.world * t.batch_size / (now - window_t)
-                last_loss = float(stats[0] / stats[1])
-                row = {"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
-                       "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"}
-                if not end_of_epoch:  # the epoch's last row waits for the validation PSNR
-                    output.log(row)
-                    output.show(last_loss, sps)
-                window_loss, window_n, window_t = 0.0, 0, now
-            if end_of_epoch:
-                break
-            every = cfg.checkpoint.last_every_iters
-            if stopped or save_by_time or (every and step % every == 0):
-                output.save(["last"], model, state_dict(epoch, done_iter))
-                last_saved = time.monotonic()
-            if stopped:
-                stopped_at = done_iter
-                break
-        if stopped_at:
-            break
-        # -- end of epoch: schedule, validation, checkpoints --------------------------------------
-        where["doing"] = f"ending epoch {epoch + 1} (rank 0 validates and saves)"
-        it0 = 0
-        sched.step()
-        epoch += 1
-        names = ["last"]
-        if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
-            row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
-            if float(row["val_psnr"]) > best:
-                names.append("best")
-            best = max(best, float(row["val_psnr"]))
-            output.note(f"epoch {epoch}: val PSNR {row['val_psnr']} dB")
-        if epoch % cfg.checkpoint.save_every == 0:
-            names.append(f"epoch-{epoch}")
-        output.log(row)
-        output.save(names, model, state_dict(epoch, 0))
-        last_saved = time.monotonic()
-        procs.barrier()
-    output.close()
-    where["doing"] = "finishing"
-    procs.barrier()
-    e, i = epoch_and_iteration(epoch, stopped_at, iters)
-    return {"step": step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
-            "loss": _finite(last_loss), "samples_per_s": _finite(sps), "best_psnr": _finite(best),
-            "stopped_early": stopped, "checkpoint": str(last_dir)}
+    if source is None:
+        if resume:
+            output.say(f"--resume: {out} holds no earlier run, starting from scratch")
+        return None
+    run.doing = f"receiving the checkpoint from rank {source}"
+    got = procs.broadcast(read_checkpoint(views[source]["found"]) if procs.rank == source else None, source)
+    if "error" in got:
+        raise LiifError(got["error"])
+    return Found(got["found"], got["weights"], got["state"], views[0]["damaged"])
 
 
 def read_checkpoint(found: str) -> dict[str, Any]:
@@ -545,6 +665,23 @@ def read_checkpoint(found: str) -> dict[str, Any]:
     except LiifError as e:
         return {"error": str(e)}
     return {"found": str(Path(found)), "weights": weights, "state": state}
+
+
+def load_checkpoint(found: Found, cfg: Config, model: LIIF, optim: Optimization, run: Run) -> None:
+    """Weights, optimizer, schedule, scaler and counters from ``found``, whose model must be the configured one.
+
+    Checkpoints written before this version also hold ``rng`` (the torch RNG state); it is ignored, as it
+    always was in effect: the model's RNG stream is re-seeded from the step after resuming."""
+    state = found.state
+    if state["config"]["model"] != cfg.to_dict()["model"]:
+        raise LiifError(f"--resume: the model section differs from the checkpoint's ({found.path})")
+    try:
+        model.load_state_dict(found.weights, strict=True)
+    except RuntimeError as e:
+        raise LiifError(f"checkpoint {found.path} does not fit the configured model: "
+                        f"{str(e).splitlines()[0]}") from None
+    optim.load_state_dict(state)
+    run.epoch, run.it, run.step, run.best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:
