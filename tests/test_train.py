@@ -387,6 +387,25 @@ def test_resume_without_a_complete_checkpoint_refuses_and_changes_nothing(tmp_pa
     assert (out / "log.csv").read_text() == log
 
 
+def test_checkpoints_that_hold_the_rng_state_still_resume(tmp_path: Path) -> None:
+    """state.pt no longer holds the torch RNG state (resuming re-seeds from the step, so it was never used);
+    a checkpoint of an earlier version that holds one resumes all the same, to the same weights."""
+    path = tiny_config(tmp_path, **{"data.val.hr": "null", "train.epochs": 1})
+    out = tmp_path / "run"
+    train(config.load(path), out, progress=False)
+    state_file = out / "checkpoints" / "last" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert "rng" not in state
+    torch.manual_seed(12345)  # an RNG state the resumed run must not depend on
+    torch.save({**state, "rng": {"torch": torch.get_rng_state()}}, state_file)  # as earlier versions wrote it
+    summary = train(config.load(path, ["train.epochs=2"]), out, resume=True, progress=False)
+    assert summary["step"] == 6 and summary["epoch"] == 2
+    train(config.load(path, ["train.epochs=2"]), tmp_path / "one", progress=False)
+    a, b = _weights(out), _weights(tmp_path / "one")
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
 def test_starting_over_in_a_used_folder_needs_restart_and_keeps_the_old_run(tmp_path: Path) -> None:
     path = tiny_config(tmp_path, **{"train.epochs": 1})
     out = tmp_path / "run"

@@ -2,7 +2,7 @@
 
 A checkpoint folder (``last``, ``best``, ``epoch-N``) holds
   model.safetensors + model.json   the weights in our own format (``liif upscale --weights``)
-  state.pt                          optimizer, scheduler, grad scaler, RNG, counters, resolved config
+  state.pt                          optimizer, scheduler, grad scaler, counters, resolved config
 It is written into a hidden ``.NAME.new`` folder first; then the old folder is moved aside to
 ``.NAME.old``, the new one renamed into place, and the old one deleted. A kill at any moment leaves
 either ``NAME`` or ``.NAME.old`` complete, and ``find`` returns whichever is.

@@ -1,9 +1,15 @@
 """The training loop: one process or many (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK).
 
-Read top to bottom: setup (process group, device, seeds), model and optimizer, data, resume,
-then epochs of iterations: forward (layer-0 folded query, optional autocast), L1 loss in the
-normalised space, backward (DDP averages gradients), Adam step; per epoch the MultiStepLR step,
-validation (paper protocol PSNR) and checkpoints. Rank 0 alone logs and writes files.
+``_train`` reads top to bottom: setup (device, process group, model and optimizer, data, start or
+resume), then per epoch its batches (``train_epoch``: ``train_step``, a log row every ``log.every``
+steps, 'last' refreshed by time or iteration count) and ``end_of_epoch`` (MultiStepLR step,
+validation with the paper's PSNR protocol, checkpoints). A step: forward (layer-0 folded query,
+optional autocast), L1 loss in the normalised space, backward (DDP averages gradients), Adam.
+
+Two questions are answered once, at setup, not at every use: one process or several (``Procs``,
+whose collectives are identities, or ``Group``), and rank 0 or not (rank 0 alone logs, validates and
+writes files: it gets a ``MainOutput`` and the validation set, the other ranks an ``Output`` that
+writes nothing).
 """
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from liif import precision as precisions
 from liif.checkpoints import atomic_path
@@ -32,7 +40,7 @@ from liif.models import LIIF, build
 from liif.models.decoder import fast_forward as folded_forward
 from liif.render import fp32_modes, set_fp32_modes
 from liif.train import checkpoint as ckpt
-from liif.train.config import Config, dump
+from liif.train.config import Config, Optim, dump
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]
 
@@ -150,261 +158,530 @@ def pick_device(cfg: Config, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+# -- one process or many: decided once -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Procs:
+    """This process among the run's processes (torchrun's RANK, WORLD_SIZE, LOCAL_RANK).
+
+    Alone (rank 0 of 1) the collectives below are identities; ``Group`` runs them over the process
+    group. ``processes()`` picks one of the two, once, and the loop calls them without asking."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the rank that logs, validates and writes files."""
+        return self.rank == 0
+
+    def connect(self, device: torch.device, timeout_s: float) -> None:
+        """Join the process group (collectives time out after ``timeout_s``)."""
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+        return [obj]
+
+    def broadcast(self, obj: Any, src: int) -> Any:
+        """Rank ``src``'s ``obj`` on every rank (the other ranks pass None)."""
+        return obj
+
+    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's values of ``t`` on every rank."""
+        return t
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the ranks."""
+        return t
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """``module`` as trained (under DDP, which averages the gradients over the ranks)."""
+        return module
+
+
+class Group(Procs):
+    """One of several processes under torchrun: the collectives go through torch.distributed."""
+
+    def connect(self, device: torch.device, timeout_s: float) -> None:
+        if not dist.is_initialized():
+            init_process_group("nccl" if device.type == "cuda" else "gloo", self.rank, self.world, timeout_s)
+
+    def gather(self, obj: Any) -> list[Any]:
+        views: list[Any] = [None] * self.world
+        dist.all_gather_object(views, obj)
+        return views
+
+    def broadcast(self, obj: Any, src: int) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
+        dist.broadcast(t, 0)
+        return t
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.local_rank] if device.type == "cuda" else None)
+
+
+def processes() -> Procs:
+    """This process as torchrun's environment describes it; without torchrun, rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    kind = Group if world > 1 else Procs
+    return kind(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# -- rank 0 or not: decided once -----------------------------------------------------------------------------
+
+class Output:
+    """What a rank other than 0 writes: nothing. Rank 0 gets a ``MainOutput``, which writes the messages,
+    the run folder and the progress bar, so the loop calls these methods on every rank without asking."""
+
+    def say(self, text: str) -> None:
+        """One line on stderr."""
+
+    def keep_previous_run(self) -> None:
+        """--restart: move the previous run's files into ``out/previous-N``."""
+
+    def set_aside(self, damaged: list[str]) -> None:
+        """--resume: rename the damaged checkpoint folders out of the way."""
+
+    def begin(self, step: int, total: int, done: int) -> None:
+        """Write config.yaml, cut log.csv back to ``step``; open TensorBoard and the bar (``done`` of ``total``)."""
+
+    def stepped(self) -> None:
+        """One more iteration on the progress bar."""
+
+    def show(self, loss: float, samples_per_s: float) -> None:
+        """The latest figures beside the progress bar."""
+
+    def note(self, text: str) -> None:
+        """A line above the progress bar (none without one)."""
+
+    def log(self, row: dict[str, Any]) -> None:
+        """A row of log.csv (and TensorBoard)."""
+
+    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+        """Checkpoint folders ``out/checkpoints/NAME`` for each name, all with ``state``."""
+
+    def close(self) -> None:
+        """Close the progress bar and TensorBoard."""
+
+
+class MainOutput(Output):
+    """Rank 0's output: stderr, the run folder (config.yaml, log.csv, tb/, checkpoints/) and the progress bar
+    (shown when stderr is a terminal, or as --progress says)."""
+
+    bar: tqdm  # made by begin()
+
+    def __init__(self, cfg: Config, out: Path, progress: bool | None) -> None:
+        self.cfg, self.out = cfg, out
+        self.spec = cfg.model_spec()
+        self.show_bar = sys.stderr.isatty() if progress is None else progress
+        self.tb: Any = None  # a SummaryWriter with log.tensorboard (imported only then: an optional package)
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    def keep_previous_run(self) -> None:
+        moved = move_aside(self.out)
+        if moved:
+            self.say(f"--restart: the previous run's files are kept in {moved}")
+
+    def set_aside(self, damaged: list[str]) -> None:
+        for folder in damaged:
+            self.say(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}")
+
+    def begin(self, step: int, total: int, done: int) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(dump(self.cfg))
+        _truncate_log(self.out / "log.csv", step)
+        if self.cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.out / "tb"))
+        self.bar = tqdm(total=total, initial=done, unit="it", dynamic_ncols=True, disable=not self.show_bar)
+
+    def stepped(self) -> None:
+        self.bar.update(1)
+
+    def show(self, loss: float, samples_per_s: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", sps=f"{samples_per_s:.1f}")
+
+    def note(self, text: str) -> None:
+        if self.show_bar:
+            self.bar.write(text)
+
+    def log(self, row: dict[str, Any]) -> None:
+        append_row(self.out / "log.csv", row)
+        if self.tb is not None:
+            for k in ("loss", "lr", "samples_per_s", "val_psnr"):
+                if row.get(k, "") != "":
+                    self.tb.add_scalar(k, row[k], row["step"])
+
+    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+        for name in names:
+            ckpt.save(self.out / "checkpoints" / name, model, self.spec, state)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV log (the header first when the file is new); missing fields are empty."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+# -- the run's state -----------------------------------------------------------------------------------------
+
+@dataclass
+class Window:
+    """This rank's losses since the last log row, and when the window opened (for samples/s)."""
+
+    loss: float = 0.0
+    n: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Run:
+    """Where the run is: the counters a checkpoint saves, the last figures logged, the clocks, and what it
+    is doing (named, with the step, by the error when a collective fails)."""
+
+    epoch: int = 0  # epochs completed
+    it: int = 0  # iterations done in the next epoch (0 at an epoch boundary)
+    step: int = 0  # optimisation steps done
+    best: float = -math.inf  # best validation PSNR (rank 0)
+    loss: float = math.nan  # mean over the ranks of the last log row's window
+    samples_per_s: float = math.nan
+    stopped: bool = False  # by --max-minutes
+    doing: str = "setting up"
+    last_saved: float = 0.0  # monotonic time 'last' was last written
+    window: Window = field(default_factory=Window)
+
+    def count(self, loss: float) -> None:
+        """One more step done, with this rank's ``loss``."""
+        self.step += 1
+        self.it += 1
+        self.window.loss += loss
+        self.window.n += 1
+
+
+@dataclass
+class Optimization:
+    """Adam, its MultiStepLR schedule and the fp16 gradient scaler: what a checkpoint saves besides the weights."""
+
+    opt: torch.optim.Adam
+    sched: torch.optim.lr_scheduler.MultiStepLR
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(cls, model: LIIF, t: Optim, device: torch.device, precision: str) -> Optimization:
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t.lr)
+        return cls(opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma),
+                   torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class Setup:
+    """What setup builds and the epochs use: the same on every rank but ``val_set`` (rank 0 alone validates)."""
+
+    cfg: Config
+    procs: Procs
+    output: Output
+    device: torch.device
+    model: LIIF
+    forward: nn.Module  # the model as trained: Step, under DDP with several processes, compiled with train.compile
+    optim: Optimization
+    precision: str
+    amp_dtype: torch.dtype | None
+    train_set: ImplicitDownsampled
+    val_set: FixedScale | None
+    iters: int  # per epoch
+    deadline: float | None  # monotonic time --max-minutes stops the run
+
+
+def checkpoint_state(s: Setup, run: Run) -> dict[str, Any]:
+    """The training state saved beside the weights (state.pt): resuming from it continues the run exactly."""
+    return {**s.optim.state_dict(), "epoch": run.epoch, "iter": run.it, "step": run.step, "best_psnr": run.best,
+            "config": s.cfg.to_dict(), "precision": s.precision}
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
           progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
     """Train per ``cfg`` into ``out``; returns a summary (steps, epoch, last loss, samples/s, best PSNR).
 
     Under torchrun a failed or timed-out collective (a rank died, hung or took another path) ends
     every rank with a one-line error naming the rank and the step, instead of a hang."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    where = {"step": 0, "doing": "setting up"}
+    procs = processes()
+    run = Run()
     try:
-        return _train(cfg, Path(out), resume, restart, max_minutes, progress, dist_timeout_s, where)
+        return _train(cfg, Path(out), procs, run, resume=resume, restart=restart, max_minutes=max_minutes,
+                      progress=progress, dist_timeout_s=dist_timeout_s)
     except RuntimeError as e:  # torch.distributed's errors (DistBackendError, gloo/NCCL timeouts) derive from it
-        if world == 1:
+        if procs.world == 1:
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise LiifError(f"rank {rank} of {world}: {where['doing']} at step {where['step']} failed: {first} "
+        raise LiifError(f"rank {procs.rank} of {procs.world}: {run.doing} at step {run.step} failed: {first} "
                         f"(another rank died, stalled or diverged; collectives time out after {dist_timeout_s:g} s, "
                         f"see --dist-timeout)") from None
 
 
-def _train(cfg: Config, out: Path, resume: bool, restart: bool, max_minutes: float | None, progress: bool | None,
-           dist_timeout_s: float, where: dict[str, Any]) -> dict[str, Any]:
+def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, restart: bool,
+           max_minutes: float | None, progress: bool | None, dist_timeout_s: float) -> dict[str, Any]:
+    """The run itself; ``train`` turns a failed collective into a one-line error naming ``run.doing``."""
     t_start = time.monotonic()
-    # -- processes and device ------------------------------------------------------------------
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(cfg, local_rank)
-    if world > 1 and not dist.is_initialized():
-        init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world, dist_timeout_s)
-    master = rank == 0
     t = cfg.train
+    # -- processes and device --------------------------------------------------------------------------------
+    device = pick_device(cfg, procs.local_rank)
+    procs.connect(device, dist_timeout_s)
     if t.threads:
         torch.set_num_threads(t.threads)
-    if t.batch_size % world:
+    if t.batch_size % procs.world:
         raise LiifError(f"config key train.batch_size ({t.batch_size}) must be a multiple of the "
-                        f"number of processes ({world})")
-    last_dir = out / "checkpoints" / "last"
+                        f"number of processes ({procs.world})")
+    output = MainOutput(cfg, out, progress) if procs.main else Output()  # rank 0 alone logs and writes files
 
-    # -- model, optimizer, schedule ------------------------------------------------------------
+    # -- model, optimizer, schedule, precision ---------------------------------------------------------------
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     spec = cfg.model_spec()
     model = build(spec).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=t.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma)
     precision = precisions.resolve(t.precision, device)  # auto: what this hardware runs natively
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    optim = Optimization.create(model, t, device, precision)
     amp_dtype = None if precisions.dtype(precision) == torch.float32 else precisions.dtype(precision)
     if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
         mode = "tf32" if precision == "tf32" else "ieee"
         set_fp32_modes((mode, mode) if isinstance(fp32_modes()[0], str) else (mode == "tf32",) * 2)
-    if master:
-        cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
-        print(f"training on {device} with {world} process(es), precision {precision} "
-              f"(asked {t.precision}){cpu}", file=sys.stderr)
+    cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
+    output.say(f"training on {device} with {procs.world} process(es), precision {precision} "
+               f"(asked {t.precision}){cpu}")
 
-    # -- data ------------------------------------------------------------------------------------
+    # -- data ------------------------------------------------------------------------------------------------
     train_set, val_set = build_data(cfg, out)
     iters = len(train_set) // t.batch_size
     if iters == 0:
         raise LiifError(f"the training set has {len(train_set)} samples per epoch, fewer than one batch "
                         f"({t.batch_size}); raise data.train.repeat")
+    if not procs.main:
+        val_set = None  # rank 0 alone validates
 
-    # -- start or resume: one decision and one state for all ranks -------------------------------------
-    # Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
-    # and take the same decision; the rank holding the newest complete checkpoint sends it to the others.
-    # A torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) always resumes.
-    where["doing"] = "choosing the checkpoint to resume from"
+    # -- start or resume: one decision and one state for all ranks -------------------------------------------
+    found = choose_checkpoint(out, procs, output, run, resume, restart)
+    if found is not None:
+        load_checkpoint(found, cfg, model, optim, run)
+        output.set_aside(found.damaged)
+        e, i = epoch_and_iteration(run.epoch, run.it, iters)
+        output.say(f"resumed from {found.path} after step {run.step} (epoch {e}, iteration {i} of {iters})")
+    # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
+    run.doing = "checking that all ranks agree"
+    agree_across_ranks(procs, (run.epoch, run.it, run.step, iters, len(train_set),
+                               hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
+    torch.manual_seed(t.seed * 1000 + procs.rank + run.step)  # per-rank stream for anything random in the model
+    forward = procs.wrap(Step(model, t.fold, t.channels_last), device)
+    s = Setup(cfg, procs, output, device, model, torch.compile(forward) if t.compile else forward, optim,
+              precision, amp_dtype, train_set, val_set, iters,
+              deadline=None if max_minutes is None else t_start + 60 * max_minutes)
+
+    # -- epochs ----------------------------------------------------------------------------------------------
+    output.begin(run.step, t.epochs * iters, run.epoch * iters + run.it)
+    run.last_saved, run.window = time.monotonic(), Window()  # the clocks of 'last' and of samples/s start now
+    model.train()
+    while run.epoch < t.epochs and not run.stopped:
+        row = train_epoch(s, run)
+        if row is None:  # --max-minutes stopped the run mid-epoch ('last' holds where)
+            break
+        end_of_epoch(s, run, row)
+    output.close()
+    run.doing = "finishing"
+    procs.barrier()
+    return summary(run, iters, precision, out / "checkpoints" / "last")
+
+
+def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
+    """Epoch ``run.epoch`` from iteration ``run.it`` on. Returns its last log row (``end_of_epoch`` adds the
+    PSNR and writes it), or None when --max-minutes stopped the run mid-epoch (after saving 'last')."""
+    cfg = s.cfg
+    loader = epoch_loader(s, run)
+    row: dict[str, Any] = {"step": run.step, "epoch": run.epoch + 1, "lr": s.optim.lr}
+    run.doing = f"training epoch {run.epoch + 1}"
+    for batch in loader:
+        loss = train_step(s.forward, s.model, s.optim.opt, s.optim.scaler, batch, s.device, s.amp_dtype)
+        run.count(loss)
+        epoch_done = run.it == s.iters
+        s.output.stepped()
+        now = time.monotonic()
+        run.stopped, save_by_time = rank0_decides(s, run, now)
+        if run.step % cfg.log.every == 0 or epoch_done or run.stopped:
+            row = log_row(s, run, now)
+            if not epoch_done:  # the epoch's last row waits for the validation PSNR
+                s.output.log(row)
+                s.output.show(run.loss, run.samples_per_s)
+        if epoch_done:
+            return row
+        every = cfg.checkpoint.last_every_iters
+        if run.stopped or save_by_time or (every and run.step % every == 0):
+            s.output.save(["last"], s.model, checkpoint_state(s, run))
+            run.last_saved = time.monotonic()
+        if run.stopped:
+            return None
+    return row
+
+
+def end_of_epoch(s: Setup, run: Run, row: dict[str, Any]) -> None:
+    """The schedule steps; rank 0 validates when due, logs the epoch's last row and saves 'last', 'best'
+    (a new best PSNR) and 'epoch-N' (every checkpoint.save_every epochs). Every rank waits for it."""
+    cfg = s.cfg
+    run.doing = f"ending epoch {run.epoch + 1} (rank 0 validates and saves)"
+    s.optim.sched.step()
+    run.epoch, run.it = run.epoch + 1, 0
+    names = ["last"]
+    if s.val_set is not None and (run.epoch % cfg.data.val.every == 0 or run.epoch == cfg.train.epochs):
+        row["val_psnr"] = f"{validate(s.model, s.val_set, cfg.data.val.y_channel, s.device):.4f}"
+        if float(row["val_psnr"]) > run.best:
+            names.append("best")
+        run.best = max(run.best, float(row["val_psnr"]))
+        s.output.note(f"epoch {run.epoch}: val PSNR {row['val_psnr']} dB")
+    if run.epoch % cfg.checkpoint.save_every == 0:
+        names.append(f"epoch-{run.epoch}")
+    s.output.log(row)
+    s.output.save(names, s.model, checkpoint_state(s, run))
+    run.last_saved = time.monotonic()
+    s.procs.barrier()
+
+
+def epoch_loader(s: Setup, run: Run) -> torch.utils.data.DataLoader:
+    """This rank's batches of epoch ``run.epoch``, from iteration ``run.it`` on."""
+    t = s.cfg.train
+    s.train_set.set_epoch(run.epoch)
+    batches = epoch_batches(len(s.train_set), t.batch_size, run.epoch, t.seed, s.procs.rank, s.procs.world)
+    return torch.utils.data.DataLoader(s.train_set, batch_sampler=batches[run.it:], num_workers=s.cfg.data.workers,
+                                       pin_memory=s.device.type == "cuda")
+
+
+def rank0_decides(s: Setup, run: Run, now: float) -> tuple[bool, bool]:
+    """(stop now, refresh 'last' now), decided by rank 0's clock for every rank: the ranks' clocks differ,
+    and every rank must take the same path (or their collectives pair up wrongly)."""
+    flags = torch.tensor([s.deadline is not None and now >= s.deadline,
+                          0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved], dtype=torch.int32)
+    flags = s.procs.from_rank0(flags)
+    return bool(flags[0]), bool(flags[1])
+
+
+def log_row(s: Setup, run: Run, now: float) -> dict[str, Any]:
+    """Close the loss window: the loss averaged over every rank's steps since the last row, samples/s; the row."""
+    w = run.window
+    stats = s.procs.all_sum(torch.tensor([w.loss, w.n], dtype=torch.float64))
+    run.samples_per_s = w.n / s.procs.world * s.cfg.train.batch_size / (now - w.start)
+    run.loss = float(stats[0] / stats[1])
+    run.window = Window(start=now)
+    return {"step": run.step, "epoch": run.epoch + 1, "loss": f"{run.loss:.6f}", "lr": s.optim.lr,
+            "samples_per_s": f"{run.samples_per_s:.2f}"}
+
+
+def summary(run: Run, iters: int, precision: str, last: Path) -> dict[str, Any]:
+    """What ``liif train`` prints as JSON: where the run ended and its last figures (null where none yet)."""
+    # Not stopped, the run ended on an epoch boundary: its last step is that epoch's last iteration.
+    e, i = epoch_and_iteration(run.epoch, run.it if run.stopped else 0, iters)
+    return {"step": run.step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
+            "loss": _finite(run.loss), "samples_per_s": _finite(run.samples_per_s), "best_psnr": _finite(run.best),
+            "stopped_early": run.stopped, "checkpoint": str(last)}
+
+
+# -- start or resume -----------------------------------------------------------------------------------------
+
+@dataclass
+class Found:
+    """The checkpoint every rank resumes from (read by the rank that holds it), and rank 0's damaged ones."""
+
+    path: str
+    weights: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    damaged: list[str]
+
+
+def choose_checkpoint(out: Path, procs: Procs, output: Output, run: Run, resume: bool,
+                      restart: bool) -> Found | None:
+    """The checkpoint to resume from, or None to start from scratch: one decision for all ranks.
+
+    Every rank looks into its own --out (a shared folder or one per node); all ranks see all findings
+    and take the same decision; the rank holding the newest complete checkpoint sends it to the others.
+    A torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) always resumes."""
+    run.doing = "choosing the checkpoint to resume from"
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume, restart = True, False
-    views = [survey(out)]
-    if world > 1:
-        views = [None] * world
-        dist.all_gather_object(views, survey(out))
+    views = procs.gather(survey(out))
     source = start_from(views, out, resume, restart)
-    if master and restart:
-        moved = move_aside(out)
-        if moved:
-            print(f"--restart: the previous run's files are kept in {moved}", file=sys.stderr)
-    epoch, it0, step, best = 0, 0, 0, -math.inf
-    if source is not None:
-        where["doing"] = f"receiving the checkpoint from rank {source}"
-        payload: list[Any] = [None]
-        if rank == source:
-            found = Path(views[source]["found"])
-            try:
-                weights, state = ckpt.read(found)
-                payload = [{"found": str(found), "weights": weights, "state": state}]
-            except LiifError as e:
-                payload = [{"error": str(e)}]
-        if world > 1:
-            dist.broadcast_object_list(payload, src=source)
-        got = payload[0]
-        if "error" in got:
-            raise LiifError(got["error"])
-        state = got["state"]
-        if state["config"]["model"] != cfg.to_dict()["model"]:
-            raise LiifError(f"--resume: the model section differs from the checkpoint's ({got['found']})")
-        try:
-            model.load_state_dict(got["weights"], strict=True)
-        except RuntimeError as e:
-            raise LiifError(f"checkpoint {got['found']} does not fit the configured model: "
-                            f"{str(e).splitlines()[0]}") from None
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, it0, step, best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if master:
-            for folder in views[0]["damaged"]:
-                print(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}",
-                      file=sys.stderr)
-            e, i = epoch_and_iteration(epoch, it0, iters)
-            print(f"resumed from {got['found']} after step {step} (epoch {e}, iteration {i} of {iters})",
-                  file=sys.stderr)
-    elif resume and master:
-        print(f"--resume: {out} holds no earlier run, starting from scratch", file=sys.stderr)
-    # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
-    where["doing"] = "checking that all ranks agree"
-    agree_across_ranks(world, (epoch, it0, step, iters, len(train_set),
-                               hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
-    torch.manual_seed(t.seed * 1000 + rank + step)  # per-rank stream for anything random in the model
+    if restart:
+        output.keep_previous_run()
+    if source is None:
+        if resume:
+            output.say(f"--resume: {out} holds no earlier run, starting from scratch")
+        return None
+    run.doing = f"receiving the checkpoint from rank {source}"
+    got = procs.broadcast(read_checkpoint(views[source]["found"]) if procs.rank == source else None, source)
+    if "error" in got:
+        raise LiifError(got["error"])
+    return Found(got["found"], got["weights"], got["state"], views[0]["damaged"])
 
-    step_module: nn.Module = Step(model, t.fold, t.channels_last)
-    if world > 1:
-        step_module = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[local_rank] if device.type == "cuda" else None)
-    forward = torch.compile(step_module) if t.compile else step_module
 
-    # -- logging ------------------------------------------------------------------------------------
-    log_rows = out / "log.csv"
-    writer = None
-    if master:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(dump(cfg))
-        _truncate_log(log_rows, step)
-        if cfg.log.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(out / "tb"))
-    bar = None
-    if master and (sys.stderr.isatty() if progress is None else progress):
-        from tqdm import tqdm
-        bar = tqdm(total=t.epochs * iters, initial=epoch * iters + it0, unit="it", dynamic_ncols=True)
+def read_checkpoint(found: str) -> dict[str, Any]:
+    """What the rank holding the checkpoint sends: its weights and state, or the error every rank raises."""
+    try:
+        weights, state = ckpt.read(Path(found))
+    except LiifError as e:
+        return {"error": str(e)}
+    return {"found": str(Path(found)), "weights": weights, "state": state}
 
-    def state_dict(next_epoch: int, next_iter: int) -> dict[str, Any]:
-        return {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": next_epoch, "iter": next_iter, "step": step, "best_psnr": best,
-                "rng": {"torch": torch.get_rng_state()}, "config": cfg.to_dict(), "precision": precision}
 
-    def log(row: dict[str, Any]) -> None:
-        new = not log_rows.exists()
-        with open(log_rows, "a", newline="") as f:
-            w = csv.DictWriter(f, CSV_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        if writer is not None:
-            for k in ("loss", "lr", "samples_per_s", "val_psnr"):
-                if row.get(k, "") != "":
-                    writer.add_scalar(k, row[k], row["step"])
+def load_checkpoint(found: Found, cfg: Config, model: LIIF, optim: Optimization, run: Run) -> None:
+    """Weights, optimizer, schedule, scaler and counters from ``found``, whose model must be the configured one.
 
-    # -- epochs ---------------------------------------------------------------------------------------
-    deadline = None if max_minutes is None else t_start + 60 * max_minutes
-    last_saved = time.monotonic()
-    stopped = False
-    stopped_at = 0  # iterations done in the epoch the time limit interrupted
-    last_loss = math.nan
-    window_loss, window_n, window_t = 0.0, 0, time.monotonic()
-    sps = math.nan
-    model.train()
-    while epoch < t.epochs and not stopped:
-        train_set.set_epoch(epoch)
-        batches = epoch_batches(len(train_set), t.batch_size, epoch, t.seed, rank, world)[it0:]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=batches, num_workers=cfg.data.workers,
-                                             pin_memory=device.type == "cuda")
-        row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": opt.param_groups[0]["lr"]}
-        where["doing"] = f"training epoch {epoch + 1}"
-        for it, batch in enumerate(loader, start=it0):
-            loss = train_step(forward, model, opt, scaler, batch, device, amp_dtype)
-            step += 1
-            where["step"] = step
-            window_loss += loss
-            window_n += 1
-            done_iter = it + 1
-            end_of_epoch = done_iter == iters
-            if bar is not None:
-                bar.update(1)
-            # Rank 0's clock decides, for every rank, whether to stop and whether to refresh 'last' now.
-            now = time.monotonic()
-            flags = torch.tensor([deadline is not None and now >= deadline,
-                                  0 < cfg.checkpoint.last_every_s <= now - last_saved], dtype=torch.int32)
-            if world > 1:
-                dist.broadcast(flags, 0)
-            stopped, save_by_time = bool(flags[0]), bool(flags[1])
-            if step % cfg.log.every == 0 or end_of_epoch or stopped:
-                stats = torch.tensor([window_loss, window_n], dtype=torch.float64)
-                if world > 1:
-                    dist.all_reduce(stats)
-                sps = window_n / world * t.batch_size / (now - window_t)
-                last_loss = float(stats[0] / stats[1])
-                row = {"step": step, "epoch": epoch + 1, "loss": f"{last_loss:.6f}",
-                       "lr": opt.param_groups[0]["lr"], "samples_per_s": f"{sps:.2f}"}
-                if master and not end_of_epoch:  # the epoch's last row waits for the validation PSNR
-                    log(row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last_loss:.4f}", sps=f"{sps:.1f}")
-                window_loss, window_n, window_t = 0.0, 0, now
-            if end_of_epoch:
-                break
-            every = cfg.checkpoint.last_every_iters
-            if stopped or save_by_time or (every and step % every == 0):
-                if master:
-                    ckpt.save(last_dir, model, spec, state_dict(epoch, done_iter))
-                last_saved = time.monotonic()
-            if stopped:
-                stopped_at = done_iter
-                break
-        if stopped_at:
-            break
-        # -- end of epoch: schedule, validation, checkpoints --------------------------------------
-        where["doing"] = f"ending epoch {epoch + 1} (rank 0 validates and saves)"
-        it0 = 0
-        sched.step()
-        epoch += 1
-        if master:
-            is_best = False
-            if val_set is not None and (epoch % cfg.data.val.every == 0 or epoch == t.epochs):
-                row["val_psnr"] = f"{validate(model, val_set, cfg.data.val.y_channel, device):.4f}"
-                is_best = float(row["val_psnr"]) > best
-                best = max(best, float(row["val_psnr"]))
-                if bar is not None:
-                    bar.write(f"epoch {epoch}: val PSNR {row['val_psnr']} dB")
-            log(row)
-            st = state_dict(epoch, 0)
-            ckpt.save(last_dir, model, spec, st)
-            if is_best:
-                ckpt.save(out / "checkpoints" / "best", model, spec, st)
-            if epoch % cfg.checkpoint.save_every == 0:
-                ckpt.save(out / "checkpoints" / f"epoch-{epoch}", model, spec, st)
-        last_saved = time.monotonic()
-        if world > 1:
-            dist.barrier()
-    if bar is not None:
-        bar.close()
-    if writer is not None:
-        writer.close()
-    where["doing"] = "finishing"
-    if world > 1:
-        dist.barrier()
-    e, i = epoch_and_iteration(epoch, stopped_at, iters)
-    return {"step": step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
-            "loss": _finite(last_loss), "samples_per_s": _finite(sps), "best_psnr": _finite(best),
-            "stopped_early": stopped, "checkpoint": str(last_dir)}
+    Checkpoints written before this version also hold ``rng`` (the torch RNG state); it is ignored, as it
+    always was in effect: the model's RNG stream is re-seeded from the step after resuming."""
+    state = found.state
+    if state["config"]["model"] != cfg.to_dict()["model"]:
+        raise LiifError(f"--resume: the model section differs from the checkpoint's ({found.path})")
+    try:
+        model.load_state_dict(found.weights, strict=True)
+    except RuntimeError as e:
+        raise LiifError(f"checkpoint {found.path} does not fit the configured model: "
+                        f"{str(e).splitlines()[0]}") from None
+    optim.load_state_dict(state)
+    run.epoch, run.it, run.step, run.best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:
@@ -484,12 +761,9 @@ def set_aside(folder: Path) -> Path:
     return target
 
 
-def agree_across_ranks(world: int, mine: tuple[Any, ...]) -> None:
+def agree_across_ranks(procs: Procs, mine: tuple[Any, ...]) -> None:
     """Stop every rank with one error if any rank starts elsewhere or has different epochs or config."""
-    if world == 1:
-        return
-    views: list[Any] = [None] * world
-    dist.all_gather_object(views, mine)
+    views = procs.gather(mine)
     bad = [r for r, v in enumerate(views) if v != views[0]]
     if bad:
         fields = "(epoch, iteration, step, iterations per epoch, samples per epoch, config hash)"
