@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, imageio, limits, precision as precisions, weights
+from liif import checkpoints, imageio, limits, weights
+from liif import precision as precisions
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF, ModelSpec
 from liif.render import TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
@@ -249,7 +251,7 @@ class Upscaler:
             bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False, delay=1.0)
         p = Path(path)
         try:
-            with checkpoints.atomic_path(p) as tmp, open(tmp, "wb") as f:
+            with atomic_path(p) as tmp, open(tmp, "wb") as f:
                 writer: imageio.PngWriter | None = None
                 for b0 in range(0, window.h, rows):
                     band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)

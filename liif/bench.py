@@ -23,11 +23,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, precision as precisions, weights
-from liif.checkpoints import atomic_path
+from liif import checkpoints, weights
+from liif import precision as precisions
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF
 from liif.render import Window, fp32_math, render, window_region
+
 
 def macs_per_pixel(model: LIIF, folded: bool) -> int:
     """Multiply-adds per output pixel of the decoder (4 ensemble codes): 1.38 M official, 0.79 M folded."""

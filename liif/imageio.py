@@ -19,8 +19,8 @@ import struct
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,8 +29,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from liif import limits
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from liif import imageio
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 
 if TYPE_CHECKING:
     import argparse

@@ -12,7 +12,6 @@ extracted tree is checked by ``verify`` (image counts, HR/LR pairing and sizes).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -26,10 +25,10 @@ from pathlib import Path
 from PIL import Image
 
 from liif.errors import LiifError
+from liif.fileio import CHUNK, sha256_of
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 MATLAB_SCALES = (2, 3, 4)  # scales for which the standard sets ship MATLAB-bicubic LR files
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -215,14 +214,6 @@ def verify(key_or_path: str, root: Path | None = None) -> DatasetFolder:
 
 
 # -- download -----------------------------------------------------------------------------------
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _open(url: str, offset: int) -> tuple[object, int | None, bool]:
     """Open ``url`` from byte ``offset``: (stream, total size or None, whether it resumes)."""

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from liif.checkpoints import atomic_path
 from liif.eval import published
 from liif.eval.protocols import PROTOCOLS, ImageScore, Summary
+from liif.fileio import atomic_path
 
 
 def _num(x: float, digits: int = 4) -> float | None:

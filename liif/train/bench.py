@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from liif import precision as precisions
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.render import fp32_math
 from liif.train import config
 from liif.train.loop import Step, build_data, epoch_batches, train_step

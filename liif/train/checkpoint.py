@@ -23,6 +23,7 @@ import torch
 
 from liif import checkpoints
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF, ModelSpec
 
 WEIGHTS = "model.safetensors"
@@ -35,7 +36,7 @@ def save(folder: Path, model: LIIF, spec: ModelSpec, state: dict[str, Any]) -> P
     old = folder.parent / f".{folder.name}.old"
     shutil.rmtree(new, ignore_errors=True)
     checkpoints.save(model, spec, new / WEIGHTS)
-    with checkpoints.atomic_path(new / STATE) as tmp:
+    with atomic_path(new / STATE) as tmp:
         torch.save(state, tmp)
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)

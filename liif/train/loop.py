@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif import precision as precisions
-from liif.checkpoints import atomic_path
 from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF, build
 from liif.models.folded import folded_forward
 from liif.render import fp32_modes, set_fp32_modes
