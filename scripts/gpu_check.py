@@ -48,10 +48,10 @@ def golden_parity(model: torch.nn.Module) -> dict[str, float]:
 
 def set14_psnr(path: Path, precs: list[str]) -> dict[str, dict[str, float]]:
     import liif
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols
 
-    ds = datasets.resolve(str(SHARED / "data" / "Set14"))
+    ds = eval_sets.resolve(str(SHARED / "data" / "Set14"))
     prot = protocols.protocol("benchmark")
     res: dict[str, dict[str, float]] = {}
     for p in precs:

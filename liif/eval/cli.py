@@ -88,10 +88,10 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols, report
 
-    ds = datasets.resolve(args.dataset, _root(args.data_root))
+    ds = eval_sets.resolve(args.dataset, _root(args.data_root))
     prot = protocols.protocol(args.protocol or protocols.default_protocol(ds))
     scales = protocols.parse_scales(args.scales or DEFAULT_SCALES[prot.name])
     if args.gt_mod is not None and args.gt_mod < 1:
@@ -114,37 +114,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from liif.data import datasets
+    from liif.data import eval_sets
 
     root = _root(args.root)
     if args.action == "list":
-        base = root or datasets.data_root()
-        for d in datasets.REGISTRY.values():
+        base = root or eval_sets.data_root()
+        for d in eval_sets.REGISTRY.values():
             state = "present" if (base / d.folder / "HR").is_dir() else "not fetched"
             print(f"{d.key}\t{d.folder}\t{d.n_images} images\t{state} ({base / d.folder})")
             for a in d.archives:
                 print(f"\t{a.url}\tsha256 {a.sha256 or 'unknown (verified by structure)'}")
         return 0
     if args.action == "fetch":
-        ds = datasets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())
+        ds = eval_sets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())
         print(f"{ds.name}: {len(ds.hr_files)} images at {ds.path}")
         return 0
-    ds = datasets.verify(args.name, root)
+    ds = eval_sets.verify(args.name, root)
     scales = sorted(int(p.name[1:]) for p in (ds.path / "LR_bicubic").glob("X*") if p.name[1:].isdigit())
     print(f"{ds.path}: OK ({len(ds.hr_files)} HR images; LR scales {', '.join(f'x{s}' for s in scales) or 'none'})")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols, report
 
     root = _root(args.data_root)
     if args.datasets:
-        folders = [datasets.resolve(n.strip(), root) for n in args.datasets.split(",") if n.strip()]
+        folders = [eval_sets.resolve(n.strip(), root) for n in args.datasets.split(",") if n.strip()]
     else:
-        base = root or datasets.data_root()
-        folders = [datasets.open_folder(base / d.folder, d.folder) for d in datasets.REGISTRY.values()
+        base = root or eval_sets.data_root()
+        folders = [eval_sets.open_folder(base / d.folder, d.folder) for d in eval_sets.REGISTRY.values()
                    if (base / d.folder / "HR").is_dir()]
         if not folders:
             raise LiifError(f"no datasets under {base}; run `liif data fetch set5` or pass --datasets FOLDER,...")

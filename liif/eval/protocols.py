@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif.data.datasets import MATLAB_SCALES, DatasetFolder
+from liif.data.eval_sets import MATLAB_SCALES, DatasetFolder
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
 from liif.eval import metrics

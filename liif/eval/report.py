@@ -46,7 +46,7 @@ def write_csv(scores: Sequence[ImageScore], path: Path) -> Path:
 
 
 def dataset_key(name: str) -> str | None:
-    from liif.data.datasets import known_key
+    from liif.data.eval_sets import known_key
 
     return known_key(name)
 

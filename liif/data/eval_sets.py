@@ -1,4 +1,5 @@
-"""Evaluation datasets: where to get them, how they are laid out, how to check them.
+"""Evaluation datasets (Set5, Set14, B100, Urban100, DIV2K validation): where to get them, how they
+are laid out, how to check them. Training data is read by :mod:`liif.data.folders`.
 
 Standard layout (the EDSR "benchmark" layout, used by ``../shared/data``)::
 
