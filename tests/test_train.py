@@ -18,8 +18,8 @@ from PIL import Image
 from liif import checkpoints
 from liif.cli import main as liif_main
 from liif.errors import LiifError
-from liif.train import checkpoint as ckpt
 from liif.train import config
+from liif.train import run_state as ckpt
 from liif.train.loop import epoch_batches, train
 
 from conftest import DATA, ROOT

@@ -31,7 +31,7 @@ from liif.fileio import atomic_path
 from liif.models import LIIF, build
 from liif.models.folded import folded_forward
 from liif.render import fp32_modes, set_fp32_modes
-from liif.train import checkpoint as ckpt
+from liif.train import run_state as ckpt
 from liif.train.config import Config, dump
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]

@@ -1,4 +1,6 @@
-"""Training checkpoints: one folder per checkpoint, replaced as a whole.
+"""The state of a training run, saved so the run can resume: one folder per checkpoint, replaced
+as a whole. (Model checkpoint files on their own, in the official, OpenMMLab and our formats, are
+:mod:`liif.checkpoints`.)
 
 A checkpoint folder (``last``, ``best``, ``epoch-N``) holds
   model.safetensors + model.json   the weights in our own format (``liif upscale --weights``)
