@@ -42,10 +42,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_max_pixels() -> int:
-    return limits.max_pixels()
-
-
 def as_device(device: str | torch.device) -> torch.device:
     """A device this build can render on (cpu, or cuda where available), else one-line LiifError."""
     try:

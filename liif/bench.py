@@ -294,7 +294,9 @@ def main(args: argparse.Namespace) -> int:
                               "skipped": skipped,
                               "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}
     if args.big:
-        max_memory = parse_bytes(args.max_memory) if args.max_memory else None
+        from liif.cli import parse_memory
+
+        max_memory = parse_memory(args.max_memory) if args.max_memory else None
         report["big"] = big_renders(model, device, precs, args.repeat, args.huge, max_memory)
     if args.memory:
         with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:
@@ -303,12 +305,6 @@ def main(args: argparse.Namespace) -> int:
         with atomic_path(Path(args.json)) as tmp_json:
             tmp_json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
-
-
-def parse_bytes(text: str) -> int:
-    from liif.cli import parse_memory
-
-    return parse_memory(text)
 
 
 __all__ = ["encoder_macs_per_pixel", "fast_macs", "main", "macs_per_pixel", "matmul_peak"]

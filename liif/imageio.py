@@ -132,15 +132,11 @@ def decode(im: Image.Image) -> Decoded:
     return Decoded(np.asarray(im.convert("RGB")), None, False, 8)
 
 
-def read_image(path: str | os.PathLike[str]) -> Decoded:
-    return decode(open_image(path))
-
-
 def png_bit_depth(path: str | os.PathLike[str]) -> int | None:
     """Bit depth from a PNG header (None for other formats)."""
     with open(path, "rb") as f:
         head = f.read(26)
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 25:
+    if head[:8] != PNG_SIGNATURE or len(head) < 25:
         return None
     return struct.unpack(">B", head[24:25])[0]
 

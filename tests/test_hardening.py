@@ -181,10 +181,10 @@ def test_env_pixel_limits(tmp_path, capsys, monkeypatch):
     rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2"], capsys)
     assert rc == 1 and "LIIF_MAX_PIXELS must be a whole number" in one_error_line(err)
     monkeypatch.setenv("LIIF_MAX_PIXELS", "1e9")  # integral floats are accepted
-    assert api.default_max_pixels() == 1_000_000_000
+    assert limits.max_pixels() == 1_000_000_000
     monkeypatch.setenv("LIIF_MAX_PIXELS", "2.5")
     with pytest.raises(LiifError, match="whole number"):
-        api.default_max_pixels()
+        limits.max_pixels()
 
 
 def test_train_max_minutes_must_be_finite(tmp_path, capsys):
