@@ -27,6 +27,7 @@ from liif import checkpoints, weights
 from liif import precision as precisions
 from liif.errors import LiifError
 from liif.fileio import atomic_path
+from liif.imageio import as_float_chw
 from liif.models import LIIF
 from liif.render import Window, fp32_math, render, window_region
 
@@ -280,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
     from liif.demo import test_card
 
     card = np.array(test_card(args.size))
-    img = (torch.from_numpy(card).permute(2, 0, 1).float() / 255).to(device)
+    img = as_float_chw(card).to(device)
     scales = [float(s) for s in args.scales.split(",")]
     precs, skipped = bench_precisions(device)
     where = (f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"

@@ -132,6 +132,28 @@ def decode(im: Image.Image) -> Decoded:
     return Decoded(np.asarray(im.convert("RGB")), None, False, 8)
 
 
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a dataset image to a writable uint8 RGB array (H, W, 3); Pillow converts grayscale,
+    palette and alpha. Unlike :func:`open_image` (user inputs) it applies no pixel limit beyond
+    Pillow's own and no EXIF rotation: dataset files are used as stored, as the official code does."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except OSError as e:
+        raise LiifError(f"cannot decode image {path}: {e}") from None
+
+
+def as_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]; a float tensor keeps its values (cast to float32, a no-op for float32)."""
+    return img.float() / 255 if img.dtype == torch.uint8 else img.float()
+
+
+def as_float_chw(a: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) array -> float32 (C, H, W) tensor in [0, 1]. The array is copied first, so
+    read-only arrays (the mapped image cache) and negative-stride views (flips) are fine."""
+    return as_float(torch.from_numpy(np.array(a)).permute(2, 0, 1))
+
+
 def png_bit_depth(path: str | os.PathLike[str]) -> int | None:
     """Bit depth from a PNG header (None for other formats)."""
     with open(path, "rb") as f:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path
+from liif.imageio import read_rgb
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHES = ("none", "memory", "mmap")
@@ -38,15 +39,6 @@ def list_images(root: str | Path, what: str = "dataset folder") -> list[Path]:
     if not files:
         raise LiifError(f"{what} {p} holds no PNG/JPEG images")
     return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode any image file to uint8 RGB (H, W, 3); grayscale/palette/alpha are converted."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    except OSError as e:
-        raise LiifError(f"cannot decode image {path}: {e}") from None
 
 
 class ImageFolder:
