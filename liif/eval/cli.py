@@ -11,6 +11,7 @@ from pathlib import Path
 
 from liif.data.cli import root_arg
 from liif.errors import LiifError
+from liif.precision import CHOICES
 
 DEFAULT_SCALES = {  # the scales of the published tables for each protocol
     "benchmark": "2,3,4,6,8",
@@ -62,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, metavar="DIR", help="where named datasets live "
                                                                     "(default: $LIIF_DATA_DIR or the cache)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
+    p.add_argument("--precision", default="fp32", choices=list(CHOICES),
                    help="default fp32: published figures are fp32 (auto: what the hardware runs natively)")
     p.add_argument("--method", default="fast", choices=["fast", "reference"], help="renderer")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,

@@ -50,9 +50,9 @@ class Variant:
         prec, *flags = text.split(":")
         asked = prec
         unknown = set(flags) - {"nofold", "nchw", "compile"}
-        if unknown or prec not in (*precisions.CHOICES, "tf32"):
+        if unknown or prec not in precisions.CHOICES:
             raise LiifError(f"--variants: cannot read {text!r} (PRECISION[:nofold][:nchw][:compile], "
-                            f"PRECISION one of auto, fp32, tf32, bf16, fp16)")
+                            f"PRECISION one of {', '.join(precisions.CHOICES)})")
         if prec == "auto":
             prec = precisions.native(device)
         elif prec == "tf32" and device.type != "cuda":
@@ -65,7 +65,7 @@ class Variant:
         return cls(name, prec, "nofold" not in flags, "nchw" not in flags, "compile" in flags)
 
     def amp(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return precisions.autocast_dtype(self.precision)
 
 
 def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
