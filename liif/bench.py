@@ -26,7 +26,7 @@ from PIL import Image
 from liif import checkpoints, weights
 from liif import precision as precisions
 from liif.errors import LiifError
-from liif.fileio import atomic_path
+from liif.fileio import write_text_atomic
 from liif.imageio import as_float_chw
 from liif.models import LIIF
 from liif.render import Window, fp32_math, render, window_region
@@ -303,8 +303,7 @@ def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:
             report["memory"] = memory(wfile, Path(tmp), args.huge, [p for p in precs if p in ("fp32", "bf16")])
     if args.json:
-        with atomic_path(Path(args.json)) as tmp_json:
-            tmp_json.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from liif.errors import LiifError
-from liif.fileio import atomic_path  # re-exported: liif.checkpoints.atomic_path still works
+from liif.fileio import atomic_path, write_text_atomic  # atomic_path re-exported: checkpoints.atomic_path works
 from liif.models import LIIF, ModelSpec, build
 from liif.models.edsr import DIV2K_MEAN
 
@@ -67,8 +67,7 @@ def save(model: LIIF, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata={SPEC_KEY: spec_json, "format": "pt"})
-    with atomic_path(p.with_suffix(".json")) as tmp:
-        tmp.write_text(spec_json + "\n")
+    write_text_atomic(p.with_suffix(".json"), spec_json + "\n")
     return p
 
 

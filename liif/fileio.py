@@ -2,6 +2,7 @@
 
 - :class:`atomic_path`: write a file through a temp file in its folder, renamed onto it on success,
   so a reader (or a killed process) never sees a half-written file;
+- :func:`write_text_atomic`: a text file written through :class:`atomic_path`;
 - :func:`sha256_of`: the sha256 of a file, read in 1 MiB blocks.
 """
 from __future__ import annotations
@@ -38,6 +39,14 @@ class atomic_path:
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` via :class:`atomic_path`; return the path."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_text(text)
+    return p
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

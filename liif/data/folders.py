@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from liif.errors import LiifError
-from liif.fileio import atomic_path
+from liif.fileio import atomic_path, write_text_atomic
 from liif.imageio import read_rgb
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -117,8 +117,8 @@ def build_mmap_cache(files: list[Path], folder: Path) -> tuple[Path, list[tuple[
                     f.write(a.tobytes())
                     entries.append((offset, a.shape[0], a.shape[1]))
                     offset += a.nbytes
-            with atomic_path(index) as tmp:  # the index last: its presence means the data is complete
-                tmp.write_text(json.dumps({"files": listing, "entries": entries}))
+            # the index last: its presence means the data is complete
+            write_text_atomic(index, json.dumps({"files": listing, "entries": entries}))
     entries = [tuple(e) for e in json.loads(index.read_text())["entries"]]
     return data, entries  # type: ignore[return-value]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from liif.data.cli import root_arg
 from liif.errors import LiifError
+from liif.fileio import write_text_atomic
 from liif.precision import CHOICES
 
 DEFAULT_SCALES = {  # the scales of the published tables for each protocol
@@ -138,6 +139,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     command = "liif " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "liif report"
     md = report.report_markdown(summaries, str(args.weights), up.spec.encoder, plot.name, command)
     report.write_json(report.records(summaries, up.spec.encoder), out / "report.json")
-    print(f"wrote {report.write_text(out / 'report.md', md)}")
+    print(f"wrote {write_text_atomic(out / 'report.md', md)}")
     print(f"wrote {plot}")
     return 0

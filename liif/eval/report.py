@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from liif.eval import published
 from liif.eval.protocols import PROTOCOLS, ImageScore, Summary
-from liif.fileio import atomic_path
+from liif.fileio import atomic_path, write_text_atomic
 
 
 def _num(x: float, digits: int = 4) -> float | None:
@@ -27,12 +27,6 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "inf" if math.isinf(x) else f"{x:.{digits}f}"
 
 
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
 def write_csv(scores: Sequence[ImageScore], path: Path) -> Path:
     buf = io.StringIO()
     fields = ["dataset", "scale", "protocol", "image", "lr_source", "height", "width", "psnr", "ssim"]
@@ -42,7 +36,7 @@ def write_csv(scores: Sequence[ImageScore], path: Path) -> Path:
         row = asdict(s)
         row["psnr"], row["ssim"] = _fmt(s.psnr, 6), _fmt(s.ssim, 6)
         w.writerow(row)
-    return write_text(path, buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 def dataset_key(name: str) -> str | None:
@@ -66,7 +60,7 @@ def records(summaries: Sequence[Summary], backbone: str | None = None) -> list[d
 
 
 def write_json(obj: object, path: Path) -> Path:
-    return write_text(path, json.dumps(obj, indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None) -> str:
@@ -86,7 +80,7 @@ def write_results(scores: Sequence[ImageScore], summaries: Sequence[Summary], ou
                   backbone: str | None = None) -> list[Path]:
     """``<stem>-per-image.csv``, ``<stem>-summary.md`` and ``<stem>-summary.json`` in ``out_dir``."""
     return [write_csv(scores, out_dir / f"{stem}-per-image.csv"),
-            write_text(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone)),
+            write_text_atomic(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone)),
             write_json(records(summaries, backbone), out_dir / f"{stem}-summary.json")]
 
 

@@ -26,7 +26,7 @@ import torch
 
 from liif import precision as precisions
 from liif.errors import LiifError
-from liif.fileio import atomic_path
+from liif.fileio import write_text_atomic
 from liif.render import fp32_math
 from liif.train import config
 from liif.train.loop import Step, build_data, epoch_batches, train_step
@@ -188,6 +188,5 @@ def main(args: argparse.Namespace) -> int:
             fig.update({"precision": variants[0].precision, "channels_last": variants[0].channels_last,
                         "reference_samples_per_s": ref, "ours_samples_per_s": rows[1]["samples_per_s"],
                         "ratio": rows[1]["samples_per_s"] / ref})
-        with atomic_path(Path(args.json)) as tmp:
-            tmp.write_text(json.dumps(fig, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(fig, indent=2) + "\n")
     return 0
