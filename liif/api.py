@@ -12,7 +12,7 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +34,8 @@ class RenderCancelled(LiifError):
     """``upscale(..., cancel=f)`` stopped early because ``f()`` returned True."""
 
 
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
-Scale = Union[float, tuple[float, float]]
+ImageLike = Image.Image | np.ndarray | torch.Tensor
+Scale = float | tuple[float, float]
 
 
 def default_device() -> torch.device:
@@ -61,7 +61,7 @@ def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: st
          precision: str = "auto", method: str = "fast", max_memory: int | None = None,
          max_pixels: int | None = None, backend: str = "torch",
          onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round",
-         max_input_pixels: int | None = None) -> "Upscaler":
+         max_input_pixels: int | None = None) -> Upscaler:
     """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path.
 
     ``precision="auto"`` runs what the hardware runs natively (:mod:`liif.precision`); the one that
@@ -101,7 +101,8 @@ def _scale_value(s: object) -> float:
     return f
 
 
-def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
+def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None,
+                scale: Scale | None = None) -> tuple[int, int]:
     """(height, width) of the output from an explicit size or a (per-axis) scale."""
     if (size is None) == (scale is None):
         raise LiifError("give exactly one of size=(height, width) or scale=")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -150,9 +151,9 @@ def throughput(model: LIIF, img: torch.Tensor, scales: list[float], max_px: int,
         out_hw = (round(img.shape[1] * s), round(img.shape[2] * s))
         win = centred_window(out_hw, max_px)
         px = win.h * win.w
-        fns: dict[str, Any] = {"reference": lambda: render(model, img, out_hw, win, method="reference")}
+        fns: dict[str, Any] = {"reference": functools.partial(render, model, img, out_hw, win, method="reference")}
         for p in precs:
-            fns[p] = (lambda p=p: render(model, img, out_hw, win, precision=p))
+            fns[p] = functools.partial(render, model, img, out_hw, win, precision=p)
         with torch.no_grad():
             res = timed_interleaved(fns, repeat, device)
         t_ref, ref = res["reference"]
@@ -192,9 +193,9 @@ def big_renders(model: LIIF, device: torch.device, precs: list[str], repeat: int
     for in_hw, out_hw, with_ref in cases:
         card = np.array(test_card(512).resize((in_hw[1], in_hw[0]), Image.Resampling.BICUBIC))
         img = torch.from_numpy(card).permute(2, 0, 1).contiguous().to(device)  # uint8, as the API keeps it
-        paths = {p: (lambda p=p: render(model, img, out_hw, precision=p, max_memory=max_memory)) for p in precs}
+        paths = {p: functools.partial(render, model, img, out_hw, precision=p, max_memory=max_memory) for p in precs}
         if with_ref:
-            paths = {"reference": lambda: render(model, img, out_hw, method="reference"), **paths}
+            paths = {"reference": functools.partial(render, model, img, out_hw, method="reference"), **paths}
         for name, fn in paths.items():
             best, peak = math.inf, 0
             for _ in range(repeat if name != "reference" else 1):

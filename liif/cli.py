@@ -208,7 +208,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    for (src, dst), im in zip(outputs.items(), decoded):
+    for (src, dst), im in zip(outputs.items(), decoded, strict=True):
         # Streamed to the PNG band by band: memory does not grow with the output.
         w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
         print(f"{src} -> {dst} ({w}x{h})")

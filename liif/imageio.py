@@ -195,7 +195,7 @@ def quantize(x: np.ndarray, bits: int = 8, mode: str = "round") -> np.ndarray:
     return q.astype(np.uint8 if bits == 8 else np.uint16)
 
 
-def quantize_tensor(x: "torch.Tensor", mode: str = "round") -> "torch.Tensor":
+def quantize_tensor(x: torch.Tensor, mode: str = "round") -> torch.Tensor:
     """:func:`quantize` to uint8 for a tensor (used on the GPU): the same clamp, scale and rounding."""
     q = x.clamp(0.0, 1.0) * 255.0
     if mode == "round":
@@ -209,7 +209,7 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA
 
 
-def finisher(gray: bool, bits: int, mode: str = "round") -> "tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]":
+def finisher(gray: bool, bits: int, mode: str = "round") -> tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]:
     """How a float RGB tile becomes output pixels: (channels, dtype, tile -> (h, w, channels))."""
     if bits in (8, 16):
         dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)

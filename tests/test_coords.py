@@ -23,7 +23,8 @@ def test_official_float32_recipe_bit_exact():
     # float32(2r) * k + float32(v0 + r), not float64 then cast
     n = 2040
     r = 1.0 / n
-    expect = torch.arange(n).float() * torch.tensor(2 * r, dtype=torch.float32) + torch.tensor(-1 + r, dtype=torch.float32)
+    expect = (torch.arange(n).float() * torch.tensor(2 * r, dtype=torch.float32)
+              + torch.tensor(-1 + r, dtype=torch.float32))
     assert torch.equal(axis_centres(n), expect)
 
 

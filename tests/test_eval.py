@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import DATA, GOLDEN
 from PIL import Image
 
 from liif import cli
 from liif.data import eval_sets
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
-from liif.eval import metrics, published, protocols
-
-from conftest import DATA, GOLDEN
+from liif.eval import metrics, protocols, published
 
 
 def _golden() -> dict[str, float]:
@@ -100,7 +99,7 @@ def test_mmagic_protocol_by_hand(tmp_path: Path) -> None:
     up = StubUpscaler()
     scores = protocols.evaluate(up, ds, [4], protocols.protocol("mmagic"))
     want = []
-    for f, (lr_in, out_hw) in zip(ds.hr_files, up.inputs):
+    for f, (lr_in, out_hw) in zip(ds.hr_files, up.inputs, strict=True):
         gt = np.asarray(Image.open(f).convert("RGB"))
         gt = gt[: gt.shape[0] // 4 * 4, : gt.shape[1] // 4 * 4]
         lr = resize_uint8(gt, (gt.shape[0] // 4, gt.shape[1] // 4))

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 from PIL import Image
 
 from liif import cli
 from liif.data import eval_sets
 from liif.data.eval_sets import Archive, DatasetInfo
 from liif.errors import LiifError
-
-from conftest import DATA
 
 
 def _png(h: int, w: int, seed: int) -> bytes:

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import GOLDEN
+from PIL import Image
+from test_cli import run
+
 from liif import LiifError, api, imageio, limits
-from liif.cli import main
-from test_cli import run, weights_arg  # noqa: F401 (weights_arg is a fixture)
 
 COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 
@@ -285,7 +284,7 @@ def test_setup_script_leaves_the_package_index_to_pip():
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16"])
 def test_streamed_png_equals_upscale(upscaler, small, tmp_path, monkeypatch, mode):
     if mode == "I;16":
-        im = Image.fromarray((np.asarray(small.convert("L"), np.uint16) * 257))
+        im = Image.fromarray(np.asarray(small.convert("L"), np.uint16) * 257)
     else:
         im = small.convert(mode)
     if mode in ("RGBA", "LA"):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import DATA, ROOT
 from PIL import Image
 
 from liif import checkpoints
@@ -21,8 +22,6 @@ from liif.errors import LiifError
 from liif.train import config
 from liif.train import run_state as ckpt
 from liif.train.loop import epoch_batches, train
-
-from conftest import DATA, ROOT
 
 
 def make_images(folder: Path, n: int = 6, side: int = 40) -> Path:
@@ -122,7 +121,7 @@ def test_epoch_batches_split_each_global_batch_across_ranks() -> None:
     r0 = epoch_batches(50, 8, epoch=3, seed=1, rank=0, world=2)
     r1 = epoch_batches(50, 8, epoch=3, seed=1, rank=1, world=2)
     assert len(single) == len(r0) == len(r1) == 6
-    for s, a, b in zip(single, r0, r1):
+    for s, a, b in zip(single, r0, r1, strict=True):
         assert len(a) == len(b) == 4 and not set(a) & set(b) and sorted(a + b) == sorted(s)
     assert epoch_batches(50, 8, epoch=4, seed=1) != single
     assert epoch_batches(50, 8, epoch=4, seed=1) != epoch_batches(50, 8, epoch=3, seed=2)  # seeds do not alias

@@ -351,7 +351,7 @@ def fetch(key: str, root: Path | None = None, force: bool = False, progress: boo
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{d.folder}.", dir=root))
     try:
-        for a, f in zip(d.archives, files):
+        for a, f in zip(d.archives, files, strict=True):
             _extract(f, a.members, staging)
         ds = open_folder(staging, d.folder)
         problems = verify_folder(ds, d.n_images, d.scales)

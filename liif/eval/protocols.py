@@ -129,7 +129,7 @@ def make_pair(ds: DatasetFolder, hr_path: Path, scale: int, p: Protocol, lr: str
     return resize_uint8(hr, (h, w)), hr, "pil"
 
 
-def predict(up: "object", lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+def predict(up: object, lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """Render the full output with the upscaler's renderer, clamped to [0, 1], as (3, H, W)."""
     out = up.render_rgb(lr.to(up.device), out_hw, Window.full(out_hw), up.precision)  # type: ignore[attr-defined]
     return torch.from_numpy(out).permute(2, 0, 1).clamp_(0, 1)
@@ -146,7 +146,7 @@ def score(sr: torch.Tensor, hr: torch.Tensor, scale: int, p: Protocol,
     return metrics.psnr(sr, hr, shave=shave, y_channel=p.y_channel), p.ssim(sr, hr, shave=shave)
 
 
-def evaluate(up: "object", ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str = "auto",
+def evaluate(up: object, ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str = "auto",
              gt_mod: int | None = None, progress: bool = False,
              images: Sequence[Path] | None = None, png: str | None = None) -> list[ImageScore]:
     """Score every image of ``ds`` at every scale, batch 1, with the upscaler's renderer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -65,7 +66,8 @@ def write_json(obj: object, path: Path) -> Path:
 
 def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None) -> str:
     """A Markdown table: our mean PSNR/SSIM and the published numbers with the difference."""
-    lines = ["| dataset | scale | protocol | LR | images | PSNR (dB) | SSIM | published PSNR (source) | ours - published |",
+    lines = ["| dataset | scale | protocol | LR | images | PSNR (dB) | SSIM | published PSNR (source) "
+             "| ours - published |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records(summaries, backbone):
         pubs = r["published"]
@@ -126,7 +128,7 @@ def plot_psnr_vs_scale(series: Sequence[tuple[str, tuple[int, int, int], bool, d
     d.text((12, top - 20), "PSNR (dB)", fill="black", font=font, anchor="ls")
     for i, (label, colour, dashed, data) in enumerate(series):
         line = [xy(s, v) for s, v in sorted(data.items()) if math.isfinite(v)]
-        for a, b in zip(line, line[1:]):
+        for a, b in itertools.pairwise(line):
             _segment(d, a, b, colour, dashed)
         for x, y in line:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour if not dashed else "white", outline=colour)
@@ -172,7 +174,8 @@ def report_markdown(summaries: Sequence[Summary], weights: str, backbone: str, p
     return "\n".join(out)
 
 
-def report_series(summaries: Sequence[Summary], backbone: str) -> list[tuple[str, tuple[int, int, int], bool, dict[int, float]]]:
+def report_series(summaries: Sequence[Summary],
+                  backbone: str) -> list[tuple[str, tuple[int, int, int], bool, dict[int, float]]]:
     series = []
     for i, name in enumerate(dict.fromkeys(s.dataset for s in summaries)):
         rows = [s for s in summaries if s.dataset == name]

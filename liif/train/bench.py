@@ -44,7 +44,7 @@ class Variant:
     compile: bool = False
 
     @classmethod
-    def parse(cls, text: str, device: torch.device) -> "Variant | str":
+    def parse(cls, text: str, device: torch.device) -> Variant | str:
         """The variant, or a one-line reason why it is skipped on ``device``."""
         text = text.strip()
         prec, *flags = text.split(":")
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
             train_step(fwd, model, opt, scaler, batches[0], device, amp)  # warm-up (and compilation)
         loops[name]["warmup_s"] = time.perf_counter() - t0
     for b in batches[1:]:
-        for name, st in loops.items():
+        for st in loops.values():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
