@@ -12,14 +12,16 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, imageio, limits, precision as precisions, weights
+from liif import checkpoints, imageio, limits, weights
+from liif import precision as precisions
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import ImplicitDecoder, ModelSpec
 from liif.render import TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
@@ -32,16 +34,12 @@ class RenderCancelled(LiifError):
     """``upscale(..., cancel=f)`` stopped early because ``f()`` returned True."""
 
 
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
-Scale = Union[float, tuple[float, float]]
+ImageLike = Image.Image | np.ndarray | torch.Tensor
+Scale = float | tuple[float, float]
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def default_max_pixels() -> int:
-    return limits.max_pixels()
 
 
 def as_device(device: str | torch.device) -> torch.device:
@@ -63,7 +61,7 @@ def load(name_or_path: str | os.PathLike[str] = "edsr-baseline-liif", device: st
          precision: str = "auto", method: str = "fast", max_memory: int | None = None,
          max_pixels: int | None = None, backend: str = "torch",
          onnx_dir: str | os.PathLike[str] | None = None, quantize: str = "round",
-         max_input_pixels: int | None = None) -> "Upscaler":
+         max_input_pixels: int | None = None) -> Upscaler:
     """Load pretrained weights by name (fetched and verified on first use) or any checkpoint path.
 
     ``precision="auto"`` runs what the hardware runs natively (:mod:`liif.precision`); the one that
@@ -103,7 +101,8 @@ def _scale_value(s: object) -> float:
     return f
 
 
-def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None) -> tuple[int, int]:
+def output_size(in_hw: tuple[int, int], size: Sequence[int] | None = None,
+                scale: Scale | None = None) -> tuple[int, int]:
     """(height, width) of the output from an explicit size or a (per-axis) scale."""
     if (size is None) == (scale is None):
         raise LiifError("give exactly one of size=(height, width) or scale=")
@@ -249,7 +248,7 @@ class Upscaler:
             bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False, delay=1.0)
         p = Path(path)
         try:
-            with checkpoints.atomic_path(p) as tmp, open(tmp, "wb") as f:
+            with atomic_path(p) as tmp, open(tmp, "wb") as f:
                 writer: imageio.PngWriter | None = None
                 for b0 in range(0, window.h, rows):
                     band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)

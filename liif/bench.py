@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -23,11 +24,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, precision as precisions, weights
-from liif.checkpoints import atomic_path
+from liif import checkpoints, weights
+from liif import precision as precisions
 from liif.errors import LiifError
+from liif.fileio import write_text_atomic
+from liif.imageio import as_float_chw
 from liif.models import ImplicitDecoder
 from liif.render import Window, fp32_math, render, window_region
+
 
 def macs_per_pixel(model: ImplicitDecoder, folded: bool) -> int:
     """Multiply-adds per output pixel of the decoder (4 ensemble codes); EDSR-baseline-LIIF: 1.38 M
@@ -139,9 +143,9 @@ def throughput(model: ImplicitDecoder, img: torch.Tensor, scales: list[float], m
         out_hw = (round(img.shape[1] * s), round(img.shape[2] * s))
         win = centred_window(out_hw, max_px)
         px = win.h * win.w
-        fns: dict[str, Any] = {"reference": lambda: render(model, img, out_hw, win, method="reference")}
+        fns: dict[str, Any] = {"reference": functools.partial(render, model, img, out_hw, win, method="reference")}
         for p in precs:
-            fns[p] = (lambda p=p: render(model, img, out_hw, win, precision=p))
+            fns[p] = functools.partial(render, model, img, out_hw, win, precision=p)
         with torch.no_grad():
             res = timed_interleaved(fns, repeat, device)
         t_ref, ref = res["reference"]
@@ -181,9 +185,9 @@ def big_renders(model: ImplicitDecoder, device: torch.device, precs: list[str], 
     for in_hw, out_hw, with_ref in cases:
         card = np.array(test_card(512).resize((in_hw[1], in_hw[0]), Image.Resampling.BICUBIC))
         img = torch.from_numpy(card).permute(2, 0, 1).contiguous().to(device)  # uint8, as the API keeps it
-        paths = {p: (lambda p=p: render(model, img, out_hw, precision=p, max_memory=max_memory)) for p in precs}
+        paths = {p: functools.partial(render, model, img, out_hw, precision=p, max_memory=max_memory) for p in precs}
         if with_ref:
-            paths = {"reference": lambda: render(model, img, out_hw, method="reference"), **paths}
+            paths = {"reference": functools.partial(render, model, img, out_hw, method="reference"), **paths}
         for name, fn in paths.items():
             best, peak = math.inf, 0
             for _ in range(repeat if name != "reference" else 1):
@@ -270,7 +274,7 @@ def main(args: argparse.Namespace) -> int:
     from liif.demo import test_card
 
     card = np.array(test_card(args.size))
-    img = (torch.from_numpy(card).permute(2, 0, 1).float() / 255).to(device)
+    img = as_float_chw(card).to(device)
     scales = [float(s) for s in args.scales.split(",")]
     precs, skipped = bench_precisions(device)
     where = (f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
@@ -280,26 +284,22 @@ def main(args: argparse.Namespace) -> int:
           f"{os.cpu_count()} CPUs; timing reference + fast {', '.join(precs)}", flush=True)
     for line in skipped:
         print(f"  skipped {line}", flush=True)
-    report: dict[str, Any] = {"model": spec.to_dict(), "device": str(device), "where": where, "torch": torch.__version__,
+    report: dict[str, Any] = {"model": spec.to_dict(), "device": str(device), "where": where,
+                              "torch": torch.__version__,
                               "cpu": dataclasses.asdict(precisions.cpu_info()), "precisions": precs,
                               "skipped": skipped,
                               "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}
     if args.big:
-        max_memory = parse_bytes(args.max_memory) if args.max_memory else None
+        from liif.cli import parse_memory
+
+        max_memory = parse_memory(args.max_memory) if args.max_memory else None
         report["big"] = big_renders(model, device, precs, args.repeat, args.huge, max_memory)
     if args.memory:
         with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:
             report["memory"] = memory(wfile, Path(tmp), args.huge, [p for p in precs if p in ("fp32", "bf16")])
     if args.json:
-        with atomic_path(Path(args.json)) as tmp_json:
-            tmp_json.write_text(json.dumps(report, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return 0
-
-
-def parse_bytes(text: str) -> int:
-    from liif.cli import parse_memory
-
-    return parse_memory(text)
 
 
 __all__ = ["encoder_macs_per_pixel", "fast_macs", "main", "macs_per_pixel", "matmul_peak"]

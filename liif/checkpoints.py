@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from liif.errors import LiifError
+from liif.fileio import atomic_path, write_text_atomic  # atomic_path re-exported: checkpoints.atomic_path works
 from liif.models import ImplicitDecoder, ModelSpec, build
 from liif.models.edsr import DIV2K_MEAN
 
@@ -68,32 +68,8 @@ def save(model: ImplicitDecoder, spec: ModelSpec, path: str | os.PathLike[str]) 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata={SPEC_KEY: spec_json, "format": "pt"})
-    with atomic_path(p.with_suffix(".json")) as tmp:
-        tmp.write_text(spec_json + "\n")
+    write_text_atomic(p.with_suffix(".json"), spec_json + "\n")
     return p
-
-
-class atomic_path:
-    """Context manager yielding a temp path in the target's folder; renamed onto it on success."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 # -- formats -----------------------------------------------------------------------------------

@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liif import limits, precision as precisions
+from liif import limits
+from liif import precision as precisions
+from liif.data import cli as data_cli
 from liif.errors import LiifError, run_reporting_errors
-from liif.imageio import QUANTIZE
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
+from liif.imageio import QUANTIZE
+from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
 
 if TYPE_CHECKING:
@@ -143,9 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     train_cli.add_bench_parser(bsub)
     b.set_defaults(func=cmd_bench)
-    eval_cli.add_parsers(sub)  # eval, data, report
-    export_cli.add_parsers(sub)  # export onnx, serve
-    train_cli.add_parsers(sub)  # train
+    eval_cli.add_eval_parser(sub)
+    data_cli.add_parser(sub)
+    eval_cli.add_report_parser(sub)
+    export_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
+    train_cli.add_parser(sub)
     return p
 
 
@@ -202,14 +208,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    for (src, dst), im in zip(outputs.items(), decoded):
+    for (src, dst), im in zip(outputs.items(), decoded, strict=True):
         # Streamed to the PNG band by band: memory does not grow with the output.
         w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
         print(f"{src} -> {dst} ({w}x{h})")
     return 0
 
 
-def describe_run(up: "Upscaler", asked: str) -> str:
+def describe_run(up: Upscaler, asked: str) -> str:
     """The ``-v`` line: where and how a render runs (the precision that runs, not only the one asked)."""
     return (f"liif: model {up.spec.method}/{up.spec.encoder}, device {up.device}, {precisions.cpu_info().describe()}, "
             f"precision {up.precision} (asked {asked}), method {up.method}, backend {up.backend}, "

@@ -44,10 +44,3 @@ def make_cell(out_hw: tuple[int, int], n: int, device: torch.device | str | None
     h, w = out_hw
     cell = torch.tensor([2.0 / h, 2.0 / w], dtype=torch.float32, device=device)
     return cell.expand(n, 2).clone()
-
-
-def to_pixel_samples(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, H, W) image -> coordinates (H*W, 2) and colours (H*W, 3), row-major."""
-    coord = make_coord(img.shape[-2:], device=img.device)
-    rgb = img.reshape(img.shape[0], -1).t()
-    return coord, rgb

@@ -66,5 +66,6 @@ def run(up: Upscaler, out_dir: Path, image: Image.Image | None = None) -> list[P
         assert isinstance(res, Image.Image)
         results[s] = res
         written.append(imageio.save_png(res, out_dir / f"liif_x{s:g}.png"))
-    written.append(imageio.save_png(comparison(lr, results[SCALES[-1]], SCALES[-1]), out_dir / "compare_bicubic_vs_liif.png"))
+    compare = comparison(lr, results[SCALES[-1]], SCALES[-1])
+    written.append(imageio.save_png(compare, out_dir / "compare_bicubic_vs_liif.png"))
     return written

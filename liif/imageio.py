@@ -19,8 +19,8 @@ import struct
 import tempfile
 import warnings
 import zlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,8 +29,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from liif import limits
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -132,15 +132,33 @@ def decode(im: Image.Image) -> Decoded:
     return Decoded(np.asarray(im.convert("RGB")), None, False, 8)
 
 
-def read_image(path: str | os.PathLike[str]) -> Decoded:
-    return decode(open_image(path))
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode a dataset image to a writable uint8 RGB array (H, W, 3); Pillow converts grayscale,
+    palette and alpha. Unlike :func:`open_image` (user inputs) it applies no pixel limit beyond
+    Pillow's own and no EXIF rotation: dataset files are used as stored, as the official code does."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except OSError as e:
+        raise LiifError(f"cannot decode image {path}: {e}") from None
+
+
+def as_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1]; a float tensor keeps its values (cast to float32, a no-op for float32)."""
+    return img.float() / 255 if img.dtype == torch.uint8 else img.float()
+
+
+def as_float_chw(a: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) array -> float32 (C, H, W) tensor in [0, 1]. The array is copied first, so
+    read-only arrays (the mapped image cache) and negative-stride views (flips) are fine."""
+    return as_float(torch.from_numpy(np.array(a)).permute(2, 0, 1))
 
 
 def png_bit_depth(path: str | os.PathLike[str]) -> int | None:
     """Bit depth from a PNG header (None for other formats)."""
     with open(path, "rb") as f:
         head = f.read(26)
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or len(head) < 25:
+    if head[:8] != PNG_SIGNATURE or len(head) < 25:
         return None
     return struct.unpack(">B", head[24:25])[0]
 
@@ -177,12 +195,7 @@ def quantize(x: np.ndarray, bits: int = 8, mode: str = "round") -> np.ndarray:
     return q.astype(np.uint8 if bits == 8 else np.uint16)
 
 
-def as_float(img: torch.Tensor) -> torch.Tensor:
-    """uint8 images (kept compact for big inputs) -> float32 in [0, 1]; float images -> float32."""
-    return img.float() / 255 if img.dtype == torch.uint8 else img.float()
-
-
-def quantize_tensor(x: "torch.Tensor", mode: str = "round") -> "torch.Tensor":
+def quantize_tensor(x: torch.Tensor, mode: str = "round") -> torch.Tensor:
     """:func:`quantize` to uint8 for a tensor (used on the GPU): the same clamp, scale and rounding."""
     q = x.clamp(0.0, 1.0) * 255.0
     if mode == "round":
@@ -196,7 +209,7 @@ def to_gray(rgb: np.ndarray) -> np.ndarray:
     return rgb @ LUMA
 
 
-def finisher(gray: bool, bits: int, mode: str = "round") -> "tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]":
+def finisher(gray: bool, bits: int, mode: str = "round") -> tuple[int, np.dtype, Callable[[np.ndarray], np.ndarray]]:
     """How a float RGB tile becomes output pixels: (channels, dtype, tile -> (h, w, channels))."""
     if bits in (8, 16):
         dtype = np.dtype(np.uint8 if bits == 8 else np.uint16)

@@ -91,10 +91,18 @@ def resolve(requested: str, device: torch.device, fp32_only: bool = False) -> st
 
 
 def dtype(precision: str) -> torch.dtype:
+    """The tensor dtype of a concrete precision (fp32/tf32/bf16/fp16; tf32 tensors are fp32)."""
     if precision not in DTYPES:
         raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(DTYPES)}")
     return DTYPES[precision]
 
 
-__all__ = ["CHOICES", "CHOICES_HELP", "DTYPES", "CpuInfo", "PrecisionFallback", "cpu_info", "dtype", "native",
-           "resolve"]
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of a concrete precision: bf16/fp16, or None for fp32 and tf32
+    (which run fp32 tensors, without autocast)."""
+    d = dtype(precision)
+    return None if d == torch.float32 else d
+
+
+__all__ = ["CHOICES", "CHOICES_HELP", "DTYPES", "CpuInfo", "PrecisionFallback", "autocast_dtype", "cpu_info", "dtype",
+           "native", "resolve"]

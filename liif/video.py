@@ -28,7 +28,6 @@ an odd output width or height is rounded up to the next even number, with a note
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -43,8 +42,8 @@ import numpy as np
 import torch
 
 from liif import imageio
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 
 if TYPE_CHECKING:
     import argparse
@@ -107,7 +106,7 @@ class FrameUpscaler:
     per input frame size. Frames are arrays as ``Upscaler.upscale`` takes them (uint8 or uint16
     (H, W, 3), ...); each result equals ``up.upscale(frame, size=..., scale=...)``."""
 
-    def __init__(self, up: "Upscaler", size: Sequence[int] | None = None, scale: "Scale | None" = None,
+    def __init__(self, up: Upscaler, size: Sequence[int] | None = None, scale: Scale | None = None,
                  precision: str | None = None) -> None:
         self.up, self.size, self.scale = up, size, scale
         self.precision = up.precision if precision is None else up._resolve_precision(precision)
@@ -134,8 +133,8 @@ class FrameUpscaler:
         return _encode_array(pixels, _window_alpha(dec.alpha, out_hw, window), frame, self.up.quantize)
 
 
-def upscale_frames(up: "Upscaler", frames: Iterable[np.ndarray], size: Sequence[int] | None = None,
-                   scale: "Scale | None" = None, precision: str | None = None) -> Iterator[np.ndarray]:
+def upscale_frames(up: Upscaler, frames: Iterable[np.ndarray], size: Sequence[int] | None = None,
+                   scale: Scale | None = None, precision: str | None = None) -> Iterator[np.ndarray]:
     """Lazily upscale an iterable of frames: one frame is taken, rendered and yielded at a time."""
     fu = FrameUpscaler(up, size, scale, precision)
     for frame in frames:
@@ -184,8 +183,8 @@ class _Stopped(Exception):
     """The other side of a queue gave up."""
 
 
-def upscale_video(up: "Upscaler", src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                  size: Sequence[int] | None = None, scale: "Scale | None" = None, *,
+def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                  size: Sequence[int] | None = None, scale: Scale | None = None, *,
                   precision: str | None = None, codec: str = DEFAULT_CODEC, crf: int | None = None,
                   preset: str | None = None, progress: bool = False, report: VideoReport | None = None,
                   note: Callable[[str], None] | None = None) -> VideoReport:
@@ -219,8 +218,8 @@ def upscale_video(up: "Upscaler", src: str | os.PathLike[str], dst: str | os.Pat
         inp.close()
 
 
-def _run(av: ModuleType, up: "Upscaler", inp: Any, rep: VideoReport, precision: str | None,
-         size: Sequence[int] | None, scale: "Scale | None", codec: str, crf: int | None, preset: str | None,
+def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: str | None,
+         size: Sequence[int] | None, scale: Scale | None, codec: str, crf: int | None, preset: str | None,
          progress: bool, say: Callable[[str], None]) -> VideoReport:
     src, dst = rep.src, rep.dst
     videos = [s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -566,7 +565,7 @@ def _pipeline(av: ModuleType, fu: FrameUpscaler, items: Iterator[tuple[str, Any]
         raise e
 
 
-def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> None:
+def _put(q: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             q.put(item, timeout=0.1)
@@ -576,7 +575,7 @@ def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> None:
     raise _Stopped
 
 
-def _get(q: "queue.Queue[Any]", stop: threading.Event) -> Any:
+def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
     while not stop.is_set():
         try:
             return q.get(timeout=0.1)
@@ -592,13 +591,13 @@ def wants_video(inputs: Sequence[str], output: str) -> bool:
     return Path(output).suffix.lower() in VIDEO_SUFFIXES or any(is_video(i) for i in inputs)
 
 
-def refuse_video_options(args: "argparse.Namespace") -> None:
+def refuse_video_options(args: argparse.Namespace) -> None:
     for flag, value in (("--codec", args.codec), ("--crf", args.crf), ("--preset", args.preset)):
         if value is not None:
             raise LiifError(f"{flag} applies to video inputs only")
 
 
-def cli_upscale(args: "argparse.Namespace", size: tuple[int, int] | None, scale: "Scale | None",
+def cli_upscale(args: argparse.Namespace, size: tuple[int, int] | None, scale: Scale | None,
                 region: Sequence[int] | None, max_memory: int | None, max_pixels: int | None = None) -> int:
     """``liif upscale in.mp4 -o out.mp4 ...``: one video in, one video out."""
     import sys

@@ -6,7 +6,6 @@ checkpoint, check its sha256 and keep it in the cache; later calls reuse the cac
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
@@ -16,8 +15,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path, sha256_of
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,6 @@ def cache_dir() -> Path:
 
 def local_file(name: str) -> Path:
     return cache_dir() / "weights" / f"{name}.pth"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def entry(name: str) -> Pretrained:

@@ -48,10 +48,10 @@ def golden_parity(model: torch.nn.Module) -> dict[str, float]:
 
 def set14_psnr(path: Path, precs: list[str]) -> dict[str, dict[str, float]]:
     import liif
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols
 
-    ds = datasets.resolve(str(SHARED / "data" / "Set14"))
+    ds = eval_sets.resolve(str(SHARED / "data" / "Set14"))
     prot = protocols.protocol("benchmark")
     res: dict[str, dict[str, float]] = {}
     for p in precs:
@@ -112,8 +112,8 @@ def main() -> int:
         precs = ["fp32"]
     else:
         precs = ["fp32", "tf32", "bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp32", "tf32", "fp16"]
-    report = {"device": torch.cuda.get_device_name() if DEVICE != "cpu" else "cpu", "torch": torch.__version__, "cuda": torch.version.cuda,
-              "liif": liif.__version__, "date": time.strftime("%Y-%m-%d")}
+    report = {"device": torch.cuda.get_device_name() if DEVICE != "cpu" else "cpu", "torch": torch.__version__,
+              "cuda": torch.version.cuda, "liif": liif.__version__, "date": time.strftime("%Y-%m-%d")}
     for name, fn in (("golden_parity", lambda: golden_parity(model)), ("set14_x4", lambda: set14_psnr(path, precs)),
                      ("regions", lambda: regions(path))):
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ def main() -> int:
     for p in ("fp32", "tf32", "bf16", "fp16"):
         up = liif.load("edsr-baseline-liif", device="cuda", precision=p)
         up.upscale(src, size=(2160, 3840))  # warm-up: cuDNN plans, allocator
-        best = min(_timed(lambda: up.upscale(src, size=(2160, 3840))) for _ in range(3))
+        best = min(_timed(lambda up=up: up.upscale(src, size=(2160, 3840))) for _ in range(3))
         res[f"api_pil_to_pil_{p}_s"] = best
         print(f"API PIL -> PIL 1920x1080 -> 3840x2160, {p}: {best:.3f} s", flush=True)
         out.write_text(json.dumps(res, indent=2) + "\n")

@@ -41,6 +41,12 @@ def official_path() -> Path:
     return weights.path("edsr-baseline-liif")
 
 
+@pytest.fixture()
+def weights_arg(official_path: Path) -> list[str]:
+    """``--weights PATH`` of the official checkpoint, for CLI runs."""
+    return ["--weights", str(official_path)]
+
+
 @pytest.fixture(scope="session")
 def official(official_path: Path):
     from liif import checkpoints

@@ -26,9 +26,10 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'liif[serve]'")
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
+from test_serve import serve_in_thread  # noqa: E402
+
 from conftest import DATA  # noqa: E402
 from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
-from test_serve import serve_in_thread  # noqa: E402
 
 CHROMIUM = os.environ.get("LIIF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # CSS pixels of the browser window (device scale factor 1); larger when keeping the screenshot
@@ -50,7 +51,8 @@ class Chromium:
                 "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
                 f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
                 "--force-device-scale-factor=1", "--remote-debugging-pipe", "about:blank"]
-        # bash (dash takes single-digit fds only) puts our pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them.
+        # bash (dash takes single-digit fds only) puts our pipe ends on fds 3 and 4, where
+        # --remote-debugging-pipe expects them.
         script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(["bash", "-c", script, *args], pass_fds=(to_browser_r, from_browser_w),
@@ -163,7 +165,8 @@ class Page:
     def canvas_pixels(self, x: int, y: int, w: int, h: int) -> np.ndarray:
         b64 = self.eval(f"""(() => {{
             const d = document.getElementById('view').getContext('2d').getImageData({x}, {y}, {w}, {h}).data;
-            let s = ''; for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
+            let s = '';
+            for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
             return btoa(s); }})()""")
         return np.frombuffer(base64.b64decode(b64), dtype=np.uint8).reshape(h, w, 4)
 
@@ -198,7 +201,8 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
         page.send("Page.enable")
         page.send("Page.navigate", {"url": base + "/"})
         page.wait_for("window.liifViewer && window.liifViewer.ready", timeout=60)
-        assert page.eval("document.getElementById('images').options.length") == 1 + len(list(IMAGE.parent.glob("*.png")))
+        n_options = page.eval("document.getElementById('images').options.length")
+        assert n_options == 1 + len(list(IMAGE.parent.glob("*.png")))
 
         # open an image the way a person does: the upload control
         doc = page.send("DOM.getDocument")["root"]["nodeId"]

@@ -38,9 +38,9 @@ def test_official_checkpoint_spec(official):
 
 def test_official_without_optimizer_state(official, tmp_path):
     model, _ = official
-    ck = {"model": {"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
-                                             "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256] * 4}}},
-                    "sd": model.state_dict()}}
+    args = {"encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
+            "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256] * 4}}}
+    ck = {"model": {"name": "liif", "args": args, "sd": model.state_dict()}}
     torch.save(ck, tmp_path / "no-opt.pth")
     m2, _ = checkpoints.load(tmp_path / "no-opt.pth")
     assert all(v.equal(m2.state_dict()[k]) for k, v in model.state_dict().items())
@@ -98,7 +98,8 @@ def test_mismatched_file_names_keys(official, tmp_path):
                                              "imnet_spec": {"name": "mlp", "args": {"hidden_list": [256] * 4}}},
                     "sd": sd}}
     torch.save(ck, tmp_path / "bad.pth")
-    with pytest.raises(LiifError, match=r"missing keys \[imnet.layers.8.bias\], unexpected keys \[encoder.extra.weight\]"):
+    with pytest.raises(LiifError,
+                       match=r"missing keys \[imnet.layers.8.bias\], unexpected keys \[encoder.extra.weight\]"):
         checkpoints.load(tmp_path / "bad.pth")
 
 

@@ -16,11 +16,6 @@ from liif.cli import main
 COMIC = GOLDEN / "set14_comic_in.png"
 
 
-@pytest.fixture()
-def weights_arg(official_path):
-    return ["--weights", str(official_path)]
-
-
 def run(args, capsys):
     rc = main(args)
     out, err = capsys.readouterr()
@@ -108,7 +103,8 @@ def test_bad_input_among_several_writes_nothing(tmp_path, capsys, weights_arg):
 def test_wrong_checkpoint_and_output_kind(tmp_path, capsys):
     ck = tmp_path / "ck.pth"
     ck.write_bytes(b"\x00" * 100)
-    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(ck)], capsys)
+    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(ck)],
+                     capsys)
     assert rc == 1 and "not a PyTorch checkpoint" in err and not (tmp_path / "o.png").exists()
     rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.jpg"), "--scale", "2"], capsys)
     assert rc == 1 and "must be a .png file or a folder" in err

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liif.coords import axis_centres, make_cell, make_coord, to_pixel_samples
+from liif.coords import axis_centres, make_cell, make_coord
 
 
 def test_centres_known_values():
@@ -23,7 +23,8 @@ def test_official_float32_recipe_bit_exact():
     # float32(2r) * k + float32(v0 + r), not float64 then cast
     n = 2040
     r = 1.0 / n
-    expect = torch.arange(n).float() * torch.tensor(2 * r, dtype=torch.float32) + torch.tensor(-1 + r, dtype=torch.float32)
+    expect = (torch.arange(n).float() * torch.tensor(2 * r, dtype=torch.float32)
+              + torch.tensor(-1 + r, dtype=torch.float32))
     assert torch.equal(axis_centres(n), expect)
 
 
@@ -35,10 +36,6 @@ def test_slices_equal_full_sequence(n, data):
     assert torch.equal(axis_centres(n, start=start, count=count), axis_centres(n)[start:start + count])
 
 
-def test_cell_and_pixel_samples():
+def test_cell():
     cell = make_cell((4, 8), 3)
     assert cell.shape == (3, 2) and cell[0].tolist() == [0.5, 0.25]
-    img = torch.arange(2 * 3 * 3, dtype=torch.float32).view(3, 2, 3)
-    coord, rgb = to_pixel_samples(img)
-    assert coord.shape == (6, 2) and rgb.shape == (6, 3)
-    assert rgb[4].tolist() == img[:, 1, 1].tolist()

@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import DATA
 from liif.coords import make_coord
 from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.resize import resize_uint8
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
-
-from conftest import DATA
 
 
 def _write(folder: Path, name: str, hw: tuple[int, int], seed: int = 0, fmt: str = "PNG") -> np.ndarray:

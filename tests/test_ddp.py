@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import tiny_config
 
+from conftest import ROOT
 from liif import checkpoints
 from liif.models import build
 from liif.train import config
 from liif.train.loop import train
-
-from conftest import ROOT
-from test_train import tiny_config
 
 
 def _free_port() -> int:

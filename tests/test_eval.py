@@ -12,13 +12,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import DATA, GOLDEN
 from liif import cli
-from liif.data import datasets
+from liif.data import eval_sets
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
-from liif.eval import metrics, published, protocols
-
-from conftest import DATA, GOLDEN
+from liif.eval import metrics, protocols, published
 
 
 def _golden() -> dict[str, float]:
@@ -26,7 +25,7 @@ def _golden() -> dict[str, float]:
 
 
 def _mean_psnr(upscaler, name: str, scale: int, protocol: str = "benchmark") -> float:
-    ds = datasets.open_folder(DATA / name)
+    ds = eval_sets.open_folder(DATA / name)
     scores = protocols.evaluate(upscaler, ds, [scale], protocols.protocol(protocol))
     return protocols.summarize(scores)[0].psnr
 
@@ -52,7 +51,7 @@ def test_mmagic_protocol_set14_x4_value(upscaler) -> None:
 
 @pytest.mark.slow
 def test_mmagic_protocol_set14_x4_gtmod12_value(upscaler) -> None:
-    ds = datasets.open_folder(DATA / "Set14")
+    ds = eval_sets.open_folder(DATA / "Set14")
     scores = protocols.evaluate(upscaler, ds, [4], protocols.protocol("mmagic"), gt_mod=12)
     assert protocols.summarize(scores)[0].psnr == pytest.approx(26.8163, abs=1e-3)
 
@@ -96,11 +95,11 @@ def _u8(t: torch.Tensor) -> np.ndarray:
 
 def test_mmagic_protocol_by_hand(tmp_path: Path) -> None:
     """PIL LR from the GT cropped to a multiple of the scale, uint8-rounded output, RGB, crop = scale."""
-    ds = datasets.open_folder(_make_set(tmp_path / "Set14", [(50, 61), (47, 40)], lr_scales=()))
+    ds = eval_sets.open_folder(_make_set(tmp_path / "Set14", [(50, 61), (47, 40)], lr_scales=()))
     up = StubUpscaler()
     scores = protocols.evaluate(up, ds, [4], protocols.protocol("mmagic"))
     want = []
-    for f, (lr_in, out_hw) in zip(ds.hr_files, up.inputs):
+    for f, (lr_in, out_hw) in zip(ds.hr_files, up.inputs, strict=True):
         gt = np.asarray(Image.open(f).convert("RGB"))
         gt = gt[: gt.shape[0] // 4 * 4, : gt.shape[1] // 4 * 4]
         lr = resize_uint8(gt, (gt.shape[0] // 4, gt.shape[1] // 4))
@@ -126,7 +125,7 @@ def test_paper_protocols_use_matlab_files_then_pil(tmp_path: Path) -> None:
     # overwrite the x3 LR file with distinct content to see it is the one used
     lr3 = _rand(16, 20, 7)
     Image.fromarray(lr3).save(root / "LR_bicubic" / "X3" / "im0.png")
-    ds = datasets.open_folder(root)
+    ds = eval_sets.open_folder(root)
     up = StubUpscaler()
     scores = protocols.evaluate(up, ds, [3, 6], protocols.protocol("benchmark"))
     (in3, hw3), (in6, hw6) = up.inputs
@@ -146,7 +145,7 @@ def test_paper_protocols_use_matlab_files_then_pil(tmp_path: Path) -> None:
 
 def test_missing_lr_folder_and_size_mismatch_are_clear_errors(tmp_path: Path) -> None:
     root = _make_set(tmp_path / "Mine", [(40, 40)], lr_scales=(2,))
-    ds = datasets.open_folder(root)
+    ds = eval_sets.open_folder(root)
     with pytest.raises(LiifError, match=r"LR_bicubic/X3 is missing.*--lr pil"):
         protocols.evaluate(StubUpscaler(), ds, [2, 3], protocols.protocol("benchmark"))
     assert len(protocols.evaluate(StubUpscaler(), ds, [3], protocols.protocol("benchmark"), lr="pil")) == 1
@@ -169,8 +168,8 @@ def test_eval_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_default_protocol_and_published_lookup(tmp_path: Path) -> None:
-    assert protocols.default_protocol(datasets.open_folder(_make_set(tmp_path / "DIV2K", [(24, 24)]))) == "div2k"
-    assert protocols.default_protocol(datasets.open_folder(DATA / "Set14")) == "benchmark"
+    assert protocols.default_protocol(eval_sets.open_folder(_make_set(tmp_path / "DIV2K", [(24, 24)]))) == "div2k"
+    assert protocols.default_protocol(eval_sets.open_folder(DATA / "Set14")) == "benchmark"
     cell = {(p.source, p.model): p.psnr for p in published.lookup("set14", 4, "mmagic")}
     assert cell[(published.OPENMMLAB, "LIIF-EDSR (OpenMMLab)")] == 26.8415
     assert cell[(published.SEED_CARD, "LIIF-EDSR (vendor, 8 GPUs)")] == 26.87

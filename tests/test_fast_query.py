@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from liif.models import ModelSpec, build
-from liif.models.decoder import fast_forward as folded_forward, fast_query as folded_query
+from liif.models.decoder import fast_forward as folded_forward
+from liif.models.decoder import fast_query as folded_query
 
 
 @pytest.mark.parametrize("ensemble,unfold,cell", [(True, True, True), (False, True, True),
@@ -26,7 +27,7 @@ def test_folded_query_matches_reference(ensemble: bool, unfold: bool, cell: bool
     params = [feat] + list(model.imnet.parameters())
     g_ref = torch.autograd.grad((ref * torch.linspace(-1, 1, 3)).sum(), params)
     g_got = torch.autograd.grad((got * torch.linspace(-1, 1, 3)).sum(), params)
-    for a, b in zip(g_got, g_ref):
+    for a, b in zip(g_got, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import run
 
 from conftest import GOLDEN
 from liif import LiifError, api, imageio, limits
-from liif.cli import main
-from test_cli import run, weights_arg  # noqa: F401 (weights_arg is a fixture)
 
 COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 
@@ -181,10 +180,10 @@ def test_env_pixel_limits(tmp_path, capsys, monkeypatch):
     rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2"], capsys)
     assert rc == 1 and "LIIF_MAX_PIXELS must be a whole number" in one_error_line(err)
     monkeypatch.setenv("LIIF_MAX_PIXELS", "1e9")  # integral floats are accepted
-    assert api.default_max_pixels() == 1_000_000_000
+    assert limits.max_pixels() == 1_000_000_000
     monkeypatch.setenv("LIIF_MAX_PIXELS", "2.5")
     with pytest.raises(LiifError, match="whole number"):
-        api.default_max_pixels()
+        limits.max_pixels()
 
 
 def test_train_max_minutes_must_be_finite(tmp_path, capsys):
@@ -285,7 +284,7 @@ def test_setup_script_leaves_the_package_index_to_pip():
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16"])
 def test_streamed_png_equals_upscale(upscaler, small, tmp_path, monkeypatch, mode):
     if mode == "I;16":
-        im = Image.fromarray((np.asarray(small.convert("L"), np.uint16) * 257))
+        im = Image.fromarray(np.asarray(small.convert("L"), np.uint16) * 257)
     else:
         im = small.convert(mode)
     if mode in ("RGBA", "LA"):

@@ -148,8 +148,9 @@ def test_published_lte_rows_sit_beside_liif():
 
 def test_eval_command_on_an_lte_checkpoint(lte_path, tmp_path, capsys):
     """``liif eval`` reads the official LTE format and prints LIIF's and LTE's published rows together."""
-    from liif.cli import main
     from test_eval import _make_set
+
+    from liif.cli import main
 
     root = _make_set(tmp_path / "Set5", [(48, 40)], lr_scales=(4,))  # named Set5: its published rows apply
     rc = main(["eval", "--weights", str(lte_path), "--dataset", str(root), "--scales", "4",

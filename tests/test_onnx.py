@@ -16,8 +16,8 @@ from conftest import GOLDEN, golden_cases, load_rgb  # noqa: E402
 from liif.api import Upscaler  # noqa: E402
 from liif.cli import main  # noqa: E402
 from liif.errors import LiifError  # noqa: E402
-from liif.models import ModelSpec, build  # noqa: E402
 from liif.export.onnx import GRAPHS, MANIFEST, OPSET, OrtBackend, cached_export, export  # noqa: E402
+from liif.models import ModelSpec, build  # noqa: E402
 from liif.render import Window, render, render_tiles  # noqa: E402
 
 CASES = golden_cases()

@@ -161,7 +161,8 @@ def test_peak_memory_flat_as_image_grows():
     is the same for every encoder."""
     peaks = {}
     for side in (192, 768):
-        res = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(side)], capture_output=True, text=True, timeout=600)
+        res = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(side)], capture_output=True, text=True,
+                             timeout=600)
         assert res.returncode == 0, res.stderr
         peaks[side] = int(res.stdout.strip().splitlines()[-1])
     print("peak RSS by LR side:", peaks)

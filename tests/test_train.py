@@ -15,14 +15,13 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import DATA, ROOT
 from liif import checkpoints
 from liif.cli import main as liif_main
 from liif.errors import LiifError
-from liif.train import checkpoint as ckpt
 from liif.train import config
+from liif.train import run_state as ckpt
 from liif.train.loop import epoch_batches, train
-
-from conftest import DATA, ROOT
 
 
 def make_images(folder: Path, n: int = 6, side: int = 40) -> Path:
@@ -154,7 +153,7 @@ def test_epoch_batches_split_each_global_batch_across_ranks() -> None:
     r0 = epoch_batches(50, 8, epoch=3, seed=1, rank=0, world=2)
     r1 = epoch_batches(50, 8, epoch=3, seed=1, rank=1, world=2)
     assert len(single) == len(r0) == len(r1) == 6
-    for s, a, b in zip(single, r0, r1):
+    for s, a, b in zip(single, r0, r1, strict=True):
         assert len(a) == len(b) == 4 and not set(a) & set(b) and sorted(a + b) == sorted(s)
     assert epoch_batches(50, 8, epoch=4, seed=1) != single
     assert epoch_batches(50, 8, epoch=4, seed=1) != epoch_batches(50, 8, epoch=3, seed=2)  # seeds do not alias

@@ -161,8 +161,8 @@ def test_lossless_video_equals_image_upscale_frame_by_frame(tiny, tmp_path):
     assert len(a["audio"]) > 10 and b["audio"] == a["audio"]  # remuxed, byte for byte
     assert b["subtitles"] == a["subtitles"] == [(b"cue 0", Fraction(1, 10), Fraction(3, 25)),
                                                 (b"cue 1", Fraction(1, 4), Fraction(3, 25))]
-    assert all(np.array_equal(f, g) for f, g in zip(frames, a["rgb"]))  # the input file is lossless too
-    for i, (rgb, got) in enumerate(zip(frames, b["rgb"])):
+    assert all(np.array_equal(f, g) for f, g in zip(frames, a["rgb"], strict=True))  # the input file is lossless too
+    for i, (rgb, got) in enumerate(zip(frames, b["rgb"], strict=True)):
         want = up.upscale(rgb, scale=1.5)
         assert want.std() > 3 and not np.array_equal(want, b["rgb"][i - 1])  # varied, frame by frame
         np.testing.assert_array_equal(got, want)

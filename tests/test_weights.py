@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from liif import weights
+from liif import fileio, weights
 from liif.errors import LiifError
 
 MEMBER = "fake_liif/models/tiny.pth"
@@ -86,4 +86,4 @@ def test_path_accepts_files_and_rejects_unknown(tmp_path):
 
 
 def test_official_file_is_verified(official_path):
-    assert weights.sha256_of(official_path) == weights.REGISTRY["edsr-baseline-liif"].sha256
+    assert fileio.sha256_of(official_path) == weights.REGISTRY["edsr-baseline-liif"].sha256

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 from liif.errors import LiifError
+from liif.fileio import atomic_path, write_text_atomic
+from liif.imageio import read_rgb
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHES = ("none", "memory", "mmap")
@@ -38,15 +39,6 @@ def list_images(root: str | Path, what: str = "dataset folder") -> list[Path]:
     if not files:
         raise LiifError(f"{what} {p} holds no PNG/JPEG images")
     return files
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode any image file to uint8 RGB (H, W, 3); grayscale/palette/alpha are converted."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    except OSError as e:
-        raise LiifError(f"cannot decode image {path}: {e}") from None
 
 
 class ImageFolder:
@@ -119,17 +111,14 @@ def build_mmap_cache(files: list[Path], folder: Path) -> tuple[Path, list[tuple[
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not index.is_file():
             entries, offset = [], 0
-            tmp = folder / f".images-{key}.u8.{os.getpid()}"
-            with open(tmp, "wb") as f:
+            with atomic_path(data) as tmp, open(tmp, "wb") as f:
                 for path in files:
                     a = read_rgb(path)
                     f.write(a.tobytes())
                     entries.append((offset, a.shape[0], a.shape[1]))
                     offset += a.nbytes
-            os.replace(tmp, data)
-            tmp_index = folder / f".images-{key}.json.{os.getpid()}"
-            tmp_index.write_text(json.dumps({"files": listing, "entries": entries}))
-            os.replace(tmp_index, index)  # the index last: its presence means the data is complete
+            # the index last: its presence means the data is complete
+            write_text_atomic(index, json.dumps({"files": listing, "entries": entries}))
     entries = [tuple(e) for e in json.loads(index.read_text())["entries"]]
     return data, entries  # type: ignore[return-value]
 
@@ -162,7 +151,8 @@ class PairedFolders:
         return self.lr[i], self.hr[i]
 
 
-def div2k(root: str | Path, split: str = "train", scale: int | None = None, **kw: object) -> ImageFolder | PairedFolders:
+def div2k(root: str | Path, split: str = "train", scale: int | None = None,
+          **kw: object) -> ImageFolder | PairedFolders:
     """The DIV2K layout: ``root/DIV2K_{split}_HR`` and ``root/DIV2K_{split}_LR_bicubic/X{scale}``.
 
     With ``scale`` the result pairs LR and HR (the x2-x4 validation protocol); without it, HR only.

@@ -24,11 +24,7 @@ from liif.coords import make_coord
 from liif.data.folders import ImageFolder, PairedFolders
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
-
-
-def to_float(a: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float().div_(255)
+from liif.imageio import as_float_chw
 
 
 class ImplicitDownsampled(torch.utils.data.Dataset):
@@ -78,14 +74,14 @@ class ImplicitDownsampled(torch.utils.data.Dataset):
                 crop, lr = crop[:, ::-1], lr[:, ::-1]
             if flips[2]:
                 crop, lr = crop.transpose(1, 0, 2), lr.transpose(1, 0, 2)
-        hr = to_float(crop)
+        hr = as_float_chw(crop)
         coord = make_coord(hr.shape[-2:])
         gt = hr.reshape(3, -1).t()
         if self.sample_q is not None:
             pick = torch.from_numpy(rng.choice(coord.shape[0], self.sample_q, replace=False))
             coord, gt = coord[pick], gt[pick]
         cell = torch.tensor([2.0 / hr.shape[-2], 2.0 / hr.shape[-1]]).expand(coord.shape[0], 2).clone()
-        return {"inp": to_float(lr), "coord": coord, "cell": cell, "gt": gt.contiguous()}
+        return {"inp": as_float_chw(lr), "coord": coord, "cell": cell, "gt": gt.contiguous()}
 
 
 class FixedScale(torch.utils.data.Dataset):
@@ -111,8 +107,8 @@ class FixedScale(torch.utils.data.Dataset):
             h, w = lr.shape[:2]
             if hr.shape[0] < h * s or hr.shape[1] < w * s:
                 raise LiifError(f"HR image {i} ({hr.shape[1]}x{hr.shape[0]}) is smaller than its LR x{s}")
-            return to_float(lr), to_float(hr[:h * s, :w * s])
+            return as_float_chw(lr), as_float_chw(hr[:h * s, :w * s])
         hr = self.data[i]
         h, w = hr.shape[0] // s, hr.shape[1] // s
         hr = np.ascontiguousarray(hr[:h * s, :w * s])
-        return to_float(resize_uint8(hr, (h, w))), to_float(hr)
+        return as_float_chw(resize_uint8(hr, (h, w))), as_float_chw(hr)

@@ -1,4 +1,7 @@
-"""The ``eval``, ``data`` and ``report`` subcommands (registered by ``liif.cli.build_parser``)."""
+"""The ``eval`` and ``report`` subcommands (registered by ``liif.cli.build_parser``).
+
+Only argparse is imported here; the evaluation code loads when a command runs.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from liif.data.cli import root_arg
 from liif.errors import LiifError
+from liif.fileio import write_text_atomic
+from liif.precision import CHOICES
 
 DEFAULT_SCALES = {  # the scales of the published tables for each protocol
     "benchmark": "2,3,4,6,8",
@@ -15,7 +21,8 @@ DEFAULT_SCALES = {  # the scales of the published tables for each protocol
 }
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``eval`` on the ``liif`` subcommand parser."""
     e = sub.add_parser("eval", help="PSNR/SSIM of weights on a dataset under a published protocol",
                        description="Evaluate LIIF weights on a dataset folder (HR/ + LR_bicubic/X<k>/) or a "
                                    "fetched dataset; prints the summary, and writes per-image CSV and summary "
@@ -40,18 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common(e)
     e.set_defaults(func=cmd_eval)
 
-    d = sub.add_parser("data", help="fetch or verify evaluation datasets")
-    dsub = d.add_subparsers(dest="action", required=True)
-    dsub.add_parser("list", help="known datasets, sources and whether they are present")
-    df = dsub.add_parser("fetch", help="download (resumable, checked) and extract into <root>/<Set>/HR, LR_bicubic/X<k>")
-    df.add_argument("name", choices=["div2k", "set5", "set14", "b100", "urban100"])
-    df.add_argument("--force", action="store_true", help="download and extract again")
-    dv = dsub.add_parser("verify", help="check a dataset's image counts and HR/LR pairs")
-    dv.add_argument("name", help="a known dataset name or a folder path")
-    for p in (d, df, dv):
-        p.add_argument("--root", default=None, metavar="DIR", help="data root (default: $LIIF_DATA_DIR or the cache)")
-    d.set_defaults(func=cmd_data)
 
+def add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``report`` on the ``liif`` subcommand parser."""
     r = sub.add_parser("report", help="reproduction report (Markdown + PSNR-vs-scale plot) against the paper")
     r.add_argument("--weights", default="edsr-baseline-liif")
     r.add_argument("--datasets", default=None,
@@ -66,15 +64,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, metavar="DIR", help="where named datasets live "
                                                                     "(default: $LIIF_DATA_DIR or the cache)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
+    p.add_argument("--precision", default="fp32", choices=list(CHOICES),
                    help="default fp32: published figures are fp32 (auto: what the hardware runs natively)")
     p.add_argument("--method", default="fast", choices=["fast", "reference"], help="renderer")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar per dataset (default: when stderr is a terminal)")
-
-
-def _root(text: str | None) -> Path | None:
-    return Path(text).expanduser() if text else None
 
 
 def _load(args: argparse.Namespace):
@@ -88,10 +82,10 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols, report
 
-    ds = datasets.resolve(args.dataset, _root(args.data_root))
+    ds = eval_sets.resolve(args.dataset, root_arg(args.data_root))
     prot = protocols.protocol(args.protocol or protocols.default_protocol(ds))
     scales = protocols.parse_scales(args.scales or DEFAULT_SCALES[prot.name])
     if args.gt_mod is not None and args.gt_mod < 1:
@@ -114,38 +108,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_data(args: argparse.Namespace) -> int:
-    from liif.data import datasets
-
-    root = _root(args.root)
-    if args.action == "list":
-        base = root or datasets.data_root()
-        for d in datasets.REGISTRY.values():
-            state = "present" if (base / d.folder / "HR").is_dir() else "not fetched"
-            print(f"{d.key}\t{d.folder}\t{d.n_images} images\t{state} ({base / d.folder})")
-            for a in d.archives:
-                print(f"\t{a.url}\tsha256 {a.sha256 or 'unknown (verified by structure)'}")
-        return 0
-    if args.action == "fetch":
-        ds = datasets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())
-        print(f"{ds.name}: {len(ds.hr_files)} images at {ds.path}")
-        return 0
-    ds = datasets.verify(args.name, root)
-    scales = sorted(int(p.name[1:]) for p in (ds.path / "LR_bicubic").glob("X*") if p.name[1:].isdigit())
-    print(f"{ds.path}: OK ({len(ds.hr_files)} HR images; LR scales {', '.join(f'x{s}' for s in scales) or 'none'})")
-    return 0
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from liif.data import datasets
+    from liif.data import eval_sets
     from liif.eval import protocols, report
 
-    root = _root(args.data_root)
+    root = root_arg(args.data_root)
     if args.datasets:
-        folders = [datasets.resolve(n.strip(), root) for n in args.datasets.split(",") if n.strip()]
+        folders = [eval_sets.resolve(n.strip(), root) for n in args.datasets.split(",") if n.strip()]
     else:
-        base = root or datasets.data_root()
-        folders = [datasets.open_folder(base / d.folder, d.folder) for d in datasets.REGISTRY.values()
+        base = root or eval_sets.data_root()
+        folders = [eval_sets.open_folder(base / d.folder, d.folder) for d in eval_sets.REGISTRY.values()
                    if (base / d.folder / "HR").is_dir()]
         if not folders:
             raise LiifError(f"no datasets under {base}; run `liif data fetch set5` or pass --datasets FOLDER,...")
@@ -169,6 +141,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     command = "liif " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "liif report"
     md = report.report_markdown(summaries, str(args.weights), up.spec.encoder, plot.name, command, up.spec.method)
     report.write_json(report.records(summaries, up.spec.encoder, up.spec.method), out / "report.json")
-    print(f"wrote {report.write_text(out / 'report.md', md)}")
+    print(f"wrote {write_text_atomic(out / 'report.md', md)}")
     print(f"wrote {plot}")
     return 0

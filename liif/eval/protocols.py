@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from liif.data.datasets import MATLAB_SCALES, DatasetFolder
+from liif.data.eval_sets import MATLAB_SCALES, DatasetFolder
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
 from liif.eval import metrics
+from liif.imageio import as_float_chw, read_rgb
 from liif.render import Window
 
 
@@ -91,14 +91,6 @@ class ImageScore:
     ssim: float
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except OSError as e:
-        raise LiifError(f"cannot read {path}: {e}") from None
-
-
 def uses_matlab_lr(p: Protocol, scale: int, lr: str) -> bool:
     return p.matlab_lr and lr == "auto" and scale in MATLAB_SCALES
 
@@ -137,11 +129,7 @@ def make_pair(ds: DatasetFolder, hr_path: Path, scale: int, p: Protocol, lr: str
     return resize_uint8(hr, (h, w)), hr, "pil"
 
 
-def to_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1) / 255
-
-
-def predict(up: "object", lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+def predict(up: object, lr: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
     """Render the full output with the upscaler's renderer, clamped to [0, 1], as (3, H, W)."""
     out = up.render_rgb(lr.to(up.device), out_hw, Window.full(out_hw), up.precision)  # type: ignore[attr-defined]
     return torch.from_numpy(out).permute(2, 0, 1).clamp_(0, 1)
@@ -158,7 +146,7 @@ def score(sr: torch.Tensor, hr: torch.Tensor, scale: int, p: Protocol,
     return metrics.psnr(sr, hr, shave=shave, y_channel=p.y_channel), p.ssim(sr, hr, shave=shave)
 
 
-def evaluate(up: "object", ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str = "auto",
+def evaluate(up: object, ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str = "auto",
              gt_mod: int | None = None, progress: bool = False,
              images: Sequence[Path] | None = None, png: str | None = None) -> list[ImageScore]:
     """Score every image of ``ds`` at every scale, batch 1, with the upscaler's renderer
@@ -175,8 +163,8 @@ def evaluate(up: "object", ds: DatasetFolder, scales: Sequence[int], p: Protocol
         for s in scales:
             for f in files:
                 low, high, src = make_pair(ds, f, s, p, lr, gt_mod)
-                hr_t = to_tensor(high)
-                sr = predict(up, to_tensor(low), (high.shape[0], high.shape[1]))
+                hr_t = as_float_chw(high)
+                sr = predict(up, as_float_chw(low), (high.shape[0], high.shape[1]))
                 ps, ss = score(sr, hr_t, s, p, png)
                 out.append(ImageScore(ds.name, s, p.name, f.name, src, high.shape[0], high.shape[1], ps, ss))
                 if bar is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -12,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from liif.checkpoints import atomic_path
 from liif.eval import published
 from liif.eval.protocols import PROTOCOLS, ImageScore, Summary
+from liif.fileio import atomic_path, write_text_atomic
 
 
 def _num(x: float, digits: int = 4) -> float | None:
@@ -27,12 +28,6 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "inf" if math.isinf(x) else f"{x:.{digits}f}"
 
 
-def write_text(path: Path, text: str) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
 def write_csv(scores: Sequence[ImageScore], path: Path) -> Path:
     buf = io.StringIO()
     fields = ["dataset", "scale", "protocol", "image", "lr_source", "height", "width", "psnr", "ssim"]
@@ -42,11 +37,11 @@ def write_csv(scores: Sequence[ImageScore], path: Path) -> Path:
         row = asdict(s)
         row["psnr"], row["ssim"] = _fmt(s.psnr, 6), _fmt(s.ssim, 6)
         w.writerow(row)
-    return write_text(path, buf.getvalue())
+    return write_text_atomic(path, buf.getvalue())
 
 
 def dataset_key(name: str) -> str | None:
-    from liif.data.datasets import known_key
+    from liif.data.eval_sets import known_key
 
     return known_key(name)
 
@@ -69,12 +64,13 @@ def records(summaries: Sequence[Summary], backbone: str | None = None, method: s
 
 
 def write_json(obj: object, path: Path) -> Path:
-    return write_text(path, json.dumps(obj, indent=1) + "\n")
+    return write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 
 def summary_markdown(summaries: Sequence[Summary], backbone: str | None = None, method: str = "liif") -> str:
     """A Markdown table: our mean PSNR/SSIM and the published numbers with the difference."""
-    lines = ["| dataset | scale | protocol | LR | images | PSNR (dB) | SSIM | published PSNR (source) | ours - published |",
+    lines = ["| dataset | scale | protocol | LR | images | PSNR (dB) | SSIM | published PSNR (source) "
+             "| ours - published |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records(summaries, backbone, method):
         pubs = r["published"]
@@ -89,7 +85,7 @@ def write_results(scores: Sequence[ImageScore], summaries: Sequence[Summary], ou
                   backbone: str | None = None, method: str = "liif") -> list[Path]:
     """``<stem>-per-image.csv``, ``<stem>-summary.md`` and ``<stem>-summary.json`` in ``out_dir``."""
     return [write_csv(scores, out_dir / f"{stem}-per-image.csv"),
-            write_text(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone, method)),
+            write_text_atomic(out_dir / f"{stem}-summary.md", summary_markdown(summaries, backbone, method)),
             write_json(records(summaries, backbone, method), out_dir / f"{stem}-summary.json")]
 
 
@@ -135,7 +131,7 @@ def plot_psnr_vs_scale(series: Sequence[tuple[str, tuple[int, int, int], bool, d
     d.text((12, top - 20), "PSNR (dB)", fill="black", font=font, anchor="ls")
     for i, (label, colour, dashed, data) in enumerate(series):
         line = [xy(s, v) for s, v in sorted(data.items()) if math.isfinite(v)]
-        for a, b in zip(line, line[1:]):
+        for a, b in itertools.pairwise(line):
             _segment(d, a, b, colour, dashed)
         for x, y in line:
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour if not dashed else "white", outline=colour)

@@ -1,4 +1,4 @@
-"""Command-line entries for deployment: ``liif export onnx`` and ``liif serve``.
+"""The ``liif export onnx`` command (``liif serve`` is registered from :mod:`liif.serve.cli`).
 
 Only argparse is imported here; the heavy modules load when a command runs.
 """
@@ -9,8 +9,8 @@ import argparse
 from liif.errors import LiifError
 
 
-def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``export onnx`` and ``serve`` on the ``liif`` subcommand parser."""
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``export onnx`` on the ``liif`` subcommand parser."""
     e = sub.add_parser("export", help="export a model for other runtimes (ONNX)")
     esub = e.add_subparsers(dest="format", required=True)
     o = esub.add_parser("onnx", help="encoder, maps and decoder ONNX graphs (opset 17, dynamic sizes)",
@@ -20,10 +20,6 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     o.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
     o.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     o.set_defaults(func=cmd_export)
-
-    from liif.serve.cli import add_parser as add_serve
-
-    add_serve(sub)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.imageio import as_float
 from liif.models import ImplicitDecoder, ModelSpec
 from liif.models.decoder import run_tail

@@ -143,7 +143,8 @@ def fast_query(model: ImplicitDecoder, feat: torch.Tensor, coord: torch.Tensor, 
         idx.append((base + iy * W + ix).reshape(-1))
         rels.append(torch.stack([ry, rx], dim=-1))
     rel = torch.stack(rels)  # (T, B, Q, 2)
-    rel_cell = (cell.float() * torch.tensor([H, W], dtype=torch.float32, device=cell.device)).expand(len(shifts), B, Q, 2)
+    lr_size = torch.tensor([H, W], dtype=torch.float32, device=cell.device)
+    rel_cell = (cell.float() * lr_size).expand(len(shifts), B, Q, 2)
     rows = table.index_select(0, torch.cat(idx))
     h = model.first_hidden(rows, rel.reshape(-1, 2), rel_cell.reshape(-1, 2))
     preds = run_tail(model.tail, h).float().view(len(shifts), B, Q, -1)  # the blend runs in fp32

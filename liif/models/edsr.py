@@ -89,9 +89,9 @@ class EDSR(nn.Module):
         return x if self.no_upsampling else self.tail(x)
 
     @classmethod
-    def baseline(cls, **kw: object) -> "EDSR":
+    def baseline(cls, **kw: object) -> EDSR:
         return cls(n_resblocks=16, n_feats=64, res_scale=1.0, **kw)  # type: ignore[arg-type]
 
     @classmethod
-    def full(cls, **kw: object) -> "EDSR":
+    def full(cls, **kw: object) -> EDSR:
         return cls(n_resblocks=32, n_feats=256, res_scale=0.1, **kw)  # type: ignore[arg-type]

@@ -91,7 +91,7 @@ class LIIF(ImplicitDecoder):
     @property
     def tail(self) -> Sequence[nn.Linear]:
         assert self.imnet is not None
-        return [m for m in self.imnet.layers[1:] if isinstance(m, nn.Linear)]
+        return [m for m in list(self.imnet.layers)[1:] if isinstance(m, nn.Linear)]
 
     @property
     def map_channels(self) -> int:

@@ -103,6 +103,7 @@ class LTE(ImplicitDecoder):
     def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
         """[A, Q] stacked: (B, 2 * hidden_dim, h, w), as one convolution."""
         w = torch.cat([self.coef.weight, self.freq.weight]).to(feat.dtype)
+        assert self.coef.bias is not None and self.freq.bias is not None
         b = torch.cat([self.coef.bias, self.freq.bias]).to(feat.dtype)
         return F.conv2d(feat, w, b, padding=1)
 

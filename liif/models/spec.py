@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from liif.models.edsr import EDSR
 from liif.models.decoder import ImplicitDecoder
+from liif.models.edsr import EDSR
 from liif.models.liif import LIIF
 from liif.models.lte import LTE
 from liif.models.rdn import RDN
@@ -52,7 +52,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown model spec keys: {sorted(unknown)}")

@@ -9,8 +9,18 @@
   Runtime), with platform helpers in ``platform.py``.
 """
 from liif.render.backend import TorchBackend
-from liif.render.plan import (BLOCK_QUERIES, DEFAULT_MAX_MEMORY, STRIPE_BYTES_PER_PIXEL, STRIPE_PIXELS, default_budget,
-                              plan_axis, plan_tiles, stripe_pixels, window_region, working_set)
+from liif.render.plan import (
+                              BLOCK_QUERIES,
+                              DEFAULT_MAX_MEMORY,
+                              STRIPE_BYTES_PER_PIXEL,
+                              STRIPE_PIXELS,
+                              default_budget,
+                              plan_axis,
+                              plan_tiles,
+                              stripe_pixels,
+                              window_region,
+                              working_set,
+)
 from liif.render.platform import fp32_math, fp32_modes, fused_linear_available, set_fp32_modes
 from liif.render.reference import REFERENCE_CHUNK, render_reference
 from liif.render.tiled import band_rows, render, render_tiles

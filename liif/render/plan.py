@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
+from liif.coords import axis_centres
 from liif.errors import LiifError
 from liif.geometry import EPS_SHIFT, nearest_code
 from liif.models.decoder import ImplicitDecoder
-from liif.coords import axis_centres
 from liif.render.window import Window
 
 BLOCK_QUERIES = 1024  # queries per MLP block on the CPU (cache sized)

@@ -17,7 +17,8 @@ REFERENCE_CHUNK = 30000
 
 
 @torch.no_grad()
-def render_reference(model: ImplicitDecoder, img: torch.Tensor, out_hw: tuple[int, int], window: Window) -> torch.Tensor:
+def render_reference(model: ImplicitDecoder, img: torch.Tensor, out_hw: tuple[int, int],
+                     window: Window) -> torch.Tensor:
     """RGB image (3, h, w) in [0, 1] (or uint8) -> raw prediction (3, window.h, window.w), float32."""
     dev = img.device
     coord = torch.stack(torch.meshgrid(

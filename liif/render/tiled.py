@@ -19,8 +19,19 @@ from liif.errors import LiifError
 from liif.geometry import ENSEMBLE_SHIFTS, area_blend
 from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
-from liif.render.plan import (BLOCK_QUERIES, AxisPlan, Box, default_budget, encoder_halo, halo_region, lr_box,
-                              plan_axis, plan_tiles, stripe_plan, working_set)
+from liif.render.plan import (
+    BLOCK_QUERIES,
+    AxisPlan,
+    Box,
+    default_budget,
+    encoder_halo,
+    halo_region,
+    lr_box,
+    plan_axis,
+    plan_tiles,
+    stripe_plan,
+    working_set,
+)
 from liif.render.platform import fp32_math, release_free_memory, render_dtype
 from liif.render.reference import render_reference
 from liif.render.window import Window

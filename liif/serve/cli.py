@@ -10,7 +10,7 @@ from liif.errors import LiifError
 from liif.precision import CHOICES, CHOICES_HELP
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("serve", help="web viewer: open or upload an image, zoom x1..x30 with LIIF",
                        description="Serve a local web page that renders only the visible window at screen "
                                    "resolution. Binds to 127.0.0.1 unless --host says otherwise.")

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from liif import precision as precisions
-from liif.checkpoints import atomic_path
 from liif.errors import LiifError
+from liif.fileio import write_text_atomic
 from liif.render import fp32_math
 from liif.train import config
 from liif.train.loop import Step, build_data, epoch_batches, train_step
@@ -44,15 +44,15 @@ class Variant:
     compile: bool = False
 
     @classmethod
-    def parse(cls, text: str, device: torch.device) -> "Variant | str":
+    def parse(cls, text: str, device: torch.device) -> Variant | str:
         """The variant, or a one-line reason why it is skipped on ``device``."""
         text = text.strip()
         prec, *flags = text.split(":")
         asked = prec
         unknown = set(flags) - {"nofold", "nchw", "compile"}
-        if unknown or prec not in (*precisions.CHOICES, "tf32"):
+        if unknown or prec not in precisions.CHOICES:
             raise LiifError(f"--variants: cannot read {text!r} (PRECISION[:nofold][:nchw][:compile], "
-                            f"PRECISION one of auto, fp32, tf32, bf16, fp16)")
+                            f"PRECISION one of {', '.join(precisions.CHOICES)})")
         if prec == "auto":
             prec = precisions.native(device)
         elif prec == "tf32" and device.type != "cuda":
@@ -65,7 +65,7 @@ class Variant:
         return cls(name, prec, "nofold" not in flags, "nchw" not in flags, "compile" in flags)
 
     def amp(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return precisions.autocast_dtype(self.precision)
 
 
 def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
             train_step(fwd, model, opt, scaler, batches[0], device, amp)  # warm-up (and compilation)
         loops[name]["warmup_s"] = time.perf_counter() - t0
     for b in batches[1:]:
-        for name, st in loops.items():
+        for st in loops.values():
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
@@ -188,6 +188,5 @@ def main(args: argparse.Namespace) -> int:
             fig.update({"precision": variants[0].precision, "channels_last": variants[0].channels_last,
                         "reference_samples_per_s": ref, "ours_samples_per_s": rows[1]["samples_per_s"],
                         "ratio": rows[1]["samples_per_s"] / ref})
-        with atomic_path(Path(args.json)) as tmp:
-            tmp.write_text(json.dumps(fig, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(fig, indent=2) + "\n")
     return 0

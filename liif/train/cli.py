@@ -55,7 +55,7 @@ def add_bench_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("train", help="train a LIIF model (one process, or many under torchrun)",
                        description="Train LIIF from a YAML config. Under torchrun every process runs this "
                                    "command; rank 0 logs and writes checkpoints. See docs/training.md.")

@@ -32,14 +32,14 @@ from torch import nn
 from tqdm import tqdm
 
 from liif import precision as precisions
-from liif.checkpoints import atomic_path
 from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF, build
 from liif.models.decoder import fast_forward as folded_forward
 from liif.render import fp32_modes, set_fp32_modes
-from liif.train import checkpoint as ckpt
+from liif.train import run_state as ckpt
 from liif.train.config import Config, Optim, dump
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from liif import cli
-from liif.data import datasets
-from liif.data.datasets import Archive, DatasetInfo
-from liif.errors import LiifError
-
 from conftest import DATA
+from liif import cli
+from liif.data import eval_sets
+from liif.data.eval_sets import Archive, DatasetInfo
+from liif.errors import LiifError
 
 
 def _png(h: int, w: int, seed: int) -> bytes:
@@ -89,17 +88,17 @@ def test_fetch_over_http_extracts_standard_layout(tmp_path: Path, server: str) -
     data = _benchmark_tar(tmp_path / "src.tar")
     _RangeHandler.files["/bench.tar"] = data
     reg = _registry(server + "/bench.tar", hashlib.sha256(data).hexdigest())
-    ds = datasets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
+    ds = eval_sets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
     assert ds.path == tmp_path / "root" / "Tiny"
     assert [p.name for p in ds.hr_files] == ["im0.png", "im1.png"]
     assert sorted(p.name for p in (ds.path / "LR_bicubic" / "X3").iterdir()) == ["im0x3.png", "im1x3.png"]
     assert ds.lr_file(ds.hr_files[1], 4) == ds.path / "LR_bicubic" / "X4" / "im1x4.png"
     assert not (tmp_path / "root" / "Other").exists()
-    assert datasets.verify_folder(ds, 2, (2, 3, 4)) == []
+    assert eval_sets.verify_folder(ds, 2, (2, 3, 4)) == []
     assert (tmp_path / "root" / "downloads" / "bench.tar").read_bytes() == data
     # a second fetch reuses the verified folder without downloading
     n = len(_RangeHandler.ranges)
-    datasets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
+    eval_sets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
     assert len(_RangeHandler.ranges) == n
 
 
@@ -108,7 +107,7 @@ def test_download_resumes_with_http_range(tmp_path: Path, server: str) -> None:
     _RangeHandler.files["/blob.bin"] = data
     dest = tmp_path / "blob.bin"
     (tmp_path / "blob.bin.part").write_bytes(data[:300_001])
-    datasets.download(server + "/blob.bin", dest, hashlib.sha256(data).hexdigest(), None, progress=False)
+    eval_sets.download(server + "/blob.bin", dest, hashlib.sha256(data).hexdigest(), None, progress=False)
     assert _RangeHandler.ranges == ["bytes=300001-"]
     assert dest.read_bytes() == data
     assert not (tmp_path / "blob.bin.part").exists()
@@ -119,7 +118,7 @@ def test_corrupt_download_leaves_no_file(tmp_path: Path, server: str) -> None:
     _RangeHandler.files["/bench.tar"] = data
     reg = _registry(server + "/bench.tar", "0" * 64)
     with pytest.raises(LiifError, match="checksum mismatch for bench.tar"):
-        datasets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
+        eval_sets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
     assert not (tmp_path / "root" / "downloads" / "bench.tar").exists()
     assert not (tmp_path / "root" / "downloads" / "bench.tar.part").exists()
     assert not (tmp_path / "root" / "Tiny").exists()
@@ -130,9 +129,9 @@ def test_size_check_when_no_checksum_is_known(tmp_path: Path) -> None:
     src = tmp_path / "src.tar"
     data = _benchmark_tar(src)
     with pytest.raises(LiifError, match="size mismatch"):
-        datasets.download(src.as_uri(), tmp_path / "out.tar", None, len(data) + 1, progress=False)
+        eval_sets.download(src.as_uri(), tmp_path / "out.tar", None, len(data) + 1, progress=False)
     assert list(tmp_path.glob("out.tar*")) == []
-    datasets.download(src.as_uri(), tmp_path / "out.tar", None, len(data), progress=False)
+    eval_sets.download(src.as_uri(), tmp_path / "out.tar", None, len(data), progress=False)
     assert (tmp_path / "out.tar").read_bytes() == data
 
 
@@ -144,7 +143,7 @@ def test_fetch_from_file_url_zip_with_renamed_members(tmp_path: Path) -> None:
     arch = Archive(z.as_uri(), "valid.zip", hashlib.sha256(z.read_bytes()).hexdigest(), None,
                    {"DIV2K_valid_HR": "HR", "DIV2K_valid_LR_bicubic/X2": "LR_bicubic/X2"})
     reg = {"mini": DatasetInfo("mini", "Mini", 1, (arch,), scales=(2,))}
-    ds = datasets.fetch("mini", tmp_path / "root", progress=False, registry=reg)
+    ds = eval_sets.fetch("mini", tmp_path / "root", progress=False, registry=reg)
     assert (ds.path / "HR" / "0801.png").is_file()
     assert ds.lr_file(ds.hr_files[0], 2) == ds.path / "LR_bicubic" / "X2" / "0801x2.png"
 
@@ -155,7 +154,7 @@ def test_extracted_tree_that_fails_verification_is_not_kept(tmp_path: Path) -> N
     arch = Archive(src.as_uri(), "bench.tar", None, None, {"benchmark/Tiny": ""})
     reg = {"tiny": DatasetInfo("tiny", "Tiny", 3, (arch,))}  # archive holds 2 images, not 3
     with pytest.raises(LiifError, match="2 images, expected 3"):
-        datasets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
+        eval_sets.fetch("tiny", tmp_path / "root", progress=False, registry=reg)
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["downloads"]
 
 
@@ -166,29 +165,29 @@ def test_verify_reports_size_mismatch_and_missing_files(tmp_path: Path) -> None:
     (root / "HR" / "a.png").write_bytes(_png(20, 20, 0))
     (root / "HR" / "b.png").write_bytes(_png(20, 20, 1))
     (root / "LR_bicubic" / "X2" / "a.png").write_bytes(_png(9, 10, 2))
-    problems = datasets.verify_folder(datasets.open_folder(root), 2, (2,))
+    problems = eval_sets.verify_folder(eval_sets.open_folder(root), 2, (2,))
     assert any("9" in p and "not HR 20x20 / 2" in p for p in problems)
     assert any("no LR image for b.png" in p for p in problems)
     with pytest.raises(LiifError, match="failed verification"):
-        datasets.verify(str(root))
+        eval_sets.verify(str(root))
 
 
 def test_verify_shared_sets_and_resolve_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["data", "verify", str(DATA / "Set5")]) == 0
     assert "OK (5 HR images; LR scales x2, x3, x4)" in capsys.readouterr().out
-    assert datasets.verify(str(DATA / "Set14")).key == "set14"
+    assert eval_sets.verify(str(DATA / "Set14")).key == "set14"
     with pytest.raises(LiifError, match="unknown dataset 'set99'"):
-        datasets.resolve("set99", tmp_path)
+        eval_sets.resolve("set99", tmp_path)
     with pytest.raises(LiifError, match="run `liif data fetch set14`"):
-        datasets.resolve("set14", tmp_path)
+        eval_sets.resolve("set14", tmp_path)
     with pytest.raises(LiifError, match="no HR/ subfolder"):
-        datasets.resolve(str(tmp_path))
+        eval_sets.resolve(str(tmp_path))
     assert cli.main(["data", "verify", "nope", "--root", str(tmp_path)]) == 1
     assert "liif: error: unknown dataset 'nope'" in capsys.readouterr().err
 
 
 def test_registry_urls_and_checksums_are_well_formed() -> None:
-    for d in datasets.REGISTRY.values():
+    for d in eval_sets.REGISTRY.values():
         for a in d.archives:
             assert a.url.startswith("https://") and a.url.endswith(a.filename)
             assert a.sha256 is None or (len(a.sha256) == 64 and int(a.sha256, 16) >= 0)

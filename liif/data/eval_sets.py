@@ -1,4 +1,5 @@
-"""Evaluation datasets: where to get them, how they are laid out, how to check them.
+"""Evaluation datasets (Set5, Set14, B100, Urban100, DIV2K validation): where to get them, how they
+are laid out, how to check them. Training data is read by :mod:`liif.data.folders`.
 
 Standard layout (the EDSR "benchmark" layout, used by ``../shared/data``)::
 
@@ -12,7 +13,6 @@ extracted tree is checked by ``verify`` (image counts, HR/LR pairing and sizes).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -26,10 +26,10 @@ from pathlib import Path
 from PIL import Image
 
 from liif.errors import LiifError
+from liif.fileio import CHUNK, sha256_of
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 MATLAB_SCALES = (2, 3, 4)  # scales for which the standard sets ship MATLAB-bicubic LR files
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -216,14 +216,6 @@ def verify(key_or_path: str, root: Path | None = None) -> DatasetFolder:
 
 # -- download -----------------------------------------------------------------------------------
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _open(url: str, offset: int) -> tuple[object, int | None, bool]:
     """Open ``url`` from byte ``offset``: (stream, total size or None, whether it resumes)."""
     if url.startswith("file://"):
@@ -359,7 +351,7 @@ def fetch(key: str, root: Path | None = None, force: bool = False, progress: boo
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{d.folder}.", dir=root))
     try:
-        for a, f in zip(d.archives, files):
+        for a, f in zip(d.archives, files, strict=True):
             _extract(f, a.members, staging)
         ds = open_folder(staging, d.folder)
         problems = verify_folder(ds, d.n_images, d.scales)

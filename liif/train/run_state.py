@@ -1,4 +1,6 @@
-"""Training checkpoints: one folder per checkpoint, replaced as a whole.
+"""The state of a training run, saved so the run can resume: one folder per checkpoint, replaced
+as a whole. (Model checkpoint files on their own, in the official, OpenMMLab and our formats, are
+:mod:`liif.checkpoints`.)
 
 A checkpoint folder (``last``, ``best``, ``epoch-N``) holds
   model.safetensors + model.json   the weights in our own format (``liif upscale --weights``)
@@ -23,6 +25,7 @@ import torch
 
 from liif import checkpoints
 from liif.errors import LiifError
+from liif.fileio import atomic_path
 from liif.models import LIIF, ModelSpec
 
 WEIGHTS = "model.safetensors"
@@ -35,7 +38,7 @@ def save(folder: Path, model: LIIF, spec: ModelSpec, state: dict[str, Any]) -> P
     old = folder.parent / f".{folder.name}.old"
     shutil.rmtree(new, ignore_errors=True)
     checkpoints.save(model, spec, new / WEIGHTS)
-    with checkpoints.atomic_path(new / STATE) as tmp:
+    with atomic_path(new / STATE) as tmp:
         torch.save(state, tmp)
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)

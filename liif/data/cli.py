@@ -1,0 +1,52 @@
+"""The ``liif data`` subcommand: list, fetch and verify the evaluation sets (:mod:`liif.data.eval_sets`).
+
+Only argparse is imported here; the fetch and verify code loads when the command runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``data list|fetch|verify`` on the ``liif`` subcommand parser."""
+    d = sub.add_parser("data", help="fetch or verify evaluation datasets")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="known datasets, sources and whether they are present")
+    df = dsub.add_parser("fetch",
+                         help="download (resumable, checked) and extract into <root>/<Set>/HR, LR_bicubic/X<k>")
+    df.add_argument("name", choices=["div2k", "set5", "set14", "b100", "urban100"])
+    df.add_argument("--force", action="store_true", help="download and extract again")
+    dv = dsub.add_parser("verify", help="check a dataset's image counts and HR/LR pairs")
+    dv.add_argument("name", help="a known dataset name or a folder path")
+    for p in (d, df, dv):
+        p.add_argument("--root", default=None, metavar="DIR", help="data root (default: $LIIF_DATA_DIR or the cache)")
+    d.set_defaults(func=cmd_data)
+
+
+def root_arg(text: str | None) -> Path | None:
+    """A ``--root``/``--data-root`` value as a path (None: the default data root)."""
+    return Path(text).expanduser() if text else None
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from liif.data import eval_sets
+
+    root = root_arg(args.root)
+    if args.action == "list":
+        base = root or eval_sets.data_root()
+        for d in eval_sets.REGISTRY.values():
+            state = "present" if (base / d.folder / "HR").is_dir() else "not fetched"
+            print(f"{d.key}\t{d.folder}\t{d.n_images} images\t{state} ({base / d.folder})")
+            for a in d.archives:
+                print(f"\t{a.url}\tsha256 {a.sha256 or 'unknown (verified by structure)'}")
+        return 0
+    if args.action == "fetch":
+        ds = eval_sets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())
+        print(f"{ds.name}: {len(ds.hr_files)} images at {ds.path}")
+        return 0
+    ds = eval_sets.verify(args.name, root)
+    scales = sorted(int(p.name[1:]) for p in (ds.path / "LR_bicubic").glob("X*") if p.name[1:].isdigit())
+    print(f"{ds.path}: OK ({len(ds.hr_files)} HR images; LR scales {', '.join(f'x{s}' for s in scales) or 'none'})")
+    return 0
