@@ -257,9 +257,15 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from liif import weights
 
     if args.action == "list":
-        for name, p in weights.REGISTRY.items():
+        from liif.models.spec import VARIANTS
+
+        for name, v in VARIANTS.items():
+            if v.pretrained is None:
+                print(f"{name}\tnot fetchable\t{v.description}\n\t{v.weights_note}")
+                continue
+            p = v.pretrained
             state = "cached" if weights.is_cached(name) else "not cached"
-            print(f"{name}\t{state}\t{p.description}\n\tsource: {p.requirement} ({p.member}), sha256 {p.sha256}"
+            print(f"{name}\t{state}\t{v.description}\n\tsource: {p.requirement} ({p.member}), sha256 {p.sha256}"
                   f"\n\tlicense: {p.license}\n\tfile: {weights.local_file(name)}")
         return 0
     path = weights.fetch(args.name, force=args.force)

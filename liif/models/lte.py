@@ -30,6 +30,17 @@ from liif.coords import make_coord
 from liif.geometry import CLAMP, area, area_blend, ensemble_shifts, sample_bilinear, sample_nearest
 from liif.models.decoder import ImplicitDecoder
 from liif.models.mlp import MLP
+from liif.models.variant import Variant
+
+# spec fields an LTE spec gets when it leaves them out: the official configs' values
+DEFAULTS = {"hidden": [256, 256, 256], "hidden_dim": 256, "cell_clip_scale": 4.0}
+VARIANTS = [
+    Variant("edsr-baseline-lte", "EDSR-baseline-LTE (the official train_edsr-baseline-lte.yaml)",
+            {"method": "lte", "encoder": "edsr-baseline"},
+            weights_note="official weights: Google Drive links in jaewon-lee-b/lte (not fetchable here)"),
+    Variant("rdn-lte", "RDN-LTE (the paper's RDN encoder, config B)", {"method": "lte", "encoder": "rdn"},
+            weights_note="official weights: Google Drive links in jaewon-lee-b/lte (not fetchable here)"),
+]
 
 
 class LTE(ImplicitDecoder):

@@ -4,10 +4,13 @@ Module names follow the official checkpoints (SFENet1/2, RDBs.i.convs.j.conv.0, 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
+VARIANTS: dict[str, dict[str, Any]] = {"rdn": {}}  # encoder variants by name: the constructor's defaults
 
 
 class DenseLayer(nn.Module):

@@ -1,25 +1,27 @@
 """A model spec: everything needed to rebuild a model (LIIF or LTE), serialisable as a small JSON dict."""
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
 
+from liif.models import edsr, liif, lte, rdn
 from liif.models.decoder import ImplicitDecoder
 from liif.models.edsr import EDSR
 from liif.models.liif import LIIF
 from liif.models.lte import LTE
 from liif.models.rdn import RDN
+from liif.models.variant import Variant
 
-ENCODERS = ("edsr-baseline", "edsr", "rdn")
+ENCODER_DEFAULTS: dict[str, dict[str, Any]] = {**edsr.VARIANTS, **rdn.VARIANTS}
+ENCODERS = tuple(ENCODER_DEFAULTS)
 METHODS = ("liif", "lte")
 HALF = (0.5, 0.5, 0.5)
-# What a spec dict that names a method but leaves these keys out gets (the official configs' values).
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "liif": {"hidden": [256, 256, 256, 256]},
-    "lte": {"hidden": [256, 256, 256], "hidden_dim": 256, "cell_clip_scale": 4.0},
-}
+# What a spec dict that names a method but leaves these keys out gets (each method file's DEFAULTS).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"liif": liif.DEFAULTS, "lte": lte.DEFAULTS}
+VARIANTS: dict[str, Variant] = {v.name: v for v in [*liif.VARIANTS, *lte.VARIANTS]}
 
 OWN_FIELDS = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"), "lte": ("hidden_dim", "cell_clip_scale")}
 
@@ -60,7 +62,7 @@ class ModelSpec:
         method = d.get("method", "liif")
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-        d = {**METHOD_DEFAULTS[method], **d}
+        d = {**copy.deepcopy(METHOD_DEFAULTS[method]), **d}
         for k in ("inp_mean", "inp_std", "out_mean", "out_std"):
             if k in d:
                 d[k] = tuple(float(v) for v in d[k])
@@ -70,15 +72,19 @@ class ModelSpec:
         return spec
 
 
+    @classmethod
+    def variant(cls, name: str, **overrides: Any) -> ModelSpec:
+        """The spec of a named variant (``VARIANTS``), with optional field overrides."""
+        if name not in VARIANTS:
+            raise ValueError(f"unknown model variant {name!r}; expected one of {', '.join(VARIANTS)}")
+        return cls.from_dict({**VARIANTS[name].spec, **overrides})
+
+
 def build_encoder(name: str, args: dict[str, Any]) -> nn.Module:
-    args = {"no_upsampling": True, **args}
-    if name == "edsr-baseline":
-        return EDSR(**{"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0, **args})
-    if name == "edsr":
-        return EDSR(**{"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1, **args})
-    if name == "rdn":
-        return RDN(**args)
-    raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
+    if name not in ENCODER_DEFAULTS:
+        raise ValueError(f"unknown encoder {name!r}; expected one of {ENCODERS}")
+    args = {"no_upsampling": True, **ENCODER_DEFAULTS[name], **args}
+    return RDN(**args) if name == "rdn" else EDSR(**args)
 
 
 def build(spec: ModelSpec) -> ImplicitDecoder:
