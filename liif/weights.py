@@ -19,7 +19,6 @@ from liif.fileio import atomic_path, sha256_of
 from liif.models.spec import VARIANTS
 from liif.models.variant import Pretrained, Variant
 
-
 # The variants whose weights we can fetch and verify; each variant's source lives with its model
 # (``liif/models/liif.py``, ``liif/models/lte.py``).
 REGISTRY: dict[str, Variant] = {name: v for name, v in VARIANTS.items() if v.pretrained is not None}
