@@ -12,7 +12,7 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class RenderCancelled(LiifError):
 
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
+ImageT = TypeVar("ImageT", Image.Image, np.ndarray, torch.Tensor)  # upscale returns the kind it is given
 Scale = float | tuple[float, float]
 
 
@@ -177,9 +178,9 @@ class Upscaler:
                             f"limit of {self.max_pixels:,} (raise it with max_pixels / --max-pixels / LIIF_MAX_PIXELS)")
         return out_hw, window
 
-    def upscale(self, image: ImageLike, size: Sequence[int] | None = None, scale: Scale | None = None,
+    def upscale(self, image: ImageT, size: Sequence[int] | None = None, scale: Scale | None = None,
                 region: Sequence[int] | None = None, precision: str | None = None,
-                progress: bool = False, cancel: Callable[[], bool] | None = None) -> ImageLike:
+                progress: bool = False, cancel: Callable[[], bool] | None = None) -> ImageT:
         """Upscale (or resample to any size) ``image``; ``region=(x, y, w, h)`` renders only that
         window of the virtual output, identical to the same crop of the full render. ``cancel`` is
         called before the render and after each stripe; when it returns True, RenderCancelled."""
