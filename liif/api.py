@@ -12,7 +12,7 @@ import numbers
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from liif import precision as precisions
 from liif.errors import LiifError
 from liif.fileio import atomic_path
 from liif.models import ImplicitDecoder, ModelSpec
-from liif.render import TorchBackend, Window, band_rows, default_budget, render, render_tiles
+from liif.render import Backend, TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
 DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 DEFAULT_MAX_INPUT_PIXELS = limits.DEFAULT_MAX_INPUT_PIXELS  # LIIF_MAX_INPUT_PIXELS or max_input_pixels=
@@ -35,6 +35,7 @@ class RenderCancelled(LiifError):
 
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
+ImageT = TypeVar("ImageT", Image.Image, np.ndarray, torch.Tensor)  # upscale returns the kind it is given
 Scale = float | tuple[float, float]
 
 
@@ -144,7 +145,7 @@ class Upscaler:
         self.quantize = quantize
         self.precision = self._resolve_precision(precision)  # the precision that actually runs
         # backend="onnxruntime": the compute runs the ONNX export in onnx_dir (or one cached on first use).
-        self._backend = None
+        self._backend: Backend | None = None
         if backend != "torch":
             from liif.export.onnx import backend_for
             self._backend = backend_for(backend, model, spec, onnx_dir, method)
@@ -177,9 +178,9 @@ class Upscaler:
                             f"limit of {self.max_pixels:,} (raise it with max_pixels / --max-pixels / LIIF_MAX_PIXELS)")
         return out_hw, window
 
-    def upscale(self, image: ImageLike, size: Sequence[int] | None = None, scale: Scale | None = None,
+    def upscale(self, image: ImageT, size: Sequence[int] | None = None, scale: Scale | None = None,
                 region: Sequence[int] | None = None, precision: str | None = None,
-                progress: bool = False, cancel: Callable[[], bool] | None = None) -> ImageLike:
+                progress: bool = False, cancel: Callable[[], bool] | None = None) -> ImageT:
         """Upscale (or resample to any size) ``image``; ``region=(x, y, w, h)`` renders only that
         window of the virtual output, identical to the same crop of the full render. ``cancel`` is
         called before the render and after each stripe; when it returns True, RenderCancelled."""
@@ -187,13 +188,12 @@ class Upscaler:
         if isinstance(image, torch.Tensor):
             return self._upscale_tensor(image, size, scale, region, precision, progress, cancel)
         dec = self._decode(image)
-        as_kind = "pil" if isinstance(image, Image.Image) else str(image.dtype)  # type: ignore[union-attr]
         out_hw, window = self.plan(dec.hw, size, scale, region)
         rgb = _rgb_tensor(dec, self.device)
         channels, dtype, finish = imageio.finisher(dec.gray, dec.bits, self.quantize)
         pixels = self.render_into(rgb, out_hw, window, precision, progress, channels, dtype, finish, cancel)
         alpha = _window_alpha(dec.alpha, out_hw, window)  # the window's alpha only
-        if as_kind == "pil":
+        if isinstance(image, Image.Image):
             return imageio.compose(pixels, alpha, dec.bits, self.quantize)
         return _encode_array(pixels, alpha, image, self.quantize)
 
@@ -277,7 +277,7 @@ class Upscaler:
         return self.render_into(rgb, out_hw, window, precision, progress, 3, np.dtype(np.float32), lambda t: t,
                                 cancel)
 
-    def compute_backend(self, precision: str) -> TorchBackend | None:
+    def compute_backend(self, precision: str) -> Backend | None:
         """The compute backend for many renders in ``precision`` (video frames, PNG bands): the ONNX
         one if loaded, else the torch one, built once (it prepacks the MLP, tens of ms); None for
         the reference route."""
@@ -288,7 +288,7 @@ class Upscaler:
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,
                     finish: Callable[[np.ndarray], np.ndarray],
-                    cancel: Callable[[], bool] | None = None, backend: TorchBackend | None = None) -> np.ndarray:
+                    cancel: Callable[[], bool] | None = None, backend: Backend | None = None) -> np.ndarray:
         """Render tile by tile, turning each float RGB tile into final pixels at once, so the
         only full-size array is the result in its final dtype. ``backend``: a compute backend built
         once for many renders (video frames); by default the fast path builds one per call."""

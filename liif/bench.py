@@ -153,7 +153,7 @@ def throughput(model: ImplicitDecoder, img: torch.Tensor, scales: list[float], m
                                "reference_px_s": px / t_ref,
                                "reference_peak_fraction": px / t_ref * macs_per_pixel(model, False) * 2 / 1e9
                                / peaks["fp32"]}
-        work = 2 * fast_macs(model, tuple(img.shape[-2:]), out_hw, win) / 1e9
+        work = 2 * fast_macs(model, (img.shape[-2], img.shape[-1]), out_hw, win) / 1e9
         parts = [f"x{s:g} ({row['output']}, window {win.w}x{win.h}): reference {row['reference_px_s']:,.0f} px/s"]
         for p in precs:
             t, out = res[p]
@@ -181,7 +181,7 @@ def big_renders(model: ImplicitDecoder, device: torch.device, precs: list[str], 
     cases = [((1080, 1920), (2160, 3840), True)]
     if huge:
         cases.append(((3456, 4608), (6912, 9216), False))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for in_hw, out_hw, with_ref in cases:
         card = np.array(test_card(512).resize((in_hw[1], in_hw[0]), Image.Resampling.BICUBIC))
         img = torch.from_numpy(card).permute(2, 0, 1).contiguous().to(device)  # uint8, as the API keeps it

@@ -310,14 +310,14 @@ def _extract(archive: Path, members: dict[str, str], into: Path) -> None:
                             shutil.copyfileobj(src, out, CHUNK)
         else:
             with tarfile.open(archive) as t:
-                for m in t:
-                    target = place(m.name)
-                    if target is not None and m.isfile():
+                for member in t:
+                    target = place(member.name)
+                    if target is not None and member.isfile():
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        src = t.extractfile(m)
-                        assert src is not None
-                        with src, open(target, "wb") as out:
-                            shutil.copyfileobj(src, out, CHUNK)
+                        data = t.extractfile(member)
+                        assert data is not None  # a regular file always has data
+                        with data, open(target, "wb") as out:
+                            shutil.copyfileobj(data, out, CHUNK)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
         raise LiifError(f"cannot extract {archive}: {e}") from None
 

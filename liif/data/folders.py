@@ -120,7 +120,7 @@ def build_mmap_cache(files: list[Path], folder: Path) -> tuple[Path, list[tuple[
             # the index last: its presence means the data is complete
             write_text_atomic(index, json.dumps({"files": listing, "entries": entries}))
     entries = [tuple(e) for e in json.loads(index.read_text())["entries"]]
-    return data, entries  # type: ignore[return-value]
+    return data, entries
 
 
 def map_images(data: Path, entries: list[tuple[int, int, int]]) -> list[np.ndarray]:

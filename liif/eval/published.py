@@ -28,31 +28,36 @@ LTE_PAPER = "LTE paper (CVPR 2022)"
 OPENMMLAB = "OpenMMLab mmediting 0.x"
 SEED_CARD = "vendor model card (seed)"
 
+_Key = tuple[str, str]  # (model name, backbone)
+_Row = tuple[float, ...]  # one PSNR per scale
+
 _DIV2K_SCALES = (2, 3, 4, 6, 12, 18, 24, 30)
-_DIV2K_ROWS = {  # Table 1, DIV2K validation, RGB, shave = scale + 6
+_DIV2K_ROWS: dict[_Key, _Row] = {  # Table 1, DIV2K validation, RGB, shave = scale + 6
     ("Bicubic", "bicubic"): (31.01, 28.22, 26.66, 24.82, 22.27, 21.00, 20.19, 19.59),
     ("EDSR-baseline-LIIF", "edsr-baseline"): (34.67, 30.96, 29.00, 26.75, 23.71, 22.17, 21.18, 20.48),
     ("RDN-LIIF", "rdn"): (34.99, 31.26, 29.27, 26.99, 23.89, 22.34, 21.31, 20.59),
 }
-_DIV2K_LTE = {  # LTE paper, DIV2K validation, RGB, shave = scale + 6 (same protocol as LIIF's Table 1)
+# LTE paper, DIV2K validation, RGB, shave = scale + 6 (same protocol as LIIF's Table 1)
+_DIV2K_LTE: dict[_Key, _Row] = {
     ("EDSR-baseline-LTE", "edsr-baseline"): (34.72, 31.02, 29.04, 26.81, 23.78, 22.23, 21.24, 20.53),
 }
 _BENCH_SCALES = (2, 3, 4, 6, 8)
 _BENCH_LTE_SCALES = (2, 3, 4)
-_BENCH_RDN_LTE = {  # LTE paper, RDN-LTE, Y channel, shave = scale
+_BENCH_RDN_LTE: dict[str, _Row] = {  # LTE paper, RDN-LTE, Y channel, shave = scale
     "set5": (38.23, 34.72, 32.61),
     "set14": (34.09, 30.58, 28.88),
     "b100": (32.36, 29.30, 27.77),
     "urban100": (33.04, 28.97, 26.81),
 }
-_BENCH_RDN_LIIF = {  # Table 2, RDN-LIIF, Y channel, shave = scale
+_BENCH_RDN_LIIF: dict[str, _Row] = {  # Table 2, RDN-LIIF, Y channel, shave = scale
     "set5": (38.17, 34.68, 32.50, 29.15, 27.14),
     "set14": (33.97, 30.53, 28.80, 26.64, 25.15),
     "b100": (32.32, 29.26, 27.74, 25.98, 24.91),
     "urban100": (32.87, 28.82, 26.68, 24.20, 22.79),
 }
 _MM_SCALES = (2, 3, 4, 6, 18, 30)
-_MM = {  # OpenMMLab README / metafile: (PSNR, SSIM), RGB, crop = scale, PIL LR, uint8 output
+# OpenMMLab README / metafile: (PSNR, SSIM), RGB, crop = scale, PIL LR, uint8 output
+_MM: dict[_Key, dict[str, tuple[tuple[float, float], ...]]] = {
     ("LIIF-EDSR (OpenMMLab)", "edsr-baseline"): {
         "set5": ((35.7131, .9366), (32.3805, .8915), (30.2748, .8509), (27.1187, .7774), (20.8516, .5406),
                  (18.8467, .5010)),
@@ -88,9 +93,9 @@ def _table() -> list[Published]:
         rows += [Published(LTE_PAPER, "RDN-LTE", "rdn", ds, s, "benchmark", v, method="lte")
                  for s, v in zip(_BENCH_LTE_SCALES, vals, strict=True)]
     for (model, backbone), sets in _MM.items():
-        for ds, vals in sets.items():
+        for ds, pairs in sets.items():
             rows += [Published(OPENMMLAB, model, backbone, ds, s, "mmagic", p, q)
-                     for s, (p, q) in zip(_MM_SCALES, vals, strict=True)]
+                     for s, (p, q) in zip(_MM_SCALES, pairs, strict=True)]
     rows.append(Published(SEED_CARD, "LIIF-EDSR (vendor, 8 GPUs)", "edsr-baseline", "set14", 4, "mmagic", 26.87))
     return rows
 

@@ -23,10 +23,10 @@ from liif.render.plan import (
 )
 from liif.render.platform import fp32_math, fp32_modes, fused_linear_available, set_fp32_modes
 from liif.render.reference import REFERENCE_CHUNK, render_reference
-from liif.render.tiled import band_rows, render, render_tiles
+from liif.render.tiled import Backend, band_rows, render, render_tiles
 from liif.render.window import Window
 
 __all__ = ["BLOCK_QUERIES", "DEFAULT_MAX_MEMORY", "REFERENCE_CHUNK", "STRIPE_BYTES_PER_PIXEL", "STRIPE_PIXELS",
-           "TorchBackend", "Window", "band_rows", "default_budget", "fp32_math", "fp32_modes",
+           "Backend", "TorchBackend", "Window", "band_rows", "default_budget", "fp32_math", "fp32_modes",
            "fused_linear_available", "plan_axis", "plan_tiles", "render", "render_reference", "render_tiles",
            "set_fp32_modes", "stripe_pixels", "window_region", "working_set"]

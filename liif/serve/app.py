@@ -28,7 +28,7 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message, Receive, Scope, Send
 
 from liif import imageio
 from liif.api import RenderCancelled, Upscaler
@@ -271,7 +272,7 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
     pixels (413, from the header, before decoding; Pillow's own decompression-bomb refusal also
     answers 413)."""
     try:
-        im = Image.open(io.BytesIO(data))
+        im: Image.Image = Image.open(io.BytesIO(data))
         if im.format not in FORMATS:
             raise HTTPException(415, f"unsupported image format {im.format}; use PNG, JPEG, WebP or BMP")
         if im.width * im.height > limits.input_pixels:
@@ -317,8 +318,7 @@ class BodyLimit:
     def __init__(self, app: Any, limit: int, paths: tuple[str, ...]) -> None:
         self.app, self.limit, self.paths = app, limit, paths
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
@@ -330,7 +330,7 @@ class BodyLimit:
             return
         seen, exceeded = 0, False
 
-        async def limited() -> dict[str, Any]:
+        async def limited() -> Message:
             nonlocal seen, exceeded
             msg = await receive()
             seen += len(msg.get("body", b""))
@@ -339,7 +339,7 @@ class BodyLimit:
                 raise _TooLarge
             return msg
 
-        async def unless_exceeded(msg: dict[str, Any]) -> None:
+        async def unless_exceeded(msg: Message) -> None:
             if not exceeded:  # the app's own answer to the cut-off body (FastAPI says 400) is dropped
                 await send(msg)
 
@@ -395,13 +395,12 @@ class Guard:
             return 403, "cross-site request refused"
         return None
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
-                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def with_headers(msg: dict[str, Any]) -> None:
+        async def with_headers(msg: Message) -> None:
             if msg["type"] == "http.response.start":
                 msg = {**msg, "headers": [*msg.get("headers", []), *SECURITY_HEADERS]}
             await send(msg)

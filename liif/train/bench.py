@@ -29,7 +29,7 @@ from liif.errors import LiifError
 from liif.fileio import write_text_atomic
 from liif.render import fp32_math
 from liif.train import config
-from liif.train.loop import Step, build_data, epoch_batches, train_step
+from liif.train.loop import Forward, Step, build_data, epoch_batches, train_step
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,11 @@ def main(args: argparse.Namespace) -> int:
         raise LiifError("--device cuda: CUDA is not available")
     variants: list[Variant] = []
     for text in args.variants.split(","):
-        v = Variant.parse(text, device)
-        if isinstance(v, str):
-            print(f"  skipped: {v}")
+        parsed = Variant.parse(text, device)
+        if isinstance(parsed, str):
+            print(f"  skipped: {parsed}")
         else:
-            variants.append(v)
+            variants.append(parsed)
     cfg.data.train.cache = "memory"
     t_data = time.perf_counter()
     train_set, _ = build_data(cfg)
@@ -138,9 +138,9 @@ def main(args: argparse.Namespace) -> int:
     entries += [(v.name, v) for v in variants]
     for name, v in entries:
         model = copy.deepcopy(base)
-        fwd: torch.nn.Module = Step(model, fold=v.fold if v else False, channels_last=v.channels_last if v else False)
+        fwd: Forward = Step(model, fold=v.fold if v else False, channels_last=v.channels_last if v else False)
         if v is not None and v.compile:
-            fwd = torch.compile(fwd)  # type: ignore[assignment]
+            fwd = torch.compile(fwd)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
         amp = v.amp() if v else None
         scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)

@@ -33,7 +33,7 @@ DEFAULT_BENCH_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train-
 DEFAULT_BENCH_DATA = ["../shared/data/train/T91", "../shared/data/train/SunHays80"]
 
 
-def add_bench_parser(bsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_bench_parser(bsub: argparse._SubParsersAction) -> None:
     """``liif bench train`` (dispatched by liif.bench to liif.train.bench.main)."""
     p = bsub.add_parser("train", help="training samples/s: reference loop vs ours, and the ratio")
     p.add_argument("--config", default=str(DEFAULT_BENCH_CONFIG), help="training config (default: EDSR-baseline-LIIF)")

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +37,27 @@ from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
 from liif.fileio import atomic_path
-from liif.models import LIIF, build
+from liif.models import ImplicitDecoder, build
 from liif.models.decoder import fast_forward as folded_forward
 from liif.render import fp32_modes, set_fp32_modes
 from liif.train import run_state as ckpt
 from liif.train.config import Config, Optim, dump
 
 CSV_FIELDS = ["step", "epoch", "loss", "lr", "samples_per_s", "val_psnr"]
+# The model as trained, (inp, coord, cell) -> prediction: a Step, under DDP with several processes,
+# compiled with train.compile (torch.compile is typed as returning a plain callable).
+Forward = Callable[..., torch.Tensor]
 
 
 class Step(nn.Module):
     """The trained function as a module (so DDP can wrap it): normalised LR + queries -> prediction."""
 
-    def __init__(self, model: LIIF, fold: bool, channels_last: bool = False) -> None:
+    def __init__(self, model: ImplicitDecoder, fold: bool, channels_last: bool = False) -> None:
         super().__init__()
         self.model, self.fold, self.channels_last = model, fold, channels_last
         if channels_last:
-            model.encoder.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) is documented and works; torch's overloads omit it
+            model.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, inp: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -60,7 +65,7 @@ class Step(nn.Module):
         return folded_forward(self.model, inp, coord, cell) if self.fold else self.model(inp, coord, cell)
 
 
-def train_step(forward: nn.Module, model: LIIF, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+def train_step(forward: Forward, model: ImplicitDecoder, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                batch: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None) -> float:
     """One optimisation step on one (per-rank) batch; returns the L1 loss in the normalised space."""
     inp = model.normalize(batch["inp"].to(device, non_blocking=True))
@@ -87,8 +92,10 @@ def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, worl
     k-th batch of a single-process run with the same global batch, split into disjoint parts.
     """
     # The sampler shuffles with seed + epoch; spread the seeds so seed s, epoch e+1 is not seed s+1, epoch e.
-    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=seed * 100003, drop_last=True)
+    # The sampler only takes len() of its dataset; its stub asks for a Dataset, a range of indices does.
+    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        range(n), num_replicas=world, rank=rank, shuffle=True,  # type: ignore[arg-type]
+        seed=seed * 100003, drop_last=True)
     sampler.set_epoch(epoch)
     return list(torch.utils.data.BatchSampler(sampler, batch // world, drop_last=True))
 
@@ -100,6 +107,7 @@ def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsample
         raise LiifError("config key data.train.cache: mmap needs data.train.cache_dir here")
     images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache, cache_dir=cache_dir) if d.div2k is not None
               else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache, cache_dir=cache_dir))
+    assert isinstance(images, ImageFolder)  # div2k without a scale: the HR images alone
     train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed)
     v = cfg.data.val
     val = None
@@ -111,7 +119,7 @@ def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsample
 
 
 @torch.no_grad()
-def validate(model: LIIF, val: FixedScale, y_channel: bool, device: torch.device) -> float:
+def validate(model: ImplicitDecoder, val: FixedScale, y_channel: bool, device: torch.device) -> float:
     """Mean PSNR over whole images rendered at the validation scale (Y + shave s, or RGB + shave s + 6)."""
     from liif.eval.metrics import psnr  # noqa: PLC0415 - written by the evaluation work
     from liif.render import render
@@ -121,7 +129,7 @@ def validate(model: LIIF, val: FixedScale, y_channel: bool, device: torch.device
     values = []
     for i in range(len(val)):
         lr, hr = val[i]
-        pred = render(model, lr.to(device), tuple(hr.shape[-2:]))
+        pred = render(model, lr.to(device), (hr.shape[-2], hr.shape[-1]))
         sr = model.denormalize(pred.permute(1, 2, 0)).permute(2, 0, 1).clamp(0, 1).cpu()
         shave = val.scale if y_channel else val.scale + 6
         values.append(float(psnr(sr, hr, shave=shave, y_channel=y_channel)))
@@ -273,7 +281,7 @@ class Output:
     def log(self, row: dict[str, Any]) -> None:
         """A row of log.csv (and TensorBoard)."""
 
-    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+    def save(self, names: list[str], model: ImplicitDecoder, state: dict[str, Any]) -> None:
         """Checkpoint folders ``out/checkpoints/NAME`` for each name, all with ``state``."""
 
     def close(self) -> None:
@@ -331,7 +339,7 @@ class MainOutput(Output):
                 if row.get(k, "") != "":
                     self.tb.add_scalar(k, row[k], row["step"])
 
-    def save(self, names: list[str], model: LIIF, state: dict[str, Any]) -> None:
+    def save(self, names: list[str], model: ImplicitDecoder, state: dict[str, Any]) -> None:
         for name in names:
             ckpt.save(self.out / "checkpoints" / name, model, self.spec, state)
 
@@ -395,7 +403,7 @@ class Optimization:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def create(cls, model: LIIF, t: Optim, device: torch.device, precision: str) -> Optimization:
+    def create(cls, model: ImplicitDecoder, t: Optim, device: torch.device, precision: str) -> Optimization:
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=t.lr)
         return cls(opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.milestones, gamma=t.gamma),
                    torch.amp.GradScaler(device.type, enabled=precision == "fp16"))
@@ -422,8 +430,8 @@ class Setup:
     procs: Procs
     output: Output
     device: torch.device
-    model: LIIF
-    forward: nn.Module  # the model as trained: Step, under DDP with several processes, compiled with train.compile
+    model: ImplicitDecoder
+    forward: Forward
     optim: Optimization
     precision: str
     amp_dtype: torch.dtype | None
@@ -667,7 +675,7 @@ def read_checkpoint(found: str) -> dict[str, Any]:
     return {"found": str(Path(found)), "weights": weights, "state": state}
 
 
-def load_checkpoint(found: Found, cfg: Config, model: LIIF, optim: Optimization, run: Run) -> None:
+def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Optimization, run: Run) -> None:
     """Weights, optimizer, schedule, scaler and counters from ``found``, whose model must be the configured one.
 
     Checkpoints written before this version also hold ``rng`` (the torch RNG state); it is ignored, as it

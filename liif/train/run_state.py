@@ -26,13 +26,13 @@ import torch
 from liif import checkpoints
 from liif.errors import LiifError
 from liif.fileio import atomic_path
-from liif.models import LIIF, ModelSpec
+from liif.models import ImplicitDecoder, ModelSpec
 
 WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 
 
-def save(folder: Path, model: LIIF, spec: ModelSpec, state: dict[str, Any]) -> Path:
+def save(folder: Path, model: ImplicitDecoder, spec: ModelSpec, state: dict[str, Any]) -> Path:
     folder = Path(folder)
     new = folder.parent / f".{folder.name}.new"
     old = folder.parent / f".{folder.name}.old"
@@ -108,7 +108,7 @@ def read(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise LiifError(f"cannot read {folder / STATE}: {type(e).__name__}: {e}") from None
 
 
-def load(folder: Path, model: LIIF) -> dict[str, Any]:
+def load(folder: Path, model: ImplicitDecoder) -> dict[str, Any]:
     """Load the weights of checkpoint ``folder`` into ``model``; return its training state."""
     spec, sd = checkpoints.read(folder / WEIGHTS)
     try:
