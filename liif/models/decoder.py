@@ -34,6 +34,10 @@ class ImplicitDecoder(nn.Module):
     method: str = ""
     encoder: nn.Module
     local_ensemble: bool = True
+    inp_mean: torch.Tensor  # normalisation buffers, registered in __init__
+    inp_std: torch.Tensor
+    out_mean: torch.Tensor
+    out_std: torch.Tensor
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

@@ -30,6 +30,7 @@ class MeanShift(nn.Conv2d):
         super().__init__(3, 3, kernel_size=1)
         with torch.no_grad():
             self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            assert self.bias is not None  # Conv2d(bias=True), the default
             self.bias.copy_(sign * rgb_range * torch.tensor(mean))
         for p in self.parameters():
             p.requires_grad = False
@@ -74,6 +75,7 @@ class EDSR(nn.Module):
         super().__init__()
         self.sub_mean = MeanShift(rgb_range, -1)
         self.add_mean = MeanShift(rgb_range, +1)
+        self.n_feats = n_feats
         self.head = nn.Sequential(conv(n_colors, n_feats))
         self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)], conv(n_feats, n_feats))
         self.no_upsampling = no_upsampling
@@ -87,7 +89,7 @@ class EDSR(nn.Module):
 
     def activation_bytes_per_pixel(self) -> int:
         """Peak float32 activation bytes per input pixel at inference (head, running, block temps)."""
-        return 4 * 6 * self.out_dim if self.no_upsampling else 4 * 6 * self.head[0].out_channels * 16
+        return 4 * 6 * self.out_dim if self.no_upsampling else 4 * 6 * self.n_feats * 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(x)

@@ -25,14 +25,16 @@ def fp32_modes() -> tuple[str, ...] | tuple[bool, ...]:
     ``fp32_precision`` strings where PyTorch has them, else the legacy ``allow_tf32`` flags.
     (Once a program has used one API, PyTorch refuses reads through the other.)"""
     try:
-        return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+        conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]  # PyTorch >= 2.9; not in its stubs
+        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
     except (AttributeError, RuntimeError):
         return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
 
 
 def set_fp32_modes(modes: tuple[str, ...] | tuple[bool, ...]) -> None:
     if isinstance(modes[0], str):
-        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = modes
+        conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]  # PyTorch >= 2.9; not in its stubs
+        conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = modes
     else:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = modes
 
@@ -93,7 +95,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     if sys.platform != "linux":
         return None
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, ...)
         return None
 
