@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, weights
+from liif import checkpoints, limits, weights
 from liif import precision as precisions
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
@@ -290,9 +290,7 @@ def main(args: argparse.Namespace) -> int:
                               "skipped": skipped,
                               "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}
     if args.big:
-        from liif.cli import parse_memory
-
-        max_memory = parse_memory(args.max_memory) if args.max_memory else None
+        max_memory = limits.parse_memory(args.max_memory) if args.max_memory else None
         report["big"] = big_renders(model, device, precs, args.repeat, args.huge, max_memory)
     if args.memory:
         with tempfile.TemporaryDirectory(prefix="liif-bench-") as tmp:

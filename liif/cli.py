@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -42,19 +41,6 @@ def parse_region(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise LiifError(f"--region must be X,Y,W,H in output pixels; got {text!r}") from None
     return x, y, w, h
-
-
-def parse_memory(text: str) -> int:
-    """'512M', '2G', '300000000' -> bytes."""
-    t = text.strip().upper().removesuffix("B")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    try:
-        value = float(t[:-1] if t[-1:] in "KMG" else t)
-    except ValueError:
-        raise LiifError(f"--max-memory must look like 512M or 2G; got {text!r}") from None
-    if not math.isfinite(value) or value * mult < 1:
-        raise LiifError(f"--max-memory must be a finite size of at least 1 byte, e.g. 512M; got {text!r}")
-    return int(value * mult)
 
 
 def parse_float(name: str, text: str | None) -> float | None:
@@ -176,7 +162,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if (size is None) == (scale is None):
         raise LiifError("give exactly one of --scale, --scale-x/--scale-y or --size")
     region = parse_region(args.region) if args.region else None
-    max_memory = parse_memory(args.max_memory) if args.max_memory is not None else None
+    max_memory = limits.parse_memory(args.max_memory) if args.max_memory is not None else None
     max_pixels = (limits.parse_count("--max-pixels", args.max_pixels) if args.max_pixels is not None
                   else limits.max_pixels())
     max_input = (limits.parse_count("--max-input-pixels", args.max_input_pixels)

@@ -74,3 +74,16 @@ def check_input(hw: tuple[int, int], limit: int, what: str = "input") -> None:
 
 __all__ = ["DEFAULT_MAX_INPUT_PIXELS", "DEFAULT_MAX_PIXELS", "check_input", "from_env", "max_input_pixels",
            "max_pixels", "parse_count"]
+
+
+def parse_memory(text: str) -> int:
+    """'512M', '2G', '300000000' -> bytes."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in "KMG" else t)
+    except ValueError:
+        raise LiifError(f"--max-memory must look like 512M or 2G; got {text!r}") from None
+    if not math.isfinite(value) or value * mult < 1:
+        raise LiifError(f"--max-memory must be a finite size of at least 1 byte, e.g. 512M; got {text!r}")
+    return int(value * mult)

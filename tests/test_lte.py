@@ -184,3 +184,21 @@ def test_onnx_export_of_lte_matches_torch(lte, tmp_path):
         got[:, y:y + tile.shape[1], x:x + tile.shape[2]] = tile
     gold = torch.from_numpy(np.load(GOLDEN / "lte" / case["npy"])).permute(2, 0, 1)
     assert (got - gold[:, win.y:win.y + win.h, win.x:win.x + win.w]).abs().max() <= 1e-4
+
+
+def test_cli_upscale_with_official_lte_weights(lte, lte_path, tmp_path):
+    """`liif upscale --weights lte.pth` writes the rounded render of the fast route (x12: clipped cell)."""
+    from PIL import Image
+
+    from liif.cli import main
+
+    case = next(c for c in CASES if c["cell_factor"] > 1)
+    out = tmp_path / "up.png"
+    H, W = case["out_hw"]
+    assert main(["upscale", str(GOLDEN / "lte" / case["input"]), "--size", f"{W}x{H}", "--weights", str(lte_path),
+                 "--precision", "fp32", "-o", str(out), "--no-progress"]) == 0
+    got = np.asarray(Image.open(out), dtype=np.int16)
+    gold = np.load(GOLDEN / "lte" / case["npy"]) * 0.5 + 0.5
+    want = np.round(np.clip(gold, 0, 1) * 255).astype(np.int16)
+    assert got.shape == want.shape == (H, W, 3)
+    assert np.abs(got - want).max() <= 1 and (got != want).mean() < 1e-3

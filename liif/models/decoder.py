@@ -108,6 +108,11 @@ class ImplicitDecoder(nn.Module):
     def has_global_term(self) -> bool:
         return False
 
+    @property
+    def has_fast_route(self) -> bool:
+        """Whether the seam methods exist for this model (a LIIF without MLP only samples codes)."""
+        return True
+
     def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
         """The cell (2/H, 2/W) a render of an h x w input at H x W decodes with."""
         return 2.0 / out_hw[0], 2.0 / out_hw[1]

@@ -102,6 +102,10 @@ class LIIF(ImplicitDecoder):
         return first
 
     @property
+    def has_fast_route(self) -> bool:
+        return self.imnet is not None
+
+    @property
     def tail(self) -> Sequence[nn.Linear]:
         assert self.imnet is not None
         return [m for m in list(self.imnet.layers)[1:] if isinstance(m, nn.Linear)]

@@ -29,7 +29,7 @@ class TorchBackend:
     with prepacked weights, on CUDA through cuBLASLt's fused GEMM + bias + ReLU."""
 
     def __init__(self, model: ImplicitDecoder, precision: str = "fp32") -> None:
-        if getattr(model, "imnet", None) is None:
+        if not model.has_fast_route:
             raise LiifError("the fast renderer needs a model with an MLP decoder")
         self.device = next(model.parameters()).device
         dtype = render_dtype(precision, self.device)
