@@ -97,7 +97,8 @@ class ImplicitDecoder(nn.Module):
 
     def first_hidden(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         """Gathered map rows (N, D) (any float dtype), offsets to the codes (N, 2) and cells (N, 2), both
-        in LR-pixel units -> the input of ``tail`` (N, K) in the dtype of ``rows``."""
+        in LR-pixel units -> the input of ``tail`` (N, K) in the dtype of ``rows``. ``rows`` may be
+        updated in place: callers pass a fresh gather (``index_select``), never a view of the maps."""
         raise NotImplementedError
 
     def global_term(self, inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:

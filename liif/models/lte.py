@@ -66,11 +66,12 @@ class LTE(ImplicitDecoder):
         feat_coord = make_coord((H, W), flatten=False, device=feat.device).permute(2, 0, 1)
         feat_coord = feat_coord.unsqueeze(0).expand(B, 2, H, W)
         shifts, eps = ensemble_shifts(True)
+        ry, rx = 2 / H / 2, 2 / W / 2  # half a code in [-1, 1] units
         preds, areas = [], []
         for vy, vx in shifts:
             shifted = coord.clone()
-            shifted[:, :, 0] += vy * (1 / H) + eps
-            shifted[:, :, 1] += vx * (1 / W) + eps
+            shifted[:, :, 0] += vy * ry + eps
+            shifted[:, :, 1] += vx * rx + eps
             shifted.clamp_(-CLAMP, CLAMP)
             q_coef = sample_nearest(coef, shifted)
             q_freq = sample_nearest(freq, shifted)

@@ -120,10 +120,11 @@ def render_tiles(
                 s1 = min(r1, s0 + step)
                 with fp32_math(dev, precision):
                     tile = decode_stripe(dec, maps, region, rows, cols, s0, s1, c0, c1, ens, rel_cell, block)
-                    extra = dec.global_term(crop, crop_coords(out_hw, window, (s0, s1, c0, c1), region,
-                                                              (h_lr, w_lr), dev))
-                    if extra is not None:
-                        tile += extra.t().reshape(tile.shape)
+                    if model.has_global_term:  # LTE's bilinear input, sampled on the tile's crop
+                        coords = crop_coords(out_hw, window, (s0, s1, c0, c1), region, (h_lr, w_lr), dev)
+                        extra = dec.global_term(crop, coords)
+                        if extra is not None:
+                            tile += extra.t().reshape(tile.shape)
                 yield (s0, c0), tile
                 if bar is not None:
                     bar.update((s1 - s0) * (c1 - c0))
