@@ -113,19 +113,21 @@ class LTE(ImplicitDecoder):
         return 2 * self.hidden_dim
 
     def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
-        """[A, Q] stacked: (B, 2 * hidden_dim, h, w), as one convolution."""
-        w = torch.cat([self.coef.weight, self.freq.weight]).to(feat.dtype)
+        """[A, Q[0::2], Q[1::2]] stacked: (B, 2 * hidden_dim, h, w), as one convolution. The frequency
+        pairs are stored de-interleaved, so a query reads each half as one contiguous slice."""
         assert self.coef.bias is not None and self.freq.bias is not None
-        b = torch.cat([self.coef.bias, self.freq.bias]).to(feat.dtype)
+        wq, bq = self.freq.weight, self.freq.bias
+        w = torch.cat([self.coef.weight, wq[0::2], wq[1::2]]).to(feat.dtype)
+        b = torch.cat([self.coef.bias, bq[0::2], bq[1::2]]).to(feat.dtype)
         return F.conv2d(feat, w, b, padding=1)
 
     def first_hidden(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
-        d = self.hidden_dim
+        d, half = self.hidden_dim, self.hidden_dim // 2
         # The phase argument and the basis run in fp32 whatever the rows' precision: |t| grows with the
         # frequencies, and bf16's 8-bit mantissa would turn that into phase noise.
         with torch.autocast(rows.device.type, enabled=False):
-            q = rows[:, d:].float()
-            t = q[:, 0::2] * rel[:, :1].float() + q[:, 1::2] * rel[:, 1:].float()
+            q_row, q_col = rows[:, d:d + half].float(), rows[:, d + half:].float()  # see lr_maps
+            t = q_row * rel[:, :1].float() + q_col * rel[:, 1:].float()
             t = t + rel_cell.float() @ self.phase.weight.float().t()
             t = t * math.pi
             basis = torch.cat([torch.cos(t), torch.sin(t)], dim=-1)

@@ -1,0 +1,92 @@
+"""LIIF vs LTE with the same budget: train both tiny CPU configs, score both under the paper protocol.
+
+    python scripts/compare_liif_lte.py                  # train both (~25 min on 2 AVX2 cores), then score
+    python scripts/compare_liif_lte.py --skip-train     # score runs/cmp-liif and runs/cmp-lte as they are
+
+``configs/tiny-cpu.yaml`` and ``configs/tiny-cpu-lte.yaml`` differ only in the decoder (same encoder,
+data, steps, optimiser, schedule and seed). The script trains them one after the other, so each has
+the machine to itself, and records each run's wall time. Then it scores the last checkpoints on
+Set5 and Set14 at x2, x3, x4, x6 and x8 under the paper's benchmark protocol in fp32 (Y channel,
+shave = scale, MATLAB-bicubic LR files for x2-x4 and PIL bicubic beyond). It prints a Markdown
+table and writes the figures as JSON (default ``docs/liif-vs-lte.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from liif import api
+from liif.data import eval_sets
+from liif.eval import protocols
+from liif.fileio import write_text_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CONFIGS = {"liif": "configs/tiny-cpu.yaml", "lte": "configs/tiny-cpu-lte.yaml"}
+SETS = ("Set5", "Set14")
+SCALES = (2, 3, 4, 6, 8)
+
+
+def train(method: str, out: Path) -> dict[str, Any]:
+    """Run ``liif train`` for one method; its JSON summary plus the wall time."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "liif.cli", "train", CONFIGS[method], "--out", str(out),
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"compare: training {method} failed: {done.stderr.strip().splitlines()[-1:]}")
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    summary["wall_s"] = round(time.monotonic() - start, 1)
+    return summary
+
+
+def score(weights: Path) -> dict[str, float]:
+    """PSNR (dB) per "Set-xS" under the paper benchmark protocol, fp32."""
+    up = api.load(str(weights), device="cpu", precision="fp32")
+    out = {}
+    for name in SETS:
+        ds = eval_sets.resolve(str(DATA / name))
+        scores = protocols.evaluate(up, ds, SCALES, protocols.protocol("benchmark"))
+        for s in protocols.summarize(scores):
+            out[f"{name}-x{s.scale}"] = round(s.psnr, 4)
+    return out
+
+
+def table(psnr: dict[str, dict[str, float]], bicubic: dict[str, float]) -> str:
+    lines = ["| set | scale | bicubic | tiny LIIF | tiny LTE | LTE - LIIF |", "|---|---|---|---|---|---|"]
+    for key in psnr["liif"]:
+        name, scale = key.split("-x")
+        a, b = psnr["liif"][key], psnr["lte"][key]
+        bic = f"{bicubic[key]:.2f}" if key in bicubic else "-"
+        lines.append(f"| {name} | x{scale} | {bic} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", default="runs", help="where the two runs go (runs/cmp-liif, runs/cmp-lte)")
+    p.add_argument("--skip-train", action="store_true", help="score existing runs only")
+    p.add_argument("--json", default="docs/liif-vs-lte.json", help="where to write the figures")
+    args = p.parse_args()
+    runs = {m: ROOT / args.runs / f"cmp-{m}" for m in CONFIGS}
+    report: dict[str, Any] = {"configs": CONFIGS, "protocol": "benchmark (paper), fp32", "training": {},
+                              "psnr": {}}
+    for method, out in runs.items():
+        if not args.skip_train:
+            report["training"][method] = train(method, out)
+            print(f"trained {method}: {report['training'][method]}", flush=True)
+    for method, out in runs.items():
+        report["psnr"][method] = score(out / "checkpoints" / "last" / "model.safetensors")
+    bicubic = json.loads((ROOT.parent / "shared" / "golden" / "reference-metrics.json").read_text())
+    report["psnr"]["bicubic"] = bicubic["bicubic_pil_upsampling_of_the_LR_files"]
+    print(table(report["psnr"], report["psnr"]["bicubic"]))
+    write_text_atomic(ROOT / args.json, json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
