@@ -30,6 +30,7 @@ DATA = ROOT.parent / "shared" / "data"
 CONFIGS = {"liif": "configs/tiny-cpu.yaml", "lte": "configs/tiny-cpu-lte.yaml"}
 SETS = ("Set5", "Set14")
 SCALES = (2, 3, 4, 6, 8)
+SUMMARY = "train-summary.json"  # each run's `liif train` summary plus its wall time, kept beside the run
 
 
 def train(method: str, out: Path) -> dict[str, Any]:
@@ -41,6 +42,7 @@ def train(method: str, out: Path) -> dict[str, Any]:
         sys.exit(f"compare: training {method} failed: {done.stderr.strip().splitlines()[-1:]}")
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     summary["wall_s"] = round(time.monotonic() - start, 1)
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -77,8 +79,9 @@ def main() -> int:
                               "psnr": {}}
     for method, out in runs.items():
         if not args.skip_train:
-            report["training"][method] = train(method, out)
-            print(f"trained {method}: {report['training'][method]}", flush=True)
+            print(f"trained {method}: {train(method, out)}", flush=True)
+        if (out / SUMMARY).is_file():
+            report["training"][method] = json.loads((out / SUMMARY).read_text())
     for method, out in runs.items():
         report["psnr"][method] = score(out / "checkpoints" / "last" / "model.safetensors")
     bicubic = json.loads((ROOT.parent / "shared" / "golden" / "reference-metrics.json").read_text())
