@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from liif.errors import LiifError
-from liif.fileio import atomic_path, write_text_atomic  # atomic_path re-exported: checkpoints.atomic_path works
+from liif.fileio import atomic_path, write_text_atomic
 from liif.models import ImplicitDecoder, ModelSpec, build
 from liif.models.edsr import DIV2K_MEAN
 
