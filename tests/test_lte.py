@@ -202,3 +202,23 @@ def test_cli_upscale_with_official_lte_weights(lte, lte_path, tmp_path):
     want = np.round(np.clip(gold, 0, 1) * 255).astype(np.int16)
     assert got.shape == want.shape == (H, W, 3)
     assert np.abs(got - want).max() <= 1 and (got != want).mean() < 1e-3
+
+
+def test_global_term_ablation_switch():
+    """``global_term: false`` (our ablation switch) removes exactly the bilinear term, on both routes."""
+    from liif.geometry import sample_bilinear
+
+    model = small_lte(4)
+    spec = ModelSpec.from_dict({"method": "lte", "encoder_args": {"n_resblocks": 2, "n_feats": 16},
+                                "hidden": [48, 48], "hidden_dim": 32, "global_term": False})
+    ablated = build(spec).eval()
+    ablated.load_state_dict(model.state_dict())
+    assert not ablated.has_global_term and spec.to_dict()["global_term"] is False
+    img = torch.rand(3, 21, 17, generator=torch.Generator().manual_seed(5))
+    out_hw = (50, 45)
+    with_term = render(model, img, out_hw, method="reference")
+    without = render(ablated, img, out_hw, method="reference")
+    assert (render(ablated, img, out_hw) - without).abs().max() <= 1e-5
+    coord = torch.stack(torch.meshgrid(*(torch.linspace(-1 + 1 / n, 1 - 1 / n, n) for n in out_hw), indexing="ij"), -1)
+    bilinear = sample_bilinear(model.normalize(img[None]), coord.view(1, -1, 2))[0].t().reshape(3, *out_hw)
+    assert (with_term - without - bilinear).abs().max() <= 1e-5

@@ -12,6 +12,7 @@ its four ensemble codes, with ``rel`` the offset to the code (LR-pixel units, ro
 and the MLP maps x to RGB. The four predictions are blended with LIIF's area weights, then the
 bilinear sample of the normalised input at the query (border padding) is added.
 
+``global_term: false`` (our ablation switch, not in the official code) leaves the bilinear term out.
 At inference beyond the training scales the cell is clipped: it is multiplied by
 ``max(scale / cell_clip_scale, 1)`` (``render_cell``), as the official test scripts do.
 Checkpoint keys (official): ``encoder.*``, ``coef.*`` (A), ``freq.*`` (Q), ``phase.weight`` (P),
@@ -47,12 +48,13 @@ class LTE(ImplicitDecoder):
     method = "lte"
 
     def __init__(self, encoder: nn.Module, hidden: Sequence[int] = (256, 256, 256), hidden_dim: int = 256,
-                 out_dim: int = 3, cell_clip_scale: float | None = 4.0) -> None:
+                 out_dim: int = 3, cell_clip_scale: float | None = 4.0, global_term: bool = True) -> None:
         super().__init__(encoder)
         if hidden_dim % 2:
             raise ValueError(f"LTE's hidden_dim must be even, got {hidden_dim}")
         feat_dim: int = encoder.out_dim  # type: ignore[assignment]
         self.hidden_dim, self.cell_clip_scale = hidden_dim, cell_clip_scale
+        self.use_global_term = global_term  # an ablation switch (ours): the official LTE always adds it
         self.coef = nn.Conv2d(feat_dim, hidden_dim, 3, padding=1)
         self.freq = nn.Conv2d(feat_dim, hidden_dim, 3, padding=1)
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)
@@ -90,11 +92,11 @@ class LTE(ImplicitDecoder):
         return area_blend(preds, areas, local_ensemble=True)
 
     def global_term(self, inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:
-        return sample_bilinear(inp, coord)
+        return sample_bilinear(inp, coord) if self.use_global_term else None
 
     @property
     def has_global_term(self) -> bool:
-        return True
+        return self.use_global_term
 
     def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
         cy, cx = super().render_cell(out_hw, lr_hw)

@@ -23,13 +23,15 @@ HALF = (0.5, 0.5, 0.5)
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {"liif": liif.DEFAULTS, "lte": lte.DEFAULTS}
 VARIANTS: dict[str, Variant] = {v.name: v for v in [*liif.VARIANTS, *lte.VARIANTS]}
 
-OWN_FIELDS = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"), "lte": ("hidden_dim", "cell_clip_scale")}
+OWN_FIELDS = {"liif": ("local_ensemble", "feat_unfold", "cell_decode"),
+              "lte": ("hidden_dim", "cell_clip_scale", "global_term")}
 
 
 @dataclass
 class ModelSpec:
     """Fields shared by every method, then each method's own (ignored by the others):
-    LIIF: ``local_ensemble``, ``feat_unfold``, ``cell_decode``; LTE: ``hidden_dim``, ``cell_clip_scale``."""
+    LIIF: ``local_ensemble``, ``feat_unfold``, ``cell_decode``; LTE: ``hidden_dim``, ``cell_clip_scale``,
+    ``global_term`` (an ablation switch: False leaves out LTE's bilinear term)."""
 
     method: str = "liif"
     encoder: str = "edsr-baseline"
@@ -40,6 +42,7 @@ class ModelSpec:
     cell_decode: bool = True
     hidden_dim: int = 256
     cell_clip_scale: float | None = None
+    global_term: bool = True
     inp_mean: tuple[float, float, float] = HALF
     inp_std: tuple[float, float, float] = HALF
     out_mean: tuple[float, float, float] = HALF
@@ -95,7 +98,8 @@ def build(spec: ModelSpec) -> ImplicitDecoder:
     elif spec.method == "lte":
         if spec.hidden is None:
             raise ValueError("an LTE model needs an MLP (hidden must be a list)")
-        model = LTE(encoder, spec.hidden, spec.hidden_dim, cell_clip_scale=spec.cell_clip_scale)
+        model = LTE(encoder, spec.hidden, spec.hidden_dim, cell_clip_scale=spec.cell_clip_scale,
+                    global_term=spec.global_term)
     else:
         raise ValueError(f"unknown method {spec.method!r}; expected one of {METHODS}")
     model.set_normalization(spec.inp_mean, spec.inp_std, spec.out_mean, spec.out_std)
