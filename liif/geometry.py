@@ -8,12 +8,12 @@ of the rectangle between the query and the diagonally opposite code (spec sectio
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from liif.coords import axis_centres
+from liif.coords import axis_centres, make_coord
 
 ENSEMBLE_SHIFTS = ((-1, -1), (-1, 1), (1, -1), (1, 1))  # (row, col); row shift outer, col shift inner
 EPS_SHIFT = 1e-6
@@ -38,6 +38,36 @@ def sample_bilinear(img: torch.Tensor, coord: torch.Tensor) -> torch.Tensor:
     grid = coord.flip(-1).unsqueeze(1)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
     return out[:, :, 0, :].permute(0, 2, 1)
+
+
+def reference_codes(coord: torch.Tensor, lr_hw: tuple[int, int],
+                    local_ensemble: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The ensemble in the official op structure, for the methods' reference ``query``: per code, the
+    shifted and clamped query coordinates (B, Q, 2), at which a method samples its LR maps with
+    ``sample_nearest``, and the offset (B, Q, 2) from that code's centre in LR-pixel units."""
+    H, W = lr_hw
+    B = coord.shape[0]
+    shifts, eps = ensemble_shifts(local_ensemble)
+    ry, rx = 2 / H / 2, 2 / W / 2  # half a code in [-1, 1] units
+    centres = make_coord((H, W), flatten=False, device=coord.device).permute(2, 0, 1)
+    centres = centres.unsqueeze(0).expand(B, 2, H, W)
+    for vy, vx in shifts:
+        shifted = coord.clone()
+        shifted[:, :, 0] += vy * ry + eps
+        shifted[:, :, 1] += vx * rx + eps
+        shifted.clamp_(-CLAMP, CLAMP)
+        rel = coord - sample_nearest(centres, shifted)
+        rel[:, :, 0] *= H
+        rel[:, :, 1] *= W
+        yield shifted, rel
+
+
+def lr_units(cell: torch.Tensor, lr_hw: tuple[int, int]) -> torch.Tensor:
+    """Cells (B, Q, 2) in [-1, 1] units -> in LR-pixel units (rows times H, columns times W)."""
+    out = cell.clone()
+    out[:, :, 0] *= lr_hw[0]
+    out[:, :, 1] *= lr_hw[1]
+    return out
 
 
 def nearest_code(coord: torch.Tensor, n_lr: int, shift: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liif.coords import make_coord
-from liif.geometry import CLAMP, area, area_blend, ensemble_shifts, sample_nearest
+from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
 from liif.models.decoder import ImplicitDecoder
 from liif.models.mlp import MLP
 from liif.models.variant import Pretrained, Variant
@@ -67,30 +66,12 @@ class LIIF(ImplicitDecoder):
         B, C, H, W = feat.shape
         if self.feat_unfold:
             feat = F.unfold(feat, 3, padding=1).view(B, C * 9, H, W)
-        shifts, eps = ensemble_shifts(self.local_ensemble)
-        ry, rx = 2 / H / 2, 2 / W / 2
-        feat_coord = make_coord((H, W), flatten=False, device=feat.device).permute(2, 0, 1)
-        feat_coord = feat_coord.unsqueeze(0).expand(B, 2, H, W)
-
+        rel_cell = lr_units(cell, (H, W))
         preds, areas = [], []
-        for vy, vx in shifts:
-            shifted = coord.clone()
-            shifted[:, :, 0] += vy * ry + eps
-            shifted[:, :, 1] += vx * rx + eps
-            shifted.clamp_(-CLAMP, CLAMP)
-            q_feat = sample_nearest(feat, shifted)
-            q_coord = sample_nearest(feat_coord, shifted)
-            rel_coord = coord - q_coord
-            rel_coord[:, :, 0] *= H
-            rel_coord[:, :, 1] *= W
-            parts = [q_feat, rel_coord]
-            if self.cell_decode:
-                rel_cell = cell.clone()
-                rel_cell[:, :, 0] *= H
-                rel_cell[:, :, 1] *= W
-                parts.append(rel_cell)
+        for shifted, rel in reference_codes(coord, (H, W), self.local_ensemble):
+            parts = [sample_nearest(feat, shifted), rel] + ([rel_cell] if self.cell_decode else [])
             preds.append(self.imnet(torch.cat(parts, dim=-1)))
-            areas.append(area(rel_coord))
+            areas.append(area(rel))
         return area_blend(preds, areas, self.local_ensemble)
 
     # -- the seam -------------------------------------------------------------------------------

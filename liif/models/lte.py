@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from liif.coords import make_coord
-from liif.geometry import CLAMP, area, area_blend, ensemble_shifts, sample_bilinear, sample_nearest
+from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bilinear, sample_nearest
 from liif.models.decoder import ImplicitDecoder
 from liif.models.mlp import MLP
 from liif.models.variant import Variant
@@ -65,24 +64,11 @@ class LTE(ImplicitDecoder):
         B, _, H, W = feat.shape
         Q = coord.shape[1]
         coef, freq = self.coef(feat), self.freq(feat)
-        feat_coord = make_coord((H, W), flatten=False, device=feat.device).permute(2, 0, 1)
-        feat_coord = feat_coord.unsqueeze(0).expand(B, 2, H, W)
-        shifts, eps = ensemble_shifts(True)
-        ry, rx = 2 / H / 2, 2 / W / 2  # half a code in [-1, 1] units
+        rel_cell = lr_units(cell, (H, W))
         preds, areas = [], []
-        for vy, vx in shifts:
-            shifted = coord.clone()
-            shifted[:, :, 0] += vy * ry + eps
-            shifted[:, :, 1] += vx * rx + eps
-            shifted.clamp_(-CLAMP, CLAMP)
+        for shifted, rel in reference_codes(coord, (H, W), local_ensemble=True):
             q_coef = sample_nearest(coef, shifted)
             q_freq = sample_nearest(freq, shifted)
-            rel = coord - sample_nearest(feat_coord, shifted)
-            rel[:, :, 0] *= H
-            rel[:, :, 1] *= W
-            rel_cell = cell.clone()
-            rel_cell[:, :, 0] *= H
-            rel_cell[:, :, 1] *= W
             # frequency pairs (Q[2k], Q[2k+1]) dotted with the offset, plus the phase of the cell
             pairs = q_freq.view(B, Q, -1, 2)
             t = (pairs * rel.unsqueeze(-2)).sum(-1) + self.phase(rel_cell.view(B * Q, 2)).view(B, Q, -1)

@@ -16,7 +16,7 @@ import torch
 
 from liif.coords import axis_centres
 from liif.errors import LiifError
-from liif.geometry import ENSEMBLE_SHIFTS, area_blend
+from liif.geometry import ENSEMBLE_SHIFTS, area, area_blend
 from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
 from liif.render.plan import (
@@ -160,7 +160,7 @@ def decode_stripe(dec: Backend, maps: torch.Tensor, region: Box, rows: AxisPlan,
         pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
                                  rel_cell).view(b1 - b0, k, 3)
     if ens:
-        out = area_blend(pred.unbind(1), (torch.abs(ry * rx) + 1e-9).unbind(1), local_ensemble=True)
+        out = area_blend(pred.unbind(1), area(rel).unbind(1), local_ensemble=True)
     else:
         out = pred[:, 0]
     return out.t().reshape(3, th, tw)
