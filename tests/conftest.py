@@ -1,4 +1,5 @@
-"""Shared fixtures: the ../shared data and goldens, and the official weights (fetched once, cached)."""
+"""Shared fixtures: the repository's test data (tests/data: goldens of the official code, Set5, Set14),
+the optional bigger data under the data root, and the official weights (fetched once, cached)."""
 from __future__ import annotations
 
 import json
@@ -10,24 +11,35 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-GOLDEN = SHARED / "golden"
-DATA = SHARED / "data"
+DATA = ROOT / "tests" / "data"  # Set5 and Set14 (EDSR benchmark layout); see tests/data/README.md
+GOLDEN = DATA / "golden"  # the official LIIF and LTE codes' outputs on small inputs
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 def golden_cases() -> list[dict]:
     index = GOLDEN / "index.json"
-    assert index.is_file(), f"golden index missing: {index} (../shared must sit beside the repo)"
+    assert index.is_file(), f"golden index missing: {index}"
     return json.loads(index.read_text())["cases"]
 
 
 def lte_golden() -> dict:
-    """The LTE goldens' index (``../shared/golden/lte``): checkpoint, cases, chunk size."""
+    """The LTE goldens' index (``tests/data/golden/lte``): checkpoint, cases, chunk size."""
     index = GOLDEN / "lte" / "index.json"
     assert index.is_file(), f"LTE golden index missing: {index}"
     return json.loads(index.read_text())
+
+
+def data_root_set(*parts: str) -> Path:
+    """A folder under the data root (``$LIIF_DATA_DIR`` or the cache), for the slow tests that train on
+    or score more data than the repository carries; skips the test, naming the fetch, when it is absent."""
+    from liif.data.eval_sets import data_root
+
+    path = data_root().joinpath(*parts)
+    if not path.is_dir():
+        fetch = "train" if parts[0] == "train" else parts[0].lower()
+        pytest.skip(f"{path} is absent: run `liif data fetch {fetch}` or set LIIF_DATA_DIR")
+    return path
 
 
 def load_rgb(path: Path) -> torch.Tensor:

@@ -11,7 +11,7 @@ from liif.models.edsr import DIV2K_MEAN
 
 
 def to_openmmlab(sd: dict, encoder: str) -> dict:
-    """Our (official) key layout -> OpenMMLab 'generator.*' keys, as in ../shared/docs/mmagic.md."""
+    """Our (official) key layout -> OpenMMLab 'generator.*' keys, as OpenMMLab mmagic names them."""
     out = {}
     for k, v in sd.items():
         if "sub_mean" in k or "add_mean" in k:

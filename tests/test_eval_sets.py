@@ -172,7 +172,7 @@ def test_verify_reports_size_mismatch_and_missing_files(tmp_path: Path) -> None:
         eval_sets.verify(str(root))
 
 
-def test_verify_shared_sets_and_resolve_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_fixture_sets_and_resolve_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["data", "verify", str(DATA / "Set5")]) == 0
     assert "OK (5 HR images; LR scales x2, x3, x4)" in capsys.readouterr().out
     assert eval_sets.verify(str(DATA / "Set14")).key == "set14"

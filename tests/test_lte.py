@@ -1,4 +1,4 @@
-"""LTE, the second decoder family: parity with the official code's outputs (../shared/golden/lte),
+"""LTE, the second decoder family: parity with the official code's outputs (tests/data/golden/lte),
 fast route == reference route at every size (tiles, regions, budgets), the cell clip, checkpoint
 formats, and the commands (upscale, eval, export, bench) on an LTE checkpoint."""
 from __future__ import annotations

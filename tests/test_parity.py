@@ -1,4 +1,4 @@
-"""Parity with the official code's golden outputs (../shared/golden)."""
+"""Parity with the official code's golden outputs (tests/data/golden)."""
 import numpy as np
 import pytest
 import torch
