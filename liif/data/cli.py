@@ -1,4 +1,5 @@
-"""The ``liif data`` subcommand: list, fetch and verify the evaluation sets (:mod:`liif.data.eval_sets`).
+"""The ``liif data`` subcommand: list, fetch and verify the evaluation sets (:mod:`liif.data.eval_sets`)
+and the tiny configs' training set (``train``: :mod:`liif.data.train_sets`).
 
 Only argparse is imported here; the fetch and verify code loads when the command runs.
 """
@@ -11,15 +12,16 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``data list|fetch|verify`` on the ``liif`` subcommand parser."""
-    d = sub.add_parser("data", help="fetch or verify evaluation datasets")
+    d = sub.add_parser("data", help="fetch or verify datasets (evaluation sets, the small training set)")
     dsub = d.add_subparsers(dest="action", required=True)
     dsub.add_parser("list", help="known datasets, sources and whether they are present")
     df = dsub.add_parser("fetch",
                          help="download (resumable, checked) and extract into <root>/<Set>/HR, LR_bicubic/X<k>")
-    df.add_argument("name", choices=["div2k", "set5", "set14", "b100", "urban100"])
+    df.add_argument("name", choices=["div2k", "set5", "set14", "b100", "urban100", "train"],
+                    help="an evaluation set, or train (T91 + Sun-Hays 80 crops, the tiny configs' data)")
     df.add_argument("--force", action="store_true", help="download and extract again")
     dv = dsub.add_parser("verify", help="check a dataset's image counts and HR/LR pairs")
-    dv.add_argument("name", help="a known dataset name or a folder path")
+    dv.add_argument("name", help="a known dataset name (or train), or a folder path")
     for p in (d, df, dv):
         p.add_argument("--root", default=None, metavar="DIR", help="data root (default: $LIIF_DATA_DIR or the cache)")
     d.set_defaults(func=cmd_data)
@@ -31,7 +33,7 @@ def root_arg(text: str | None) -> Path | None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from liif.data import eval_sets
+    from liif.data import eval_sets, train_sets
 
     root = root_arg(args.root)
     if args.action == "list":
@@ -41,6 +43,19 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{d.key}\t{d.folder}\t{d.n_images} images\t{state} ({base / d.folder})")
             for a in d.archives:
                 print(f"\t{a.url}\tsha256 {a.sha256 or 'unknown (verified by structure)'}")
+        for part in train_sets.PARTS:
+            folder = base / "train" / part.folder
+            state = "present" if folder.is_dir() else "not fetched"
+            print(f"train\ttrain/{part.folder}\t{len(part.files)} images\t{state} ({folder})")
+            print(f"\t{part.base_url}<file>\tno published checksums (verified by structure)")
+        return 0
+    if args.action == "fetch" and args.name == "train":
+        for folder in train_sets.fetch(root, force=args.force, progress=sys.stderr.isatty()):
+            print(f"train/{folder.name}: {len(list(folder.glob('*.png')))} images at {folder}")
+        return 0
+    if args.action == "verify" and args.name == "train":
+        for folder in train_sets.verify(root):
+            print(f"{folder}: OK ({len(list(folder.glob('*.png')))} images)")
         return 0
     if args.action == "fetch":
         ds = eval_sets.fetch(args.name, root, force=args.force, progress=sys.stderr.isatty())

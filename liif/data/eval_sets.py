@@ -1,7 +1,7 @@
 """Evaluation datasets (Set5, Set14, B100, Urban100, DIV2K validation): where to get them, how they
 are laid out, how to check them. Training data is read by :mod:`liif.data.folders`.
 
-Standard layout (the EDSR "benchmark" layout, used by ``../shared/data``)::
+Standard layout (the EDSR "benchmark" layout, as in ``tests/data``)::
 
     <root>/<Set>/HR/<name>.png
     <root>/<Set>/LR_bicubic/X<k>/<name>.png      (or <stem>x<k>.png, as in EDSR's benchmark.tar)
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from liif.data.roots import data_root
 from liif.errors import LiifError
 from liif.fileio import CHUNK, sha256_of
 
@@ -90,15 +91,6 @@ REGISTRY: dict[str, DatasetInfo] = {
         _benchmark("urban100", "Urban100", 100),
     ]
 }
-
-
-def data_root() -> Path:
-    """``$LIIF_DATA_DIR``, else ``<liif cache>/datasets``."""
-    if os.environ.get("LIIF_DATA_DIR"):
-        return Path(os.environ["LIIF_DATA_DIR"])
-    from liif.weights import cache_dir
-
-    return cache_dir() / "datasets"
 
 
 def info(key: str) -> DatasetInfo:
