@@ -3,13 +3,13 @@
 #   bash scripts/gpu-check.sh infer   # rendering: benchmarks, parity, PSNR per precision, the test suite
 #   bash scripts/gpu-check.sh train   # training: samples/s per loop variant, data loader, short real runs
 # Figures go to $OUT (default ./gpu-out): machine.txt, steps.txt, one log per mode, and JSON files. The machine is offline, so what it needs travels in .gpu/
-# (ignored by git): .gpu/shared (golden + Set5/Set14 + T91 of ../shared), .gpu/cache/weights (the
+# (ignored by git): .gpu/data (the training set of `liif data fetch train`; goldens, Set5 and Set14 are in
+# tests/data), .gpu/cache/weights (the
 # official checkpoint, as `liif weights fetch` caches it) and .gpu/whl (wheels of the viewer's
 # dependencies for the machine's Python). Each step has its own time limit and the script goes on
 # after a failing step, so one problem costs one figure, not the run. To fill .gpu on the CPU side:
-#   mkdir -p .gpu/shared/data/train .gpu/cache/weights .gpu/whl
-#   cp -r ../shared/golden .gpu/shared/ && rm -rf .gpu/shared/golden/lte
-#   cp -r ../shared/data/Set5 ../shared/data/Set14 .gpu/shared/data/ && cp -r ../shared/data/train/T91 .gpu/shared/data/train/
+#   mkdir -p .gpu/data/train .gpu/cache/weights .gpu/whl
+#   cp -r "$(python3 -c 'from liif.data.roots import data_root; print(data_root())')/train/T91" .gpu/data/train/
 #   cp "$(liif weights fetch edsr-baseline-liif)" .gpu/cache/weights/
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 -d .gpu/whl \
 #     fastapi starlette uvicorn python-multipart pydantic pydantic-core typing-inspection annotated-types \
@@ -26,7 +26,7 @@ if [ -d .gpu/whl ] && ls .gpu/whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD
 fi
-[ -e ../shared ] || ln -s "$PWD/.gpu/shared" ../shared
+export LIIF_DATA_DIR=$PWD/.gpu/data
 liif() { python3 -m liif.cli "$@"; }
 step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log, report the exit status
   local name=$1 limit=$2; shift 2

@@ -1,7 +1,7 @@
 """CUDA correctness figures for docs/gpu-results.json (run by scripts/gpu-check.sh on a GPU machine).
 
 1. Golden parity on CUDA: the reference route and the fast route in fp32 (TF32 off) against the
-   official outputs in ../shared/golden (max abs diff; the promise is <= 1e-5).
+   official outputs in tests/data/golden (max abs diff; the promise is <= 1e-5).
 2. Set14 x4, paper protocol: PSNR of the fast route in fp32 / TF32 / bf16 / fp16 and each one's
    loss against fp32 (the promise for bf16/fp16 is <= 0.02 dB).
 3. Region == crop of the full render on CUDA, fp32: through the API (raw floats, <= 1e-5) and
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+TESTS = ROOT / "tests" / "data"  # goldens of the official code, Set5, Set14
 DEVICE = os.environ.get("LIIF_CHECK_DEVICE", "cuda")  # cpu: a dry run of the script itself
 
 
@@ -34,11 +34,11 @@ def load_rgb(path: Path) -> torch.Tensor:
 def golden_parity(model: torch.nn.Module) -> dict[str, float]:
     from liif.render import render
 
-    cases = json.loads((SHARED / "golden" / "index.json").read_text())["cases"]
+    cases = json.loads((TESTS / "golden" / "index.json").read_text())["cases"]
     worst = {"reference": 0.0, "fast_fp32": 0.0}
     for c in cases:
-        img = load_rgb(SHARED / "golden" / c["input"]).to(DEVICE)
-        gold = torch.from_numpy(np.load(SHARED / "golden" / c["npy"]))
+        img = load_rgb(TESTS / "golden" / c["input"]).to(DEVICE)
+        gold = torch.from_numpy(np.load(TESTS / "golden" / c["npy"]))
         for key, method in (("reference", "reference"), ("fast_fp32", "fast")):
             out = render(model, img, tuple(c["out_hw"]), method=method).permute(1, 2, 0).cpu()
             worst[key] = max(worst[key], float((out - gold).abs().max()))
@@ -51,7 +51,7 @@ def set14_psnr(path: Path, precs: list[str]) -> dict[str, dict[str, float]]:
     from liif.data import eval_sets
     from liif.eval import protocols
 
-    ds = eval_sets.resolve(str(SHARED / "data" / "Set14"))
+    ds = eval_sets.resolve(str(TESTS / "Set14"))
     prot = protocols.protocol("benchmark")
     res: dict[str, dict[str, float]] = {}
     for p in precs:
@@ -69,8 +69,8 @@ def regions(path: Path) -> dict[str, float | bool | str]:
     from liif.render import Window
 
     up = liif.load(path, device=DEVICE, precision="fp32")
-    lr = load_rgb(SHARED / "data" / "Set14" / "LR_bicubic" / "X4" / sorted(
-        (SHARED / "data" / "Set14" / "LR_bicubic" / "X4").iterdir())[0].name).to(DEVICE)
+    lr = load_rgb(TESTS / "Set14" / "LR_bicubic" / "X4" / sorted(
+        (TESTS / "Set14" / "LR_bicubic" / "X4").iterdir())[0].name).to(DEVICE)
     out_hw = (lr.shape[1] * 7 + 3, lr.shape[2] * 5 + 1)  # non-integer, anisotropic
     full = up.render_rgb(lr, out_hw, Window.full(out_hw), "fp32")
     win = Window(out_hw[0] - 97, 13, 97, out_hw[1] - 13)  # touches the bottom and right borders
@@ -86,7 +86,7 @@ def regions(path: Path) -> dict[str, float | bool | str]:
         return res
     folder = Path("/tmp/gpu-check-imgs")
     folder.mkdir(exist_ok=True)
-    src = SHARED / "data" / "Set5" / "LR_bicubic" / "X4" / "img_002.png"
+    src = TESTS / "Set5" / "LR_bicubic" / "X4" / "img_002.png"
     (folder / "b.png").write_bytes(src.read_bytes())
     W, H = 173, 161
     with TestClient(create_app(up, folder), base_url="http://localhost") as client:

@@ -2,7 +2,7 @@
 
 N images of W x H (DIV2K: 800 of about 2040 x 1356), each a mosaic of randomly chosen, randomly
 scaled (x1..x3, bicubic) and flipped tiles cut from the source folders (default: T91 of
-../shared/data/train). Textures repeat, so it measures throughput, not final quality.
+`liif data fetch train`). Textures repeat, so it measures throughput, not final quality.
 
 Usage: python scripts/make_standin.py OUT_DIR [--n 800] [--size 2040x1356] [--src DIR ...]
 """
@@ -14,6 +14,8 @@ from multiprocessing import Pool
 from pathlib import Path
 
 from PIL import Image
+
+from liif.data.roots import data_root
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--n", type=int, default=800)
     p.add_argument("--size", default="2040x1356")
-    p.add_argument("--src", nargs="+", default=[str(ROOT.parent / "shared" / "data" / "train" / "T91")])
+    p.add_argument("--src", nargs="+", default=[str(data_root() / "train" / "T91")])
     a = p.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     sources = sorted(f for s in a.src for f in Path(s).iterdir() if f.suffix.lower() in (".png", ".jpg", ".bmp"))

@@ -1,6 +1,6 @@
 """LTE, the Local Texture Estimator (Lee & Jin, CVPR 2022), as one implementation of the seam.
 
-LTE keeps LIIF's encoder, local ensemble and area blend (``../shared/docs/lte-spec.md``) and changes
+LTE keeps LIIF's encoder, local ensemble and area blend and changes
 what the MLP sees. From the feature map it computes, once per LR pixel, an amplitude map ``A`` and
 a frequency map ``Q`` (3x3 convolutions to ``hidden_dim`` channels each). For a query and one of
 its four ensemble codes, with ``rel`` the offset to the code (LR-pixel units, row first) and

@@ -99,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
                  "data.val.hr=null", "data.val.lr=null", *args.overrides]
     if args.batch is not None:
         overrides.append(f"train.batch_size={args.batch}")
-    cfg = config.load(args.config, overrides)
+    cfg = config.load(args.config, overrides, data_root=Path(args.data_root) if args.data_root else None)
     want = args.device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     device = torch.device(want)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -27,10 +27,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "stops with an error (default $LIIF_DIST_TIMEOUT or 1800)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="where the config's data: paths live (default $LIIF_DATA_DIR, else the cache's datasets/)")
 
 
 DEFAULT_BENCH_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "train-edsr-baseline-liif.yaml"
-DEFAULT_BENCH_DATA = ["../shared/data/train/T91", "../shared/data/train/SunHays80"]
+DEFAULT_BENCH_DATA = ["data:train/T91", "data:train/SunHays80"]  # `liif data fetch train`
 
 
 def add_bench_parser(bsub: argparse._SubParsersAction) -> None:
@@ -38,7 +40,10 @@ def add_bench_parser(bsub: argparse._SubParsersAction) -> None:
     p = bsub.add_parser("train", help="training samples/s: reference loop vs ours, and the ratio")
     p.add_argument("--config", default=str(DEFAULT_BENCH_CONFIG), help="training config (default: EDSR-baseline-LIIF)")
     p.add_argument("--data", nargs="+", default=DEFAULT_BENCH_DATA, metavar="DIR",
-                   help="training image folders used instead of the config's (default ../shared/data/train/*)")
+                   help="training image folders used instead of the config's (default: the tiny configs' "
+                        "training set under the data root, from `liif data fetch train`)")
+    p.add_argument("--data-root", default=None, metavar="DIR",
+                   help="where data: paths live (default $LIIF_DATA_DIR, else the cache's datasets/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--variants", default="auto", metavar="V[,V...]",
                    help="our loops, each PRECISION[:nofold][:nchw][:compile] with PRECISION auto (default: what "
@@ -79,7 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                             f"got {os.environ['LIIF_DIST_TIMEOUT']!r}") from None
     if not (math.isfinite(timeout) and timeout > 0):
         raise LiifError("--dist-timeout (or LIIF_DIST_TIMEOUT) must be positive")
-    cfg = config.load(args.config, args.overrides)  # every config error surfaces here, before training
+    from liif.data.cli import root_arg
+
+    # every config error surfaces here, before training
+    cfg = config.load(args.config, args.overrides, data_root=root_arg(args.data_root))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     summary = loop.train(cfg, out, resume=args.resume, max_minutes=args.max_minutes, progress=args.progress,
                          restart=args.restart, dist_timeout_s=timeout)

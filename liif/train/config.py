@@ -2,11 +2,14 @@
 
 The config is a tree of dataclasses; every key, type and path is validated up front and errors
 name the offending key (``train.lr``) or path, so a typo never costs a half-finished run.
-Relative data paths are resolved against the current directory.
+Data paths written ``data:REL`` are resolved under the data root (``--data-root``, else
+``$LIIF_DATA_DIR``, else the cache: :mod:`liif.data.roots`); other relative paths against the
+current directory.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,6 +65,10 @@ class Optim:
     lr: float = 1e-4
     milestones: list[int] = field(default_factory=lambda: [200, 400, 600, 800])
     gamma: float = 0.5
+    # > 0: train for this many minutes of training time instead of `epochs` epochs; the learning rate
+    # drops at the same fractions of the budget as of the epochs (milestone / epochs), so a faster machine
+    # trains more steps and still ends with its schedule done. 0: `epochs` epochs (fixed steps).
+    budget_minutes: float = 0.0
     precision: str = "auto"  # auto (liif.precision: native bf16 or fp32 on CPU, bf16/fp16 on CUDA) | fp32 | bf16 | fp16
     fold: bool = True  # layer-0 fold (liif.models.folded); false = the official op structure
     compile: bool = False
@@ -99,8 +106,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``a.b=c`` overrides, validate everything (keys, types, paths)."""
+def load(path: str | Path, overrides: list[str] | None = None, data_root: Path | None = None) -> Config:
+    """Read a YAML config, apply ``a.b=c`` overrides, resolve ``data:`` paths under ``data_root``
+    (None: :func:`liif.data.roots.data_root`), validate everything (keys, types, paths)."""
     p = Path(path)
     if not p.is_file():
         raise LiifError(f"config file not found: {p}")
@@ -113,8 +121,28 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     for item in overrides or []:
         apply_override(raw, item)
     cfg = from_dict(raw)
-    check(cfg)
+    hints = resolve_data_paths(cfg, data_root)
+    check(cfg, hints)
     return cfg
+
+
+def resolve_data_paths(cfg: Config, root: Path | None = None) -> dict[str, str]:
+    """Replace every ``data:REL`` path of ``cfg`` by ``<data root>/REL``, in place. Returns, per
+    config key so resolved, what to run if its folder is missing (for the errors of :func:`check`)."""
+    from liif.data import roots
+
+    d, v = cfg.data.train, cfg.data.val
+    hints: dict[str, str] = {}
+    for i, text in enumerate(d.roots):
+        hints[f"data.train.roots[{i}]"] = roots.fetch_hint(text)
+        d.roots[i] = roots.resolve(text, root)
+    for key, obj, attr in (("data.train.div2k", d, "div2k"), ("data.train.cache_dir", d, "cache_dir"),
+                           ("data.val.hr", v, "hr"), ("data.val.lr", v, "lr")):
+        text = getattr(obj, attr)
+        if text is not None:
+            hints[key] = roots.fetch_hint(text)
+            setattr(obj, attr, roots.resolve(text, root))
+    return {k: h for k, h in hints.items() if h}
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -195,8 +223,9 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
-def check(cfg: Config) -> None:
-    """Value and path checks that need more than types; each error names its key or path."""
+def check(cfg: Config, hints: dict[str, str] | None = None) -> None:
+    """Value and path checks that need more than types; each error names its key or path (and, from
+    ``hints``, what to fetch when a ``data:`` folder is missing)."""
     from liif.data.folders import list_images
 
     try:
@@ -219,6 +248,8 @@ def check(cfg: Config) -> None:
         raise LiifError(f"config key checkpoint.last_every_s must be >= 0, got {cfg.checkpoint.last_every_s}")
     if t.lr <= 0:
         raise LiifError(f"config key train.lr must be positive, got {t.lr}")
+    if not (math.isfinite(t.budget_minutes) and t.budget_minutes >= 0):
+        raise LiifError(f"config key train.budget_minutes must be a finite number >= 0, got {t.budget_minutes}")
     if t.precision not in PRECISIONS:
         raise LiifError(f"config key train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if t.device not in ("auto", "cpu", "cuda"):
@@ -250,7 +281,8 @@ def check(cfg: Config) -> None:
         try:
             list_images(folder)
         except LiifError as e:
-            raise LiifError(f"config key {key}: {e}") from None
+            hint = (hints or {}).get(key, "")
+            raise LiifError(f"config key {key}: {e}{hint}") from None
     if t.precision == "fp16" and t.device == "cpu":
         raise LiifError("config key train.precision: fp16 needs CUDA; use bf16 on the CPU")
 

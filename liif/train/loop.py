@@ -3,8 +3,11 @@
 ``_train`` reads top to bottom: setup (device, process group, model and optimizer, data, start or
 resume), then per epoch its batches (``train_epoch``: ``train_step``, a log row every ``log.every``
 steps, 'last' refreshed by time or iteration count) and ``end_of_epoch`` (MultiStepLR step,
-validation with the paper's PSNR protocol, checkpoints). A step: forward (layer-0 folded query,
-optional autocast), L1 loss in the normalised space, backward (DDP averages gradients), Adam.
+validation with the paper's PSNR protocol, checkpoints). In budget mode (``train.budget_minutes``) the
+epochs go on until the training clock reaches the budget, the learning rate follows the clock's fraction
+of the budget (milestone / epochs) instead of the epoch count, and ``end_of_budget`` closes the run.
+A step: forward (layer-0 folded query, optional autocast), L1 loss in the normalised space, backward
+(DDP averages gradients), Adam.
 
 Two questions are answered once, at setup, not at every use: one process or several (``Procs``,
 whose collectives are identities, or ``Group``), and rank 0 or not (rank 0 alone logs, validates and
@@ -266,7 +269,7 @@ class Output:
     def set_aside(self, damaged: list[str]) -> None:
         """--resume: rename the damaged checkpoint folders out of the way."""
 
-    def begin(self, step: int, total: int, done: int) -> None:
+    def begin(self, step: int, total: int | None, done: int) -> None:
         """Write config.yaml, cut log.csv back to ``step``; open TensorBoard and the bar (``done`` of ``total``)."""
 
     def stepped(self) -> None:
@@ -312,7 +315,7 @@ class MainOutput(Output):
         for folder in damaged:
             self.say(f"--resume: {folder} is incomplete or unreadable; kept as {set_aside(Path(folder))}")
 
-    def begin(self, step: int, total: int, done: int) -> None:
+    def begin(self, step: int, total: int | None, done: int) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(dump(self.cfg))
@@ -381,7 +384,11 @@ class Run:
     best: float = -math.inf  # best validation PSNR (rank 0)
     loss: float = math.nan  # mean over the ranks of the last log row's window
     samples_per_s: float = math.nan
-    stopped: bool = False  # by --max-minutes
+    stopped: bool = False  # by --max-minutes or by the end of train.budget_minutes
+    budget_spent: bool = False  # the run ended because its train.budget_minutes were spent (not a cut run)
+    train_s: float = 0.0  # training seconds of earlier processes of this run (from the checkpoint)
+    clock: float = 0.0  # monotonic time this run's training clock reads as zero (budget mode)
+    final_row: dict[str, Any] = field(default_factory=dict)  # the log row of the budget's last step
     doing: str = "setting up"
     last_saved: float = 0.0  # monotonic time 'last' was last written
     window: Window = field(default_factory=Window)
@@ -439,12 +446,13 @@ class Setup:
     val_set: FixedScale | None
     iters: int  # per epoch
     deadline: float | None  # monotonic time --max-minutes stops the run
+    budget_s: float | None  # train.budget_minutes in seconds; None: fixed epochs
 
 
 def checkpoint_state(s: Setup, run: Run) -> dict[str, Any]:
     """The training state saved beside the weights (state.pt): resuming from it continues the run exactly."""
     return {**s.optim.state_dict(), "epoch": run.epoch, "iter": run.it, "step": run.step, "best_psnr": run.best,
-            "config": s.cfg.to_dict(), "precision": s.precision}
+            "config": s.cfg.to_dict(), "precision": s.precision, "train_s": time.monotonic() - run.clock}
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -522,17 +530,23 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     forward = procs.wrap(Step(model, t.fold, t.channels_last), device)
     s = Setup(cfg, procs, output, device, model, torch.compile(forward) if t.compile else forward, optim,
               precision, amp_dtype, train_set, val_set, iters,
-              deadline=None if max_minutes is None else t_start + 60 * max_minutes)
+              deadline=None if max_minutes is None else t_start + 60 * max_minutes,
+              budget_s=60 * t.budget_minutes if t.budget_minutes > 0 else None)
 
-    # -- epochs ----------------------------------------------------------------------------------------------
-    output.begin(run.step, t.epochs * iters, run.epoch * iters + run.it)
+    # -- epochs (or the budget's time) -----------------------------------------------------------------------
+    output.begin(run.step, None if s.budget_s else t.epochs * iters, run.epoch * iters + run.it)
     run.last_saved, run.window = time.monotonic(), Window()  # the clocks of 'last' and of samples/s start now
+    run.clock = run.last_saved - run.train_s
+    if s.budget_s:
+        set_budget_lr(s, budget_drops(t, run.train_s / s.budget_s))
     model.train()
-    while run.epoch < t.epochs and not run.stopped:
+    while (s.budget_s or run.epoch < t.epochs) and not run.stopped:
         row = train_epoch(s, run)
-        if row is None:  # --max-minutes stopped the run mid-epoch ('last' holds where)
+        if row is None:  # --max-minutes or the budget stopped the run mid-epoch ('last' holds where)
             break
         end_of_epoch(s, run, row)
+    if run.budget_spent:
+        end_of_budget(s, run)
     output.close()
     run.doing = "finishing"
     procs.barrier()
@@ -541,7 +555,8 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
 
 def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
     """Epoch ``run.epoch`` from iteration ``run.it`` on. Returns its last log row (``end_of_epoch`` adds the
-    PSNR and writes it), or None when --max-minutes stopped the run mid-epoch (after saving 'last')."""
+    PSNR and writes it), or None when --max-minutes stopped the run mid-epoch (after saving 'last') or the
+    budget (train.budget_minutes) is spent (``end_of_budget`` then validates and saves)."""
     cfg = s.cfg
     loader = epoch_loader(s, run)
     row: dict[str, Any] = {"step": run.step, "epoch": run.epoch + 1, "lr": s.optim.lr}
@@ -552,12 +567,19 @@ def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
         epoch_done = run.it == s.iters
         s.output.stepped()
         now = time.monotonic()
-        run.stopped, save_by_time = rank0_decides(s, run, now)
+        run.stopped, save_by_time, spent, drops = rank0_decides(s, run, now)
+        if s.budget_s:
+            set_budget_lr(s, drops)
+            run.budget_spent = spent
+            run.stopped = run.stopped or spent
         if run.step % cfg.log.every == 0 or epoch_done or run.stopped:
             row = log_row(s, run, now)
-            if not epoch_done:  # the epoch's last row waits for the validation PSNR
+            if not (epoch_done or run.budget_spent):  # the epoch's (or budget's) last row waits for the PSNR
                 s.output.log(row)
                 s.output.show(run.loss, run.samples_per_s)
+        if run.budget_spent:
+            run.final_row = row  # end_of_budget validates, logs it and saves 'last'
+            return None
         if epoch_done:
             return row
         every = cfg.checkpoint.last_every_iters
@@ -574,7 +596,8 @@ def end_of_epoch(s: Setup, run: Run, row: dict[str, Any]) -> None:
     (a new best PSNR) and 'epoch-N' (every checkpoint.save_every epochs). Every rank waits for it."""
     cfg = s.cfg
     run.doing = f"ending epoch {run.epoch + 1} (rank 0 validates and saves)"
-    s.optim.sched.step()
+    if not s.budget_s:  # in budget mode the clock, not the epoch, sets the learning rate
+        s.optim.sched.step()
     run.epoch, run.it = run.epoch + 1, 0
     names = ["last"]
     if s.val_set is not None and (run.epoch % cfg.data.val.every == 0 or run.epoch == cfg.train.epochs):
@@ -600,13 +623,43 @@ def epoch_loader(s: Setup, run: Run) -> torch.utils.data.DataLoader:
                                        pin_memory=s.device.type == "cuda")
 
 
-def rank0_decides(s: Setup, run: Run, now: float) -> tuple[bool, bool]:
-    """(stop now, refresh 'last' now), decided by rank 0's clock for every rank: the ranks' clocks differ,
-    and every rank must take the same path (or their collectives pair up wrongly)."""
+def rank0_decides(s: Setup, run: Run, now: float) -> tuple[bool, bool, bool, int]:
+    """(stop now, refresh 'last' now, budget spent, learning-rate drops so far in budget mode), decided by
+    rank 0's clock for every rank: the ranks' clocks differ, and every rank must take the same path and
+    the same learning rate (or their collectives pair up wrongly and their weights drift apart)."""
+    frac = (now - run.clock) / s.budget_s if s.budget_s else 0.0
     flags = torch.tensor([s.deadline is not None and now >= s.deadline,
-                          0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved], dtype=torch.int32)
+                          0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved,
+                          frac >= 1.0, budget_drops(s.cfg.train, frac)], dtype=torch.int32)
     flags = s.procs.from_rank0(flags)
-    return bool(flags[0]), bool(flags[1])
+    return bool(flags[0]), bool(flags[1]), bool(flags[2]), int(flags[3])
+
+
+def budget_drops(t: Optim, frac: float) -> int:
+    """How many learning-rate milestones a budget-mode run has passed at ``frac`` of its budget: milestone
+    m falls at m / epochs of the budget, the same place in the schedule as in a fixed-epoch run."""
+    return sum(frac >= m / t.epochs for m in t.milestones)
+
+
+def set_budget_lr(s: Setup, drops: int) -> None:
+    for group in s.optim.opt.param_groups:
+        group["lr"] = s.cfg.train.lr * s.cfg.train.gamma ** drops
+
+
+def end_of_budget(s: Setup, run: Run) -> None:
+    """The budget is spent: rank 0 validates the final weights, logs the last row with the PSNR and saves
+    'last' (and 'best' when it is one). Every rank waits for it."""
+    run.doing = "ending the budget (rank 0 validates and saves)"
+    row, names = run.final_row, ["last"]
+    if s.val_set is not None:
+        row["val_psnr"] = f"{validate(s.model, s.val_set, s.cfg.data.val.y_channel, s.device):.4f}"
+        if float(row["val_psnr"]) > run.best:
+            names.append("best")
+        run.best = max(run.best, float(row["val_psnr"]))
+        s.output.note(f"budget spent at step {run.step}: val PSNR {row['val_psnr']} dB")
+    s.output.log(row)
+    s.output.save(names, s.model, checkpoint_state(s, run))
+    s.procs.barrier()
 
 
 def log_row(s: Setup, run: Run, now: float) -> dict[str, Any]:
@@ -626,7 +679,8 @@ def summary(run: Run, iters: int, precision: str, last: Path) -> dict[str, Any]:
     e, i = epoch_and_iteration(run.epoch, run.it if run.stopped else 0, iters)
     return {"step": run.step, "epoch": e, "iteration": i, "iterations_per_epoch": iters, "precision": precision,
             "loss": _finite(run.loss), "samples_per_s": _finite(run.samples_per_s), "best_psnr": _finite(run.best),
-            "stopped_early": run.stopped, "checkpoint": str(last)}
+            "stopped_early": run.stopped and not run.budget_spent, "budget_spent": run.budget_spent,
+            "train_s": round(time.monotonic() - run.clock, 1), "checkpoint": str(last)}
 
 
 # -- start or resume -----------------------------------------------------------------------------------------
@@ -690,6 +744,7 @@ def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Op
                         f"{str(e).splitlines()[0]}") from None
     optim.load_state_dict(state)
     run.epoch, run.it, run.step, run.best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
+    run.train_s = float(state.get("train_s", 0.0))  # absent in checkpoints written before budget mode
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:
