@@ -12,10 +12,15 @@ Capability comes from PyTorch's own queries: ATen's CPU capability (which ``ATEN
 caps), oneDNN's bf16 check (which ``ONEDNN_MAX_CPU_ISA`` caps) and the CPUID feature bits that
 PyTorch reads (AVX512-BF16, AMX tiles). All three must agree for bf16 to count as native, so the
 caps show on any machine what an AVX2 user sees.
+
+``LIIF_CPU_BF16`` overrides the detection: ``off`` makes ``auto`` run fp32 on every CPU (the same
+numbers on every machine), ``on`` treats bf16 as native even where oneDNN emulates it (slow; it
+lets an AVX2 machine run the bf16 routes that AVX-512-BF16 users get from ``auto``, e.g. in tests).
 """
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -42,11 +47,20 @@ class CpuInfo:
     threads: int
 
     def describe(self) -> str:
-        return f"CPU {self.isa}, native bf16 {'yes' if self.native_bf16 else 'no'}, {self.threads} threads"
+        forced = f" ({BF16_ENV}={os.environ[BF16_ENV]})" if os.environ.get(BF16_ENV) else ""
+        return f"CPU {self.isa}, native bf16 {'yes' if self.native_bf16 else 'no'}{forced}, {self.threads} threads"
+
+
+BF16_ENV = "LIIF_CPU_BF16"
 
 
 @functools.cache
 def _native_bf16_cpu() -> bool:
+    forced = os.environ.get(BF16_ENV, "").strip().lower()
+    if forced in ("on", "off"):
+        return forced == "on"
+    if forced:
+        raise LiifError(f"{BF16_ENV} must be on or off (or unset: detect), got {forced!r}")
     isa = torch.backends.cpu.get_cpu_capability()
     if isa in ("DEFAULT", "AVX2", "NO AVX"):
         return False

@@ -67,9 +67,26 @@ def test_the_avx2_caps_take_effect() -> None:
     code = ("import torch; from liif import precision; i = precision.cpu_info(); "
             "print(i.isa, torch.ops.mkldnn._is_mkldnn_bf16_supported(), i.native_bf16, "
             "precision.resolve('auto', torch.device('cpu')))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_CAPS}, cwd=ROOT,
+    env = {k: v for k, v in os.environ.items() if k != precision.BF16_ENV}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **AVX2_CAPS}, cwd=ROOT,
                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
     assert out == ["AVX2", "False", "False", "fp32"]
+
+
+def test_liif_cpu_bf16_overrides_the_detection() -> None:
+    """LIIF_CPU_BF16=on gives an AVX2 machine (the caps) the bf16 routes of `auto` that AVX-512-BF16 users get
+    (CI runs the route-comparison tests so); off gives every machine fp32; anything else is refused."""
+    code = ("import torch; from liif import precision; "
+            "print(precision.cpu_info().native_bf16, precision.resolve('auto', torch.device('cpu')))")
+
+    def run(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], env={**os.environ, **AVX2_CAPS, precision.BF16_ENV: value},
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    assert run("on").stdout.split() == ["True", "bf16"]
+    assert run("off").stdout.split() == ["False", "fp32"]
+    bad = run("maybe")
+    assert bad.returncode != 0 and "LIIF_CPU_BF16 must be on or off (or unset: detect), got 'maybe'" in bad.stderr
 
 
 def test_cli_bf16_on_a_cpu_without_it_warns_once_and_says_what_ran(
