@@ -3,17 +3,22 @@
 # torch 2.13.0 is pinned first (an unpinned torch would pull several GB of CUDA wheels): from a local
 # +cpu wheel if pip's configuration finds one, else from TORCH_CPU_INDEX (default PyTorch's CPU index).
 # Idempotent: re-running only installs what is missing. PYTHON=python3.11 to choose the interpreter.
+# VENV=DIR sets up another environment and LIIF_INSTALL what goes into it after torch (default: this
+# checkout, editable, with the dev extras); scripts/wheel-check.sh installs the built wheel that way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+case $VENV in /*) ;; *) VENV=$PWD/$VENV ;; esac
 TORCH_VERSION=2.13.0
 
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV (first run: installs torch and the dependencies, a few minutes)"
+  "$PY" -m venv "$VENV"
 fi
-pip=(.venv/bin/python -m pip --disable-pip-version-check)
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found: installing torch==$TORCH_VERSION (CUDA build)"
     "${pip[@]}" install -q "torch==$TORCH_VERSION"
@@ -31,5 +36,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 
-"${pip[@]}" install -q -e ".[dev]"
-.venv/bin/python -c "import torch, liif; print(f'setup: liif {liif.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
+# shellcheck disable=SC2086  # LIIF_INSTALL may hold several pip arguments
+"${pip[@]}" install -q ${LIIF_INSTALL:--e .[dev]}
+# Imported from / so that an installed wheel is what answers, not this checkout's folder.
+(cd / && "$VENV/bin/python" -c "import torch, liif; print(f'setup: liif {liif.__version__} ({liif.__file__}), torch {torch.__version__}, cuda={torch.cuda.is_available()}')")
