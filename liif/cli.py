@@ -14,14 +14,14 @@ from liif.data import cli as data_cli
 from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
-from liif.imageio import QUANTIZE
+from liif.imageio import IMAGE_SUFFIXES, QUANTIZE
 from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
 
 if TYPE_CHECKING:
-    from liif.api import Upscaler
+    from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+    from liif.api import Upscaler
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -174,18 +174,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if video.wants_video(args.inputs, args.output):
         return video.cli_upscale(args, size, scale, region, max_memory, max_pixels)
     video.refuse_video_options(args)
-    outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
+    inputs = [Path(i) for i in args.inputs]
+    if any(i.is_dir() for i in inputs):
+        return upscale_folders(args, inputs, size, scale, region, max_memory, max_pixels, max_input)
+    outputs = output_paths(inputs, Path(args.output))
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
         imageio.check_writable(dst)
     # Decode every input and validate every size before loading the model or writing anything.
-    decoded = []
-    for src in outputs:
-        im = imageio.prepare(imageio.open_image(src, max_input))
-        depth = imageio.png_bit_depth(src)
-        if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
-            print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
-                  file=sys.stderr)
-        decoded.append(im)
+    decoded = [open_input(src, max_input) for src in outputs]
     up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
                   max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
                   quantize=args.quantize, max_input_pixels=max_input)
@@ -201,6 +197,55 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[int, int] | None,
+                    scale: tuple[float, float] | float | None, region: tuple[int, int, int, int] | None,
+                    max_memory: int | None, max_pixels: int, max_input: int) -> int:
+    """``liif upscale photos/ -o out/``: every image directly in each folder input (files given
+    beside it too) into the output folder, as PNGs named like the inputs. Images are opened one at
+    a time (memory does not grow with the folder); one that fails is reported by name and the
+    others go on; the exit status says how many failed."""
+    from liif import api, imageio
+
+    sources = [f for i in inputs for f in (imageio.image_files(i) if i.is_dir() else [i])]
+    out = Path(args.output)
+    outputs = output_paths(sources, out, folder=True)
+    for dst in outputs.values():  # before any work: a destination that cannot be written fails now
+        imageio.check_writable(dst)
+    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
+                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
+                  quantize=args.quantize, max_input_pixels=max_input)
+    if args.verbose:
+        print(describe_run(up, args.precision), file=sys.stderr)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    failed = 0
+    for src, dst in outputs.items():
+        try:
+            im = open_input(src, max_input)
+            w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+        except LiifError as e:
+            failed += 1
+            reason = str(e) if str(src) in str(e) else f"{src}: {e}"
+            print(f"liif: error: {reason}", file=sys.stderr)
+            continue
+        print(f"{src} -> {dst} ({w}x{h})")
+    if failed:
+        raise LiifError(f"{failed} of {len(outputs)} images failed (named above); "
+                        f"{len(outputs) - failed} written to {out}")
+    return 0
+
+
+def open_input(src: Path, max_input: int) -> Image.Image:
+    """Open and decode one input image (upright, first frame), warning where Pillow loses bits."""
+    from liif import imageio
+
+    im = imageio.prepare(imageio.open_image(src, max_input))
+    depth = imageio.png_bit_depth(src)
+    if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
+        print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
+              file=sys.stderr)
+    return im
+
+
 def describe_run(up: Upscaler, asked: str) -> str:
     """The ``-v`` line: where and how a render runs (the precision that runs, not only the one asked)."""
     return (f"liif: model {up.spec.method}/{up.spec.encoder}, device {up.device}, {precisions.cpu_info().describe()}, "
@@ -208,9 +253,14 @@ def describe_run(up: Upscaler, asked: str) -> str:
             f"quantize {up.quantize}")
 
 
-def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:
-    """Map inputs to output PNG paths; a folder output keeps the input names with .png."""
-    as_file = len(inputs) == 1 and out.suffix != "" and not out.is_dir()
+def output_paths(inputs: list[Path], out: Path, folder: bool = False) -> dict[Path, Path]:
+    """Map inputs to output PNG paths; a folder output keeps the input names with .png.
+    ``folder``: an input was a folder, so the output is a folder whatever its name."""
+    if folder and out.exists() and not out.is_dir():
+        raise LiifError(f"with a folder input the output must be a folder, got existing file {out}")
+    if folder and not out.is_dir() and out.suffix.lower() in IMAGE_SUFFIXES:
+        raise LiifError(f"with a folder input the output must be a folder, got image file name {out}")
+    as_file = not folder and len(inputs) == 1 and out.suffix != "" and not out.is_dir()
     if as_file and out.suffix.lower() != ".png":
         raise LiifError(f"output must be a .png file or a folder, got {out}")
     if as_file:

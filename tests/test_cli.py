@@ -159,3 +159,67 @@ def test_sigterm_unwinds_and_leaves_no_temp_file(tmp_path, official_path):
             proc.kill()
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "liif: terminated"
     assert list(out.iterdir()) == []
+
+
+def photo_folder(root: Path) -> Path:
+    """A folder as users have them: two images, a hidden copy, a text file and a subfolder."""
+    folder = root / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(COMIC, folder / "a.png")
+    Image.open(COMIC).convert("RGB").save(folder / "b.JPG", quality=95)
+    shutil.copy(COMIC, folder / ".hidden.png")
+    shutil.copy(COMIC, folder / "sub" / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_input_upscales_each_image_into_output_folder(tmp_path, capsys, weights_arg):
+    folder = photo_folder(tmp_path)
+    out = tmp_path / "new" / "out"  # created, parents too
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--scale", "2", *weights_arg], capsys)
+    assert rc == 0 and err == ""
+    assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (80x64)",
+                                   f"{folder / 'b.JPG'} -> {out / 'b.png'} (80x64)"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no hidden, sub or text outputs
+    assert Image.open(out / "b.png").format == "PNG" and Image.open(out / "a.png").size == (80, 64)
+
+
+def test_folder_input_goes_on_past_a_corrupt_image(tmp_path, capsys, weights_arg):
+    folder = photo_folder(tmp_path)
+    write_truncated(folder / "bad.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--size", "50x40", *weights_arg], capsys)
+    assert rc == 1
+    assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (50x40)",
+                                   f"{folder / 'b.JPG'} -> {out / 'b.png'} (50x40)"]
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"liif: error: cannot decode {folder / 'bad.png'}")
+    assert lines[1] == f"liif: error: 1 of 3 images failed (named above); 2 written to {out}"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no bad.png, no temp file
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", ".hidden.png"]])
+def test_folder_without_images_is_one_line_error(tmp_path, capsys, weights_arg, contents):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in contents:
+        shutil.copy(COMIC, folder / name)
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(tmp_path / "out"), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and stdout == ""
+    assert err.splitlines() == [f"liif: error: no images in folder {folder} (looked for .bmp, .jpeg, .jpg, .png, "
+                                ".tif, .tiff, .webp; hidden files are skipped)"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,exists,message", [
+    ("out", True, "with a folder input the output must be a folder, got existing file"),
+    ("big.png", False, "with a folder input the output must be a folder, got image file name"),
+])
+def test_folder_input_refuses_a_file_output(tmp_path, capsys, weights_arg, name, exists, message):
+    folder = photo_folder(tmp_path)
+    dst = tmp_path / name
+    if exists:
+        dst.write_bytes(b"keep")
+    rc, _, err = run(["upscale", str(folder), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and err.splitlines() == [f"liif: error: {message} {dst}"]
+    assert (dst.read_bytes() == b"keep") if exists else not dst.exists()
