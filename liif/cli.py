@@ -15,6 +15,7 @@ from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
 from liif.imageio import IMAGE_SUFFIXES, QUANTIZE
+from liif.render import plan as render_plan
 from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
 
@@ -56,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liif", description="LIIF: arbitrary-scale image super-resolution.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("upscale", help="upscale images to any size or scale",
-                        description="Upscale PNG/JPEG/WebP images with LIIF; writes PNG. "
+    up = sub.add_parser("upscale", help="upscale images (or a folder of images, or a video) to any size or scale",
+                        description="Upscale an image, several images or a folder of images "
+                                    "(PNG/JPEG/WebP/BMP/TIFF) with LIIF; writes PNG. "
                                     "--size is WIDTHxHEIGHT (the Python API takes size=(height, width)).")
-    up.add_argument("inputs", nargs="+", metavar="INPUT")
+    up.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="an image file, or a folder: every image directly in it (hidden files skipped); "
+                         "or one video file (see video below)")
     up.add_argument("-o", "--output", required=True, metavar="OUT",
-                    help="output .png file (one input) or folder (any number of inputs)")
+                    help="output .png file (one image) or folder (several images or a folder INPUT; "
+                         "created if missing; each output is named like its input, with .png)")
     g = up.add_argument_group("output size (one of)")
     g.add_argument("--scale", metavar="S", help="uniform scale factor, e.g. 2, 3.5, 12")
     g.add_argument("--scale-x", metavar="SX", help="horizontal scale (with --scale-y, or --scale for the other axis)")
@@ -78,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                     help="compute of the fast renderer (onnxruntime: fp32, CPU; needs liif[onnx])")
     up.add_argument("--onnx-dir", metavar="DIR", help="export from `liif export onnx` (default: export to the cache)")
-    up.add_argument("--max-memory", metavar="BYTES", help="working-memory budget of the renderer, e.g. 512M")
+    up.add_argument("--max-memory", metavar="BYTES",
+                    help="working-memory budget of the renderer, e.g. 512M "
+                         f"(default {limits.format_memory(render_plan.DEFAULT_MAX_MEMORY)} on the CPU, "
+                         "a quarter of the GPU's memory on CUDA)")
     up.add_argument("--max-pixels", metavar="N",
                     help="refuse outputs (the rendered window) above N pixels (default 100M, or LIIF_MAX_PIXELS)")
     up.add_argument("--max-input-pixels", metavar="N",

@@ -223,3 +223,28 @@ def test_folder_input_refuses_a_file_output(tmp_path, capsys, weights_arg, name,
     rc, _, err = run(["upscale", str(folder), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and err.splitlines() == [f"liif: error: {message} {dst}"]
     assert (dst.read_bytes() == b"keep") if exists else not dst.exists()
+
+
+def help_text(args, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare words
+
+
+def test_upscale_help_names_folders_input_and_memory_default(capsys, monkeypatch):
+    text = help_text(["upscale"], capsys)
+    assert "Upscale an image, several images or a folder of images (PNG/JPEG/WebP/BMP/TIFF) with LIIF" in text
+    assert "INPUT an image file, or a folder: every image directly in it (hidden files skipped)" in text
+    assert "working-memory budget of the renderer, e.g. 512M (default 256M on the CPU" in text
+    from liif.render import plan
+    monkeypatch.setattr(plan, "DEFAULT_MAX_MEMORY", 3 << 30)  # the help shows the constant, not a copy
+    assert "(default 3G on the CPU" in help_text(["upscale"], capsys)
+    assert "upscale images (or a folder of images, or a video)" in help_text([], capsys)
+
+
+@pytest.mark.parametrize("n,text", [(256 << 20, "256M"), (3 << 30, "3G"), (1536 << 20, "1536M"), (1000, "1000"),
+                                    (4096, "4K")])
+def test_format_memory_reads_back(n, text):
+    from liif import limits
+    assert limits.format_memory(n) == text and limits.parse_memory(text) == n
