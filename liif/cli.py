@@ -297,6 +297,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+BY_HAND = "download by hand"  # `weights list` status of a variant without a source we can fetch
+BY_HAND_HOW = "`liif weights fetch` cannot get them: download the file yourself, then use --weights PATH"
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from liif import weights
 
@@ -304,8 +308,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
         from liif.models.spec import VARIANTS
 
         for name, v in VARIANTS.items():
-            if v.pretrained is None:
-                print(f"{name}\tnot fetchable\t{v.description}\n\t{v.weights_note}")
+            if v.pretrained is None:  # nothing we can download and verify: the user brings the file
+                print(f"{name}\t{BY_HAND}\t{v.description}\n\t{v.weights_note}. {BY_HAND_HOW}")
                 continue
             p = v.pretrained
             state = "cached" if weights.is_cached(name) else "not cached"

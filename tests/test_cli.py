@@ -248,3 +248,14 @@ def test_upscale_help_names_folders_input_and_memory_default(capsys, monkeypatch
 def test_format_memory_reads_back(n, text):
     from liif import limits
     assert limits.format_memory(n) == text and limits.parse_memory(text) == n
+
+
+def test_weights_list_says_how_to_use_weights_it_cannot_download(capsys):
+    rc, out, _ = run(["weights", "list"], capsys)
+    lines = out.splitlines()
+    assert rc == 0 and "not fetchable" not in out
+    i = next(k for k, line in enumerate(lines) if line.startswith("rdn-liif\t"))
+    assert lines[i].startswith("rdn-liif\tdownload by hand\tRDN-LIIF")
+    assert lines[i + 1] == ("\tofficial weights: Google Drive links in yinboc/liif. `liif weights fetch` cannot get "
+                            "them: download the file yourself, then use --weights PATH")
+    assert out.count("\tdownload by hand\t") == 3  # rdn-liif, edsr-baseline-lte, rdn-lte
