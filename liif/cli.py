@@ -15,6 +15,7 @@ from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
 from liif.imageio import IMAGE_SUFFIXES, QUANTIZE
+from liif.progress import ProgressLines
 from liif.render import plan as render_plan
 from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
@@ -93,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="refuse inputs above N pixels, checked on the header before decoding "
                          "(default 50M, or LIIF_MAX_INPUT_PIXELS)")
     up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar (default: when stderr is a terminal)")
+                    help="progress bar (default: a bar when stderr is a terminal; otherwise an image's render "
+                         "prints a plain line at each 10%% of its work, at most one per 5 s)")
     up.add_argument("-v", "--verbose", action="store_true",
                     help="print the device, CPU capability and the precision that actually runs")
     v = up.add_argument_group("video (an input video by suffix or content; needs liif[video])")
@@ -197,10 +199,9 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(describe_run(up, args.precision), file=sys.stderr)
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     for (src, dst), im in zip(outputs.items(), decoded, strict=True):
         # Streamed to the PNG band by band: memory does not grow with the output.
-        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress_for(args, src))
         print(f"{src} -> {dst} ({w}x{h})")
     return 0
 
@@ -224,12 +225,11 @@ def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[in
                   quantize=args.quantize, max_input_pixels=max_input)
     if args.verbose:
         print(describe_run(up, args.precision), file=sys.stderr)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     failed = 0
     for src, dst in outputs.items():
         try:
             im = open_input(src, max_input)
-            w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+            w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress_for(args, src))
         except LiifError as e:
             failed += 1
             reason = str(e) if str(src) in str(e) else f"{src}: {e}"
@@ -240,6 +240,14 @@ def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[in
         raise LiifError(f"{failed} of {len(outputs)} images failed (named above); "
                         f"{len(outputs) - failed} written to {out}")
     return 0
+
+
+def progress_for(args: argparse.Namespace, src: Path) -> bool | ProgressLines:
+    """--progress: the tqdm bar; --no-progress: nothing; neither: the bar on a terminal, else plain
+    lines for the log (``upscale NAME: 40% (864 of 2160 rows, 8 s)``), made as the image's render starts."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return True if sys.stderr.isatty() else ProgressLines(f"upscale {src.name}", "rows")
 
 
 def open_input(src: Path, max_input: int) -> Image.Image:
