@@ -338,8 +338,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from liif import api, demo
 
+    def say(line: str) -> None:  # what the demo is about to do, on stderr (stdout: the files written)
+        print(line, file=sys.stderr, flush=True)
+
+    say(f"demo: loading weights {args.weights}")
     up = api.load(args.weights, device=args.device)
-    for p in demo.run(up, Path(args.output)):
+    for p in demo.run(up, Path(args.output), say=say):
         print(p)
     return 0
 

@@ -31,5 +31,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 
+echo "setup: installing liif and its dependencies into .venv (pip, quiet; a minute or more the first time)"
 "${pip[@]}" install -q -e ".[dev]"
 .venv/bin/python -c "import torch, liif; print(f'setup: liif {liif.__version__}, torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
