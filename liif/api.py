@@ -23,6 +23,7 @@ from liif import precision as precisions
 from liif.errors import LiifError
 from liif.fileio import atomic_path
 from liif.models import ImplicitDecoder, ModelSpec
+from liif.progress import ProgressCallback
 from liif.render import Backend, TorchBackend, Window, band_rows, default_budget, render, render_tiles
 
 DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
@@ -220,10 +221,14 @@ class Upscaler:
 
     def upscale_to_png(self, image: Image.Image | np.ndarray, path: str | os.PathLike[str],
                        size: Sequence[int] | None = None, scale: Scale | None = None,
-                       region: Sequence[int] | None = None, precision: str | None = None, progress: bool = False,
+                       region: Sequence[int] | None = None, precision: str | None = None,
+                       progress: bool | ProgressCallback = False,
                        cancel: Callable[[], bool] | None = None) -> tuple[int, int]:
         """Like :meth:`upscale`, but stream the result into a PNG file at ``path`` band by band of
         full-width rows, so memory does not grow with the output; returns (width, height).
+        ``progress``: True for a tqdm bar, or a callable called with (rows done, rows in all) of the
+        rendered window as tiles finish (rows done: pixels done / width), e.g.
+        :class:`liif.progress.ProgressLines`, which prints plain lines for logs.
 
         The pixels are those of ``upscale`` (same channel policy; float arrays are written 8-bit).
         The file is written to a temp file in its folder and renamed at the end; on any error
@@ -243,9 +248,19 @@ class Upscaler:
         rows = max(1, min(rows, budget // 4 // row_bytes))
         backend = self.compute_backend(precision)  # one for all bands
         bar = None
-        if progress:
+        report = progress if callable(progress) else None
+        if progress and report is None:
             from tqdm import tqdm
             bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False, delay=1.0)
+        done = 0
+
+        def tick(pixels: int) -> None:  # after each tile: the bar or the callback
+            nonlocal done
+            done += pixels
+            if bar is not None:
+                bar.update(pixels)
+            if report is not None:
+                report(done // window.w, window.h)
         p = Path(path)
         try:
             with atomic_path(p) as tmp, open(tmp, "wb") as f:
@@ -253,15 +268,13 @@ class Upscaler:
                 for b0 in range(0, window.h, rows):
                     band = Window(window.y + b0, window.x, min(rows, window.h - b0), window.w)
                     pixels = self.render_into(rgb, out_hw, band, precision, False, channels, dtype, finish, cancel,
-                                              backend)
+                                              backend, tick if bar is not None or report is not None else None)
                     data, depth = imageio.png_rows(pixels, _window_alpha(dec.alpha, out_hw, band), bits, self.quantize)
                     del pixels
                     if writer is None:
                         writer = imageio.PngWriter(f, window.w, window.h, data.shape[2], depth)
                     writer.write(data)
                     del data
-                    if bar is not None:
-                        bar.update(band.h * band.w)
                 assert writer is not None
                 writer.close()
         except OSError as e:
@@ -288,15 +301,19 @@ class Upscaler:
     def render_into(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, precision: str,
                     progress: bool, channels: int, dtype: np.dtype,
                     finish: Callable[[np.ndarray], np.ndarray],
-                    cancel: Callable[[], bool] | None = None, backend: Backend | None = None) -> np.ndarray:
+                    cancel: Callable[[], bool] | None = None, backend: Backend | None = None,
+                    tick: Callable[[int], None] | None = None) -> np.ndarray:
         """Render tile by tile, turning each float RGB tile into final pixels at once, so the
         only full-size array is the result in its final dtype. ``backend``: a compute backend built
-        once for many renders (video frames); by default the fast path builds one per call."""
+        once for many renders (video frames); by default the fast path builds one per call.
+        ``tick``: called with the pixel count of each finished tile (progress)."""
         _stop_if(cancel)
         out = np.empty((window.h, window.w, channels), dtype=dtype)
         if self.method == "reference":
             pred = render(self.model, rgb, out_hw, window, method="reference")
             out[:] = finish(self.model.denormalize(pred.permute(1, 2, 0)).cpu().numpy())
+            if tick is not None:
+                tick(window.h * window.w)
             return out
         # On CUDA, 8-bit RGB is quantised on the GPU (the same rule as the NumPy finisher): a quarter
         # of the bytes cross to the host and the CPU does no per-pixel work.
@@ -307,6 +324,8 @@ class Upscaler:
             t = (imageio.quantize_tensor(rgb_tile, self.quantize).cpu().numpy() if on_gpu
                  else finish(rgb_tile.cpu().numpy()))
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
+            if tick is not None:
+                tick(t.shape[0] * t.shape[1])
             _stop_if(cancel)
         return out
 

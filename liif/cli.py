@@ -14,14 +14,16 @@ from liif.data import cli as data_cli
 from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
-from liif.imageio import QUANTIZE
+from liif.imageio import IMAGE_SUFFIXES, QUANTIZE
+from liif.progress import ProgressLines
+from liif.render import plan as render_plan
 from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
 
 if TYPE_CHECKING:
-    from liif.api import Upscaler
+    from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+    from liif.api import Upscaler
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -56,12 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liif", description="LIIF: arbitrary-scale image super-resolution.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("upscale", help="upscale images to any size or scale",
-                        description="Upscale PNG/JPEG/WebP images with LIIF; writes PNG. "
+    up = sub.add_parser("upscale", help="upscale images (or a folder of images, or a video) to any size or scale",
+                        description="Upscale an image, several images or a folder of images "
+                                    "(PNG/JPEG/WebP/BMP/TIFF) with LIIF; writes PNG. "
                                     "--size is WIDTHxHEIGHT (the Python API takes size=(height, width)).")
-    up.add_argument("inputs", nargs="+", metavar="INPUT")
+    up.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="an image file, or a folder: every image directly in it (hidden files skipped); "
+                         "or one video file (see video below)")
     up.add_argument("-o", "--output", required=True, metavar="OUT",
-                    help="output .png file (one input) or folder (any number of inputs)")
+                    help="output .png file (one image) or folder (several images or a folder INPUT; "
+                         "created if missing; each output is named like its input, with .png)")
     g = up.add_argument_group("output size (one of)")
     g.add_argument("--scale", metavar="S", help="uniform scale factor, e.g. 2, 3.5, 12")
     g.add_argument("--scale-x", metavar="SX", help="horizontal scale (with --scale-y, or --scale for the other axis)")
@@ -78,14 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"],
                     help="compute of the fast renderer (onnxruntime: fp32, CPU; needs liif[onnx])")
     up.add_argument("--onnx-dir", metavar="DIR", help="export from `liif export onnx` (default: export to the cache)")
-    up.add_argument("--max-memory", metavar="BYTES", help="working-memory budget of the renderer, e.g. 512M")
+    up.add_argument("--max-memory", metavar="BYTES",
+                    help="working-memory budget of the renderer, e.g. 512M "
+                         f"(default {limits.format_memory(render_plan.DEFAULT_MAX_MEMORY)} on the CPU, "
+                         "a quarter of the GPU's memory on CUDA)")
     up.add_argument("--max-pixels", metavar="N",
                     help="refuse outputs (the rendered window) above N pixels (default 100M, or LIIF_MAX_PIXELS)")
     up.add_argument("--max-input-pixels", metavar="N",
                     help="refuse inputs above N pixels, checked on the header before decoding "
                          "(default 50M, or LIIF_MAX_INPUT_PIXELS)")
     up.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                    help="progress bar (default: when stderr is a terminal)")
+                    help="progress bar (default: a bar when stderr is a terminal; otherwise an image's render "
+                         "prints a plain line at each 10%% of its work, at most one per 5 s)")
     up.add_argument("-v", "--verbose", action="store_true",
                     help="print the device, CPU capability and the precision that actually runs")
     v = up.add_argument_group("video (an input video by suffix or content; needs liif[video])")
@@ -174,18 +184,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if video.wants_video(args.inputs, args.output):
         return video.cli_upscale(args, size, scale, region, max_memory, max_pixels)
     video.refuse_video_options(args)
-    outputs = output_paths([Path(i) for i in args.inputs], Path(args.output))
+    inputs = [Path(i) for i in args.inputs]
+    if any(i.is_dir() for i in inputs):
+        return upscale_folders(args, inputs, size, scale, region, max_memory, max_pixels, max_input)
+    outputs = output_paths(inputs, Path(args.output))
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
         imageio.check_writable(dst)
     # Decode every input and validate every size before loading the model or writing anything.
-    decoded = []
-    for src in outputs:
-        im = imageio.prepare(imageio.open_image(src, max_input))
-        depth = imageio.png_bit_depth(src)
-        if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
-            print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
-                  file=sys.stderr)
-        decoded.append(im)
+    decoded = [open_input(src, max_input) for src in outputs]
     up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
                   max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
                   quantize=args.quantize, max_input_pixels=max_input)
@@ -193,12 +199,67 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         print(describe_run(up, args.precision), file=sys.stderr)
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     for (src, dst), im in zip(outputs.items(), decoded, strict=True):
         # Streamed to the PNG band by band: memory does not grow with the output.
-        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress)
+        w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress_for(args, src))
         print(f"{src} -> {dst} ({w}x{h})")
     return 0
+
+
+def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[int, int] | None,
+                    scale: tuple[float, float] | float | None, region: tuple[int, int, int, int] | None,
+                    max_memory: int | None, max_pixels: int, max_input: int) -> int:
+    """``liif upscale photos/ -o out/``: every image directly in each folder input (files given
+    beside it too) into the output folder, as PNGs named like the inputs. Images are opened one at
+    a time (memory does not grow with the folder); one that fails is reported by name and the
+    others go on; the exit status says how many failed."""
+    from liif import api, imageio
+
+    sources = [f for i in inputs for f in (imageio.image_files(i) if i.is_dir() else [i])]
+    out = Path(args.output)
+    outputs = output_paths(sources, out, folder=True)
+    for dst in outputs.values():  # before any work: a destination that cannot be written fails now
+        imageio.check_writable(dst)
+    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
+                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
+                  quantize=args.quantize, max_input_pixels=max_input)
+    if args.verbose:
+        print(describe_run(up, args.precision), file=sys.stderr)
+    failed = 0
+    for src, dst in outputs.items():
+        try:
+            im = open_input(src, max_input)
+            w, h = up.upscale_to_png(im, dst, size=size, scale=scale, region=region, progress=progress_for(args, src))
+        except LiifError as e:
+            failed += 1
+            reason = str(e) if str(src) in str(e) else f"{src}: {e}"
+            print(f"liif: error: {reason}", file=sys.stderr)
+            continue
+        print(f"{src} -> {dst} ({w}x{h})")
+    if failed:
+        raise LiifError(f"{failed} of {len(outputs)} images failed (named above); "
+                        f"{len(outputs) - failed} written to {out}")
+    return 0
+
+
+def progress_for(args: argparse.Namespace, src: Path) -> bool | ProgressLines:
+    """--progress: the tqdm bar; --no-progress: nothing; neither: the bar on a terminal, else plain
+    lines for the log (``upscale NAME: 40% (864 of 2160 rows, 8 s)``), made as the image's render starts."""
+    if args.progress is not None:
+        return bool(args.progress)
+    return True if sys.stderr.isatty() else ProgressLines(f"upscale {src.name}", "rows")
+
+
+def open_input(src: Path, max_input: int) -> Image.Image:
+    """Open and decode one input image (upright, first frame), warning where Pillow loses bits."""
+    from liif import imageio
+
+    im = imageio.prepare(imageio.open_image(src, max_input))
+    depth = imageio.png_bit_depth(src)
+    if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
+        print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
+              file=sys.stderr)
+    return im
 
 
 def describe_run(up: Upscaler, asked: str) -> str:
@@ -208,9 +269,14 @@ def describe_run(up: Upscaler, asked: str) -> str:
             f"quantize {up.quantize}")
 
 
-def output_paths(inputs: list[Path], out: Path) -> dict[Path, Path]:
-    """Map inputs to output PNG paths; a folder output keeps the input names with .png."""
-    as_file = len(inputs) == 1 and out.suffix != "" and not out.is_dir()
+def output_paths(inputs: list[Path], out: Path, folder: bool = False) -> dict[Path, Path]:
+    """Map inputs to output PNG paths; a folder output keeps the input names with .png.
+    ``folder``: an input was a folder, so the output is a folder whatever its name."""
+    if folder and out.exists() and not out.is_dir():
+        raise LiifError(f"with a folder input the output must be a folder, got existing file {out}")
+    if folder and not out.is_dir() and out.suffix.lower() in IMAGE_SUFFIXES:
+        raise LiifError(f"with a folder input the output must be a folder, got image file name {out}")
+    as_file = not folder and len(inputs) == 1 and out.suffix != "" and not out.is_dir()
     if as_file and out.suffix.lower() != ".png":
         raise LiifError(f"output must be a .png file or a folder, got {out}")
     if as_file:
@@ -239,6 +305,10 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+BY_HAND = "download by hand"  # `weights list` status of a variant without a source we can fetch
+BY_HAND_HOW = "`liif weights fetch` cannot get them: download the file yourself, then use --weights PATH"
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     from liif import weights
 
@@ -246,8 +316,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
         from liif.models.spec import VARIANTS
 
         for name, v in VARIANTS.items():
-            if v.pretrained is None:
-                print(f"{name}\tnot fetchable\t{v.description}\n\t{v.weights_note}")
+            if v.pretrained is None:  # nothing we can download and verify: the user brings the file
+                print(f"{name}\t{BY_HAND}\t{v.description}\n\t{v.weights_note}. {BY_HAND_HOW}")
                 continue
             p = v.pretrained
             state = "cached" if weights.is_cached(name) else "not cached"
@@ -268,8 +338,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from liif import api, demo
 
+    def say(line: str) -> None:  # what the demo is about to do, on stderr (stdout: the files written)
+        print(line, file=sys.stderr, flush=True)
+
+    say(f"demo: loading weights {args.weights}")
     up = api.load(args.weights, device=args.device)
-    for p in demo.run(up, Path(args.output)):
+    for p in demo.run(up, Path(args.output), say=say):
         print(p)
     return 0
 

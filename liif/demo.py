@@ -6,6 +6,7 @@ small "low-resolution" input, which is what LIIF was trained to invert.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,23 @@ def comparison(lr: Image.Image, liif_img: Image.Image, label_scale: float) -> Im
     return sheet
 
 
-def run(up: Upscaler, out_dir: Path, image: Image.Image | None = None) -> list[Path]:
+def run(up: Upscaler, out_dir: Path, image: Image.Image | None = None,
+        say: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the input, one LIIF render per scale and the comparison sheet into ``out_dir``;
+    ``say`` gets a line before each step (the CLI prints them: a render takes a while on a CPU)."""
+    tell = say if say is not None else (lambda _: None)
     out_dir.mkdir(parents=True, exist_ok=True)
     lr = image if image is not None else test_card()
+    tell(f"demo: writing the {lr.width}x{lr.height} test card to {out_dir / 'input.png'}")
     written = [imageio.save_png(lr, out_dir / "input.png")]
     results = {}
-    for s in SCALES:
+    for i, s in enumerate(SCALES, 1):
+        tell(f"demo: rendering x{s:g} ({round(lr.width * s)}x{round(lr.height * s)}, {i} of {len(SCALES)})...")
         res = up.upscale(lr, scale=s)
         assert isinstance(res, Image.Image)
         results[s] = res
         written.append(imageio.save_png(res, out_dir / f"liif_x{s:g}.png"))
+    tell(f"demo: writing the bicubic vs LIIF sheet at x{SCALES[-1]:g}")
     compare = comparison(lr, results[SCALES[-1]], SCALES[-1])
     written.append(imageio.save_png(compare, out_dir / "compare_bicubic_vs_liif.png"))
     return written

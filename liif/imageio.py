@@ -33,6 +33,23 @@ from liif.errors import LiifError
 from liif.fileio import atomic_path
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what `liif upscale` reads
+
+
+def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The images directly in ``folder`` (by :data:`IMAGE_SUFFIXES`, any case), sorted by name;
+    hidden files (``.name``, our temp files among them) and subfolders are skipped. None is a
+    one-line LiifError."""
+    p = Path(folder)
+    try:
+        files = sorted(f for f in p.iterdir()
+                       if not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    except OSError as e:
+        raise LiifError(f"cannot list folder {p}: {e.strerror or e}") from None
+    if not files:
+        raise LiifError(f"no images in folder {p} (looked for {', '.join(sorted(IMAGE_SUFFIXES))}; "
+                        "hidden files are skipped)")
+    return files
 
 
 @dataclass

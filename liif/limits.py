@@ -87,3 +87,11 @@ def parse_memory(text: str) -> int:
     if not math.isfinite(value) or value * mult < 1:
         raise LiifError(f"--max-memory must be a finite size of at least 1 byte, e.g. 512M; got {text!r}")
     return int(value * mult)
+
+
+def format_memory(n: int) -> str:
+    """Bytes -> the shortest exact form :func:`parse_memory` reads back: 268435456 -> '256M'."""
+    for suffix, size in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{suffix}"
+    return str(n)

@@ -94,9 +94,7 @@ def is_video(path: str | os.PathLike[str]) -> bool:
 
 
 def imageio_suffixes() -> set[str]:
-    from liif.cli import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
+    return imageio.IMAGE_SUFFIXES
 
 
 # -- frames ---------------------------------------------------------------------------------------

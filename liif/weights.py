@@ -41,8 +41,8 @@ def entry(name: str) -> Pretrained:
     v = REGISTRY.get(name)
     if v is None or v.pretrained is None:
         note = f" ({VARIANTS[name].weights_note})" if name in VARIANTS and VARIANTS[name].weights_note else ""
-        raise LiifError(f"no fetchable weights for {name!r}{note}; known: {', '.join(REGISTRY)} "
-                        f"(or give a checkpoint path)")
+        raise LiifError(f"no download of {name!r} weights here{note}: download the file yourself and give its "
+                        f"path (--weights PATH); names liif downloads: {', '.join(REGISTRY)}")
     return v.pretrained
 
 

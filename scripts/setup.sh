@@ -36,6 +36,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
+echo "setup: installing liif and its dependencies into $VENV (pip, quiet; a minute or more the first time)"
 # shellcheck disable=SC2086  # LIIF_INSTALL may hold several pip arguments
 "${pip[@]}" install -q ${LIIF_INSTALL:--e .[dev]}
 # Imported from / so that an installed wheel is what answers, not this checkout's folder.

@@ -159,3 +159,103 @@ def test_sigterm_unwinds_and_leaves_no_temp_file(tmp_path, official_path):
             proc.kill()
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "liif: terminated"
     assert list(out.iterdir()) == []
+
+
+def photo_folder(root: Path) -> Path:
+    """A folder as users have them: two images, a hidden copy, a text file and a subfolder."""
+    folder = root / "photos"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(COMIC, folder / "a.png")
+    Image.open(COMIC).convert("RGB").save(folder / "b.JPG", quality=95)
+    shutil.copy(COMIC, folder / ".hidden.png")
+    shutil.copy(COMIC, folder / "sub" / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_input_upscales_each_image_into_output_folder(tmp_path, capsys, weights_arg):
+    folder = photo_folder(tmp_path)
+    out = tmp_path / "new" / "out"  # created, parents too
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--scale", "2", *weights_arg], capsys)
+    assert rc == 0 and err == ""
+    assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (80x64)",
+                                   f"{folder / 'b.JPG'} -> {out / 'b.png'} (80x64)"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no hidden, sub or text outputs
+    assert Image.open(out / "b.png").format == "PNG" and Image.open(out / "a.png").size == (80, 64)
+
+
+def test_folder_input_goes_on_past_a_corrupt_image(tmp_path, capsys, weights_arg):
+    folder = photo_folder(tmp_path)
+    write_truncated(folder / "bad.png")
+    out = tmp_path / "out"
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--size", "50x40", *weights_arg], capsys)
+    assert rc == 1
+    assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (50x40)",
+                                   f"{folder / 'b.JPG'} -> {out / 'b.png'} (50x40)"]
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"liif: error: cannot decode {folder / 'bad.png'}")
+    assert lines[1] == f"liif: error: 1 of 3 images failed (named above); 2 written to {out}"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no bad.png, no temp file
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", ".hidden.png"]])
+def test_folder_without_images_is_one_line_error(tmp_path, capsys, weights_arg, contents):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in contents:
+        shutil.copy(COMIC, folder / name)
+    rc, stdout, err = run(["upscale", str(folder), "-o", str(tmp_path / "out"), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and stdout == ""
+    assert err.splitlines() == [f"liif: error: no images in folder {folder} (looked for .bmp, .jpeg, .jpg, .png, "
+                                ".tif, .tiff, .webp; hidden files are skipped)"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,exists,message", [
+    ("out", True, "with a folder input the output must be a folder, got existing file"),
+    ("big.png", False, "with a folder input the output must be a folder, got image file name"),
+])
+def test_folder_input_refuses_a_file_output(tmp_path, capsys, weights_arg, name, exists, message):
+    folder = photo_folder(tmp_path)
+    dst = tmp_path / name
+    if exists:
+        dst.write_bytes(b"keep")
+    rc, _, err = run(["upscale", str(folder), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
+    assert rc == 1 and err.splitlines() == [f"liif: error: {message} {dst}"]
+    assert (dst.read_bytes() == b"keep") if exists else not dst.exists()
+
+
+def help_text(args, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--help"])
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare words
+
+
+def test_upscale_help_names_folders_input_and_memory_default(capsys, monkeypatch):
+    text = help_text(["upscale"], capsys)
+    assert "Upscale an image, several images or a folder of images (PNG/JPEG/WebP/BMP/TIFF) with LIIF" in text
+    assert "INPUT an image file, or a folder: every image directly in it (hidden files skipped)" in text
+    assert "working-memory budget of the renderer, e.g. 512M (default 256M on the CPU" in text
+    from liif.render import plan
+    monkeypatch.setattr(plan, "DEFAULT_MAX_MEMORY", 3 << 30)  # the help shows the constant, not a copy
+    assert "(default 3G on the CPU" in help_text(["upscale"], capsys)
+    assert "upscale images (or a folder of images, or a video)" in help_text([], capsys)
+
+
+@pytest.mark.parametrize("n,text", [(256 << 20, "256M"), (3 << 30, "3G"), (1536 << 20, "1536M"), (1000, "1000"),
+                                    (4096, "4K")])
+def test_format_memory_reads_back(n, text):
+    from liif import limits
+    assert limits.format_memory(n) == text and limits.parse_memory(text) == n
+
+
+def test_weights_list_says_how_to_use_weights_it_cannot_download(capsys):
+    rc, out, _ = run(["weights", "list"], capsys)
+    lines = out.splitlines()
+    assert rc == 0 and "not fetchable" not in out
+    i = next(k for k, line in enumerate(lines) if line.startswith("rdn-liif\t"))
+    assert lines[i].startswith("rdn-liif\tdownload by hand\tRDN-LIIF")
+    assert lines[i + 1] == ("\tofficial weights: Google Drive links in yinboc/liif. `liif weights fetch` cannot get "
+                            "them: download the file yourself, then use --weights PATH")
+    assert out.count("\tdownload by hand\t") == 3  # rdn-liif, edsr-baseline-lte, rdn-lte

@@ -98,5 +98,5 @@ def test_every_variant_builds_and_only_fetchable_ones_are_registered():
         model = build(ModelSpec.variant(name))
         assert type(model).__name__.lower() == v.spec["method"]
     assert set(weights.REGISTRY) == {"edsr-baseline-liif"}
-    with pytest.raises(LiifError, match="no fetchable weights for 'edsr-baseline-lte' .*Google Drive"):
+    with pytest.raises(LiifError, match="no download of 'edsr-baseline-lte' weights here .*Google Drive.*--weights"):
         weights.fetch("edsr-baseline-lte")

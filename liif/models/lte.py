@@ -37,9 +37,9 @@ DEFAULTS = {"hidden": [256, 256, 256], "hidden_dim": 256, "cell_clip_scale": 4.0
 VARIANTS = [
     Variant("edsr-baseline-lte", "EDSR-baseline-LTE (the official train_edsr-baseline-lte.yaml)",
             {"method": "lte", "encoder": "edsr-baseline"},
-            weights_note="official weights: Google Drive links in jaewon-lee-b/lte (not fetchable here)"),
+            weights_note="official weights: Google Drive links in jaewon-lee-b/lte"),
     Variant("rdn-lte", "RDN-LTE (the paper's RDN encoder, config B)", {"method": "lte", "encoder": "rdn"},
-            weights_note="official weights: Google Drive links in jaewon-lee-b/lte (not fetchable here)"),
+            weights_note="official weights: Google Drive links in jaewon-lee-b/lte"),
 ]
 
 

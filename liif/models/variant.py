@@ -26,4 +26,4 @@ class Variant:
     description: str
     spec: dict[str, Any] = field(default_factory=dict)  # ModelSpec fields beyond the method's defaults
     pretrained: Pretrained | None = None
-    weights_note: str = ""  # where official weights live when we cannot fetch them
+    weights_note: str = ""  # where official weights live when we cannot fetch them (users download them by hand)
