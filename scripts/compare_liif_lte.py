@@ -31,10 +31,12 @@ from liif.fileio import write_text_atomic
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden"  # the official code's and bicubic's PSNR on the same LR files
 # arm -> (config, overrides); "lte-noglobal" is the ablation without LTE's bilinear global term
+# Equal steps, not equal time (fixed-step mode), one compute thread as in the recorded study (docs/liif-vs-lte.md)
+FIXED = ["train.budget_minutes=0", "train.threads=1"]
 CONFIGS: dict[str, tuple[str, list[str]]] = {
-    "liif": ("configs/tiny-cpu.yaml", ["train.budget_minutes=0"]),  # equal steps, not equal time
-    "lte": ("configs/tiny-cpu-lte.yaml", ["train.budget_minutes=0"]),
-    "lte-noglobal": ("configs/tiny-cpu-lte.yaml", ["train.budget_minutes=0", "model.global_term=false"]),
+    "liif": ("configs/tiny-cpu.yaml", FIXED),
+    "lte": ("configs/tiny-cpu-lte.yaml", FIXED),
+    "lte-noglobal": ("configs/tiny-cpu-lte.yaml", [*FIXED, "model.global_term=false"]),
 }
 LABELS = {"liif": "tiny LIIF", "lte": "tiny LTE", "lte-noglobal": "tiny LTE without its global term"}
 SETS = ("Set5", "Set14")
