@@ -339,6 +339,8 @@ def test_budget_mode_trains_for_the_clock_with_the_schedule_on_the_clock(tmp_pat
     assert lrs[0] == 1e-3 and lrs[-1] == 5e-4 and lrs == sorted(lrs, reverse=True)  # one drop, at 1/2
     assert rows[-1]["val_psnr"] != "" and int(rows[-1]["step"]) == rest["step"]
     assert [int(r["step"]) for r in rows] == sorted({int(r["step"]) for r in rows})  # no step logged twice
+    again = train(cfg, out, resume=True, progress=False)  # a finished budget stays finished
+    assert again["budget_spent"] and again["step"] == rest["step"] and len(_rows(out)) == len(rows)
     fixed = config.load(tiny_config(tmp_path / "f", **{"train.epochs": 2}), ["train.budget_minutes=0"])
     assert train(fixed, tmp_path / "fixed", progress=False)["step"] == 6  # 0: exactly the epochs
 

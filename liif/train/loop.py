@@ -539,13 +539,17 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     run.clock = run.last_saved - run.train_s
     if s.budget_s:
         set_budget_lr(s, budget_drops(t, run.train_s / s.budget_s))
+        if run.train_s >= s.budget_s:  # resumed from the end of a finished budget run
+            output.say(f"the {t.budget_minutes:g}-minute budget is already spent ({run.train_s:.0f} s): "
+                       f"nothing to train")
+            run.stopped = run.budget_spent = True
     model.train()
     while (s.budget_s or run.epoch < t.epochs) and not run.stopped:
         row = train_epoch(s, run)
         if row is None:  # --max-minutes or the budget stopped the run mid-epoch ('last' holds where)
             break
         end_of_epoch(s, run, row)
-    if run.budget_spent:
+    if run.budget_spent and run.final_row:
         end_of_budget(s, run)
     output.close()
     run.doing = "finishing"
