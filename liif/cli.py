@@ -192,11 +192,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         imageio.check_writable(dst)
     # Decode every input and validate every size before loading the model or writing anything.
     decoded = [open_input(src, max_input) for src in outputs]
-    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
-                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
-                  quantize=args.quantize, max_input_pixels=max_input)
-    if args.verbose:
-        print(describe_run(up, args.precision), file=sys.stderr)
+    up = load_upscaler(args, max_memory, max_pixels, max_input)
     for im in decoded:
         up.plan((im.height, im.width), size, scale, region)
     for (src, dst), im in zip(outputs.items(), decoded, strict=True):
@@ -213,18 +209,14 @@ def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[in
     beside it too) into the output folder, as PNGs named like the inputs. Images are opened one at
     a time (memory does not grow with the folder); one that fails is reported by name and the
     others go on; the exit status says how many failed."""
-    from liif import api, imageio
+    from liif import imageio
 
     sources = [f for i in inputs for f in (imageio.image_files(i) if i.is_dir() else [i])]
     out = Path(args.output)
     outputs = output_paths(sources, out, folder=True)
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
         imageio.check_writable(dst)
-    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
-                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
-                  quantize=args.quantize, max_input_pixels=max_input)
-    if args.verbose:
-        print(describe_run(up, args.precision), file=sys.stderr)
+    up = load_upscaler(args, max_memory, max_pixels, max_input)
     failed = 0
     for src, dst in outputs.items():
         try:
@@ -240,6 +232,18 @@ def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[in
         raise LiifError(f"{failed} of {len(outputs)} images failed (named above); "
                         f"{len(outputs) - failed} written to {out}")
     return 0
+
+
+def load_upscaler(args: argparse.Namespace, max_memory: int | None, max_pixels: int, max_input: int) -> Upscaler:
+    """The model and renderer of ``liif upscale``'s options (and the ``-v`` line, when asked)."""
+    from liif import api
+
+    up = api.load(args.weights, device=args.device, precision=args.precision, method=args.method,
+                  max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
+                  quantize=args.quantize, max_input_pixels=max_input)
+    if args.verbose:
+        print(describe_run(up, args.precision), file=sys.stderr)
+    return up
 
 
 def progress_for(args: argparse.Namespace, src: Path) -> bool | ProgressLines:

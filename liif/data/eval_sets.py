@@ -201,9 +201,14 @@ def verify(key_or_path: str, root: Path | None = None) -> DatasetFolder:
     d = REGISTRY.get(ds.key) if ds.key else None
     problems = verify_folder(ds, d.n_images if d else None, d.scales if d else ())
     if problems:
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise LiifError(f"dataset {ds.path} failed verification: {'; '.join(problems[:3])}{more}")
+        raise LiifError(f"dataset {ds.path} failed verification: {first_problems(problems)}")
     return ds
+
+
+def first_problems(problems: list[str], k: int = 3) -> str:
+    """The first ``k`` problems of a verification, and how many more there are."""
+    more = f" (+{len(problems) - k} more)" if len(problems) > k else ""
+    return "; ".join(problems[:k]) + more
 
 
 # -- download -----------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ from pathlib import Path
 
 PREFIX = "data:"
 
-# The ``liif data fetch`` name that provides each top-level folder under the data root.
-FETCH_NAMES = {"set5": "set5", "set14": "set14", "b100": "b100", "urban100": "urban100", "div2k": "div2k",
-               "train": "train"}
+# Top-level folders under the data root that ``liif data fetch NAME`` provides, NAME being the folder's
+# name in lower case.
+FETCHABLE = frozenset({"set5", "set14", "b100", "urban100", "div2k", "train"})
 
 
 def data_root() -> Path:
@@ -42,6 +42,5 @@ def fetch_hint(text: str) -> str:
     if not is_data_path(text):
         return ""
     top = text[len(PREFIX):].lstrip("/").split("/", 1)[0].lower()
-    name = FETCH_NAMES.get(top)
     where = "pass --data-root DIR or set LIIF_DATA_DIR to where it is"
-    return f"; run `liif data fetch {name}` or {where}" if name else f"; {where}"
+    return f"; run `liif data fetch {top}` or {where}" if top in FETCHABLE else f"; {where}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from liif.data.eval_sets import download
+from liif.data.eval_sets import download, first_problems
 from liif.data.roots import data_root
 from liif.errors import LiifError
 
@@ -150,7 +150,6 @@ def verify(root: Path | None = None) -> list[Path]:
     base = Path(root) if root is not None else data_root()
     problems = [msg for p in PARTS for msg in verify_part(base / "train" / p.folder, p)]
     if problems:
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise LiifError(f"training set under {base / 'train'} failed verification: "
-                        f"{'; '.join(problems[:3])}{more}; run `liif data fetch train`")
+                        f"{first_problems(problems)}; run `liif data fetch train`")
     return [base / "train" / p.folder for p in PARTS]

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from liif import precision as precisions
+from liif.data.cli import root_arg
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
 from liif.render import fp32_math
@@ -99,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
                  "data.val.hr=null", "data.val.lr=null", *args.overrides]
     if args.batch is not None:
         overrides.append(f"train.batch_size={args.batch}")
-    cfg = config.load(args.config, overrides, data_root=Path(args.data_root) if args.data_root else None)
+    cfg = config.load(args.config, overrides, data_root=root_arg(args.data_root))
     want = args.device or ("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     device = torch.device(want)
     if device.type == "cuda" and not torch.cuda.is_available():

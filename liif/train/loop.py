@@ -603,15 +603,20 @@ def end_of_epoch(s: Setup, run: Run, row: dict[str, Any]) -> None:
     if not s.budget_s:  # in budget mode the clock, not the epoch, sets the learning rate
         s.optim.sched.step()
     run.epoch, run.it = run.epoch + 1, 0
-    names = ["last"]
-    if s.val_set is not None and (run.epoch % cfg.data.val.every == 0 or run.epoch == cfg.train.epochs):
-        row["val_psnr"] = f"{validate(s.model, s.val_set, cfg.data.val.y_channel, s.device):.4f}"
+    names = ["last"] + ([f"epoch-{run.epoch}"] if run.epoch % cfg.checkpoint.save_every == 0 else [])
+    due = run.epoch % cfg.data.val.every == 0 or run.epoch == cfg.train.epochs
+    close_row(s, run, row, names, due, f"epoch {run.epoch}")
+
+
+def close_row(s: Setup, run: Run, row: dict[str, Any], names: list[str], validate_now: bool, when: str) -> None:
+    """The last row of an epoch or of the budget: rank 0 validates (when ``validate_now``), logs the row with
+    the PSNR and saves ``names`` (plus 'best' on a new best PSNR); every rank waits for it."""
+    if s.val_set is not None and validate_now:
+        row["val_psnr"] = f"{validate(s.model, s.val_set, s.cfg.data.val.y_channel, s.device):.4f}"
         if float(row["val_psnr"]) > run.best:
-            names.append("best")
+            names = [*names, "best"]
         run.best = max(run.best, float(row["val_psnr"]))
-        s.output.note(f"epoch {run.epoch}: val PSNR {row['val_psnr']} dB")
-    if run.epoch % cfg.checkpoint.save_every == 0:
-        names.append(f"epoch-{run.epoch}")
+        s.output.note(f"{when}: val PSNR {row['val_psnr']} dB")
     s.output.log(row)
     s.output.save(names, s.model, checkpoint_state(s, run))
     run.last_saved = time.monotonic()
@@ -654,16 +659,7 @@ def end_of_budget(s: Setup, run: Run) -> None:
     """The budget is spent: rank 0 validates the final weights, logs the last row with the PSNR and saves
     'last' (and 'best' when it is one). Every rank waits for it."""
     run.doing = "ending the budget (rank 0 validates and saves)"
-    row, names = run.final_row, ["last"]
-    if s.val_set is not None:
-        row["val_psnr"] = f"{validate(s.model, s.val_set, s.cfg.data.val.y_channel, s.device):.4f}"
-        if float(row["val_psnr"]) > run.best:
-            names.append("best")
-        run.best = max(run.best, float(row["val_psnr"]))
-        s.output.note(f"budget spent at step {run.step}: val PSNR {row['val_psnr']} dB")
-    s.output.log(row)
-    s.output.save(names, s.model, checkpoint_state(s, run))
-    s.procs.barrier()
+    close_row(s, run, run.final_row, ["last"], True, f"budget spent at step {run.step}")
 
 
 def log_row(s: Setup, run: Run, now: float) -> dict[str, Any]:
