@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from liif import checkpoints, limits, weights
-from liif import precision as precisions
+from liif import checkpoints, compute, limits, weights
+from liif.compute import fp32_math
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
-from liif.imageio import as_float_chw
+from liif.imaging import as_float_chw
 from liif.models import ImplicitDecoder
-from liif.render import Window, fp32_math, render, window_region
+from liif.render import Window, render, window_region
 
 
 def macs_per_pixel(model: ImplicitDecoder, folded: bool) -> int:
@@ -125,9 +125,9 @@ def bench_precisions(device: torch.device) -> tuple[list[str], list[str]]:
         if torch.cuda.is_bf16_supported():
             return ["fp32", "tf32", "bf16", "fp16"], []
         return ["fp32", "tf32", "fp16"], ["bf16: not supported by this GPU"]
-    if precisions.native(device) == "bf16":
+    if compute.native(device) == "bf16":
         return ["fp32", "bf16"], []
-    return ["fp32"], [f"bf16: not native on this CPU ({precisions.cpu_info().isa}, no AVX512-BF16/AMX); "
+    return ["fp32"], [f"bf16: not native on this CPU ({compute.cpu_info().isa}, no AVX512-BF16/AMX); "
                       "it would run emulated, several times slower than fp32, so `auto` and `--precision bf16` "
                       "run fp32 here"]
 
@@ -136,7 +136,7 @@ def throughput(model: ImplicitDecoder, img: torch.Tensor, scales: list[float], m
                precs: list[str]) -> list[dict[str, Any]]:
     device = img.device
     rows = []
-    peaks = {p: matmul_peak(precisions.dtype(p), device, tf32=p == "tf32") for p in precs}
+    peaks = {p: matmul_peak(compute.dtype(p), device, tf32=p == "tf32") for p in precs}
     print("measured matmul peak (M x 256 @ 256 x 256): "
           + ", ".join(f"{p} {v:,.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     for s in scales:
@@ -278,7 +278,7 @@ def main(args: argparse.Namespace) -> int:
     scales = [float(s) for s in args.scales.split(",")]
     precs, skipped = bench_precisions(device)
     where = (f"GPU {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}" if device.type == "cuda"
-             else precisions.cpu_info().describe())
+             else compute.cpu_info().describe())
     print(f"liif bench infer: model {spec.method}/{spec.encoder}, {args.size}x{args.size} input, "
           f"torch {torch.__version__}, device {device} ({where}), "
           f"{os.cpu_count()} CPUs; timing reference + fast {', '.join(precs)}", flush=True)
@@ -286,7 +286,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  skipped {line}", flush=True)
     report: dict[str, Any] = {"model": spec.to_dict(), "device": str(device), "where": where,
                               "torch": torch.__version__,
-                              "cpu": dataclasses.asdict(precisions.cpu_info()), "precisions": precs,
+                              "cpu": dataclasses.asdict(compute.cpu_info()), "precisions": precs,
                               "skipped": skipped,
                               "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, precs)}
     if args.big:

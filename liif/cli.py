@@ -8,15 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liif import limits
-from liif import precision as precisions
+from liif import compute, limits
 from liif.data import cli as data_cli
 from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
 from liif.export import cli as export_cli
-from liif.imageio import IMAGE_SUFFIXES, QUANTIZE
+from liif.imaging import IMAGE_SUFFIXES, QUANTIZE
 from liif.progress import ProgressLines
-from liif.render import plan as render_plan
 from liif.serve import cli as serve_cli
 from liif.train import cli as train_cli
 
@@ -76,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--region", metavar="X,Y,W,H", help="render only this window of the output (pixels)")
     up.add_argument("--weights", default="edsr-baseline-liif", help="pretrained name or checkpoint path")
     up.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    up.add_argument("--precision", default="auto", choices=list(precisions.CHOICES), help=precisions.CHOICES_HELP)
+    up.add_argument("--precision", default="auto", choices=list(compute.CHOICES), help=compute.CHOICES_HELP)
     up.add_argument("--quantize", default="round", choices=list(QUANTIZE),
                     help="8/16-bit output: round to nearest (default) or truncate as the official demo does "
                          "(byte parity with its PNGs; about half a level darker on average)")
@@ -86,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--onnx-dir", metavar="DIR", help="export from `liif export onnx` (default: export to the cache)")
     up.add_argument("--max-memory", metavar="BYTES",
                     help="working-memory budget of the renderer, e.g. 512M "
-                         f"(default {limits.format_memory(render_plan.DEFAULT_MAX_MEMORY)} on the CPU, "
+                         f"(default {limits.format_memory(compute.DEFAULT_MAX_MEMORY)} on the CPU, "
                          "a quarter of the GPU's memory on CUDA)")
     up.add_argument("--max-pixels", metavar="N",
                     help="refuse outputs (the rendered window) above N pixels (default 100M, or LIIF_MAX_PIXELS)")
@@ -157,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from liif import api, imageio
+    from liif import api, imaging
 
     size = parse_size(args.size) if args.size else None
     s = parse_float("--scale", args.scale)
@@ -180,16 +178,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     if args.device is not None:
         api.as_device(args.device)
 
-    from liif import video
-    if video.wants_video(args.inputs, args.output):
-        return video.cli_upscale(args, size, scale, region, max_memory, max_pixels)
-    video.refuse_video_options(args)
+    from liif.video import cli as video_cli
+    if video_cli.wants_video(args.inputs, args.output):
+        return video_cli.cli_upscale(args, size, scale, region,
+                                     lambda: load_upscaler(args, max_memory, max_pixels, max_input))
+    video_cli.refuse_video_options(args)
     inputs = [Path(i) for i in args.inputs]
     if any(i.is_dir() for i in inputs):
         return upscale_folders(args, inputs, size, scale, region, max_memory, max_pixels, max_input)
     outputs = output_paths(inputs, Path(args.output))
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
-        imageio.check_writable(dst)
+        imaging.check_writable(dst)
     # Decode every input and validate every size before loading the model or writing anything.
     decoded = [open_input(src, max_input) for src in outputs]
     up = load_upscaler(args, max_memory, max_pixels, max_input)
@@ -209,13 +208,13 @@ def upscale_folders(args: argparse.Namespace, inputs: list[Path], size: tuple[in
     beside it too) into the output folder, as PNGs named like the inputs. Images are opened one at
     a time (memory does not grow with the folder); one that fails is reported by name and the
     others go on; the exit status says how many failed."""
-    from liif import imageio
+    from liif import imaging
 
-    sources = [f for i in inputs for f in (imageio.image_files(i) if i.is_dir() else [i])]
+    sources = [f for i in inputs for f in (imaging.image_files(i) if i.is_dir() else [i])]
     out = Path(args.output)
     outputs = output_paths(sources, out, folder=True)
     for dst in outputs.values():  # before any work: a destination that cannot be written fails now
-        imageio.check_writable(dst)
+        imaging.check_writable(dst)
     up = load_upscaler(args, max_memory, max_pixels, max_input)
     failed = 0
     for src, dst in outputs.items():
@@ -242,7 +241,7 @@ def load_upscaler(args: argparse.Namespace, max_memory: int | None, max_pixels: 
                   max_memory=max_memory, max_pixels=max_pixels, backend=args.backend, onnx_dir=args.onnx_dir,
                   quantize=args.quantize, max_input_pixels=max_input)
     if args.verbose:
-        print(describe_run(up, args.precision), file=sys.stderr)
+        print(up.describe(args.precision), file=sys.stderr)
     return up
 
 
@@ -256,21 +255,14 @@ def progress_for(args: argparse.Namespace, src: Path) -> bool | ProgressLines:
 
 def open_input(src: Path, max_input: int) -> Image.Image:
     """Open and decode one input image (upright, first frame), warning where Pillow loses bits."""
-    from liif import imageio
+    from liif import imaging
 
-    im = imageio.prepare(imageio.open_image(src, max_input))
-    depth = imageio.png_bit_depth(src)
+    im = imaging.prepare(imaging.open_image(src, max_input))
+    depth = imaging.png_bit_depth(src)
     if depth == 16 and im.mode not in ("I", "I;16", "I;16B", "I;16L"):
         print(f"liif: warning: {src} is a 16-bit colour PNG; Pillow decodes it to 8 bits per channel",
               file=sys.stderr)
     return im
-
-
-def describe_run(up: Upscaler, asked: str) -> str:
-    """The ``-v`` line: where and how a render runs (the precision that runs, not only the one asked)."""
-    return (f"liif: model {up.spec.method}/{up.spec.encoder}, device {up.device}, {precisions.cpu_info().describe()}, "
-            f"precision {up.precision} (asked {asked}), method {up.method}, backend {up.backend}, "
-            f"quantize {up.quantize}")
 
 
 def output_paths(inputs: list[Path], out: Path, folder: bool = False) -> dict[Path, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from liif import imageio
+from liif import imaging
 from liif.api import Upscaler
 
 SCALES = (2.0, 3.5, 8.0)
@@ -65,15 +65,15 @@ def run(up: Upscaler, out_dir: Path, image: Image.Image | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     lr = image if image is not None else test_card()
     tell(f"demo: writing the {lr.width}x{lr.height} test card to {out_dir / 'input.png'}")
-    written = [imageio.save_png(lr, out_dir / "input.png")]
+    written = [imaging.save_png(lr, out_dir / "input.png")]
     results = {}
     for i, s in enumerate(SCALES, 1):
         tell(f"demo: rendering x{s:g} ({round(lr.width * s)}x{round(lr.height * s)}, {i} of {len(SCALES)})...")
         res = up.upscale(lr, scale=s)
         assert isinstance(res, Image.Image)
         results[s] = res
-        written.append(imageio.save_png(res, out_dir / f"liif_x{s:g}.png"))
+        written.append(imaging.save_png(res, out_dir / f"liif_x{s:g}.png"))
     tell(f"demo: writing the bicubic vs LIIF sheet at x{SCALES[-1]:g}")
     compare = comparison(lr, results[SCALES[-1]], SCALES[-1])
-    written.append(imageio.save_png(compare, out_dir / "compare_bicubic_vs_liif.png"))
+    written.append(imaging.save_png(compare, out_dir / "compare_bicubic_vs_liif.png"))
     return written

@@ -257,6 +257,6 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
     im.save(tmp_path / "viewer.png")
     keep = os.environ.get("LIIF_VIEWER_SCREENSHOT")
     if keep:
-        from liif.imageio import save_png
+        from liif.imaging import save_png
 
         save_png(im, keep)

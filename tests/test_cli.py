@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import GOLDEN, golden_cases
-from liif import imageio
+from liif import imaging
 from liif.cli import main
 
 COMIC = GOLDEN / "set14_comic_in.png"
@@ -120,7 +120,7 @@ def test_failed_write_leaves_previous_output(tmp_path, capsys, weights_arg, monk
         self.f.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(imageio.PngWriter, "write", boom)
+    monkeypatch.setattr(imaging.PngWriter, "write", boom)
     rc, _, err = run(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and err.strip() == f"liif: error: cannot write {dst}: No space left on device"
     assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
@@ -237,8 +237,8 @@ def test_upscale_help_names_folders_input_and_memory_default(capsys, monkeypatch
     assert "Upscale an image, several images or a folder of images (PNG/JPEG/WebP/BMP/TIFF) with LIIF" in text
     assert "INPUT an image file, or a folder: every image directly in it (hidden files skipped)" in text
     assert "working-memory budget of the renderer, e.g. 512M (default 256M on the CPU" in text
-    from liif.render import plan
-    monkeypatch.setattr(plan, "DEFAULT_MAX_MEMORY", 3 << 30)  # the help shows the constant, not a copy
+    from liif import compute
+    monkeypatch.setattr(compute, "DEFAULT_MAX_MEMORY", 3 << 30)  # the help shows the constant, not a copy
     assert "(default 3G on the CPU" in help_text(["upscale"], capsys)
     assert "upscale images (or a folder of images, or a video)" in help_text([], capsys)
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from conftest import DATA, load_rgb
-from liif.render import Window, fp32_modes, render, render_tiles
+from liif.compute import fp32_modes
+from liif.render import Window, render, render_tiles
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -87,7 +88,7 @@ def test_cuda_training_runs_in_each_precision(tmp_path: Path, precision: str):
 
 
 def test_fp32_math_turns_tf32_off_and_restores_the_modes():
-    from liif.render import fp32_math
+    from liif.compute import fp32_math
 
     before = fp32_modes()
     with fp32_math(torch.device("cuda")):

@@ -13,7 +13,7 @@ from PIL import Image
 from test_cli import run
 
 from conftest import GOLDEN
-from liif import LiifError, api, imageio, limits
+from liif import LiifError, api, imaging, limits, pipeline
 
 COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 
@@ -93,9 +93,9 @@ def test_window_alpha_equals_crop_of_full_resize():
     rng = np.random.default_rng(0)
     a = rng.random((32, 40), dtype=np.float32)
     for out_hw in ((300, 370), (20, 17), (64, 80)):
-        full = imageio.resize_alpha(a, out_hw)
+        full = imaging.resize_alpha(a, out_hw)
         for y, x, h, w in ((0, 0, *out_hw), (3, 4, out_hw[0] - 5, out_hw[1] - 6), (out_hw[0] - 1, 0, 1, 7)):
-            part = imageio.resize_alpha(a, out_hw, (y, x, h, w))
+            part = imaging.resize_alpha(a, out_hw, (y, x, h, w))
             assert np.abs(part - full[y:y + h, x:x + w]).max() <= 1e-5
 
 
@@ -125,15 +125,15 @@ def test_unwritable_output_fails_before_loading_the_model(tmp_path, capsys, monk
     for out, why in ((afile / "o.png", "is not a folder"), (afile / "sub" / "o.png", "is not a folder")):
         rc, _, err = run(["upscale", str(COMIC), "-o", str(out), "--scale", "2"], capsys)
         assert rc == 1 and why in one_error_line(err)
-    real_mkstemp = imageio.tempfile.mkstemp
+    real_mkstemp = imaging.files.tempfile.mkstemp
 
     def denied(*a, **kw):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(imageio.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(imaging.files.tempfile, "mkstemp", denied)
     rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2"], capsys)
     assert rc == 1 and "cannot write" in one_error_line(err) and "Permission denied" in err
-    monkeypatch.setattr(imageio.tempfile, "mkstemp", real_mkstemp)
+    monkeypatch.setattr(imaging.files.tempfile, "mkstemp", real_mkstemp)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
@@ -251,7 +251,7 @@ def test_multi_frame_input_warns(tmp_path, capsys, weights_arg, upscaler):
     frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
     gif = tmp_path / "anim.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:])
-    with pytest.warns(imageio.MultiFrameInput, match="2 frames"):
+    with pytest.warns(imaging.MultiFrameInput, match="2 frames"):
         out = upscaler.upscale(Image.open(gif), scale=2)
     assert out.size == (32, 24)
     rc, _, err = run(["upscale", str(gif), "-o", str(tmp_path / "o.png"), "--scale", "2", *weights_arg], capsys)
@@ -294,7 +294,7 @@ def test_streamed_png_equals_upscale(upscaler, small, tmp_path, monkeypatch, mod
         a = np.zeros((32, 40), np.uint8)
         a[:, 20:] = 255
         im.putalpha(Image.fromarray(a))
-    monkeypatch.setattr(api, "band_rows", lambda *a, **kw: 17)  # many bands, the last one short
+    monkeypatch.setattr(pipeline, "band_rows", lambda *a: 17)  # many bands, the last one short
     kw = dict(size=(150, 90), region=(3, 2, 85, 141))
     wh = upscaler.upscale_to_png(im, tmp_path / "o.png", **kw)
     got = Image.open(tmp_path / "o.png")

@@ -1,4 +1,4 @@
-"""Precision chosen by what the hardware runs natively (liif.precision), and what a capped CPU reports."""
+"""Precision chosen by what the hardware runs natively (liif.compute), and what a capped CPU reports."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from conftest import GOLDEN, ROOT
-from liif import cli, imageio, precision
+from liif import cli, imaging
+from liif import compute as precision
 from liif.errors import LiifError
 
 CPU = torch.device("cpu")
@@ -64,7 +65,7 @@ def test_cuda_only_precisions_are_refused_on_the_cpu(cuda_only: str) -> None:
 def test_the_avx2_caps_take_effect() -> None:
     """What CI's AVX2 pass relies on: with the caps, PyTorch reports AVX2 and oneDNN no bf16, so
     liif treats the machine as an AVX2 laptop whatever the host CPU is."""
-    code = ("import torch; from liif import precision; i = precision.cpu_info(); "
+    code = ("import torch; from liif import compute as precision; i = precision.cpu_info(); "
             "print(i.isa, torch.ops.mkldnn._is_mkldnn_bf16_supported(), i.native_bf16, "
             "precision.resolve('auto', torch.device('cpu')))")
     env = {k: v for k, v in os.environ.items() if k != precision.BF16_ENV}
@@ -76,7 +77,7 @@ def test_the_avx2_caps_take_effect() -> None:
 def test_liif_cpu_bf16_overrides_the_detection() -> None:
     """LIIF_CPU_BF16=on gives an AVX2 machine (the caps) the bf16 routes of `auto` that AVX-512-BF16 users get
     (CI runs the route-comparison tests so); off gives every machine fp32; anything else is refused."""
-    code = ("import torch; from liif import precision; "
+    code = ("import torch; from liif import compute as precision; "
             "print(precision.cpu_info().native_bf16, precision.resolve('auto', torch.device('cpu')))")
 
     def run(value: str) -> subprocess.CompletedProcess[str]:
@@ -112,11 +113,11 @@ def test_upscaler_reports_the_precision_that_runs(no_native_bf16: None, official
 
 def test_quantize_rounds_to_nearest_by_default_and_truncates_on_request() -> None:
     x = np.array([0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 254.6 / 255, 1.2, -0.1], dtype=np.float32)
-    assert imageio.quantize(x).tolist() == [0, 0, 1, 2, 255, 255, 0]  # rint: half to even at 0.5
-    assert imageio.quantize(x, mode="truncate").tolist() == [0, 0, 1, 1, 254, 255, 0]
-    assert imageio.quantize(np.array([0.5 / 65535 * 3]), 16).tolist() == [2]
+    assert imaging.quantize(x).tolist() == [0, 0, 1, 2, 255, 255, 0]  # rint: half to even at 0.5
+    assert imaging.quantize(x, mode="truncate").tolist() == [0, 0, 1, 1, 254, 255, 0]
+    assert imaging.quantize(np.array([0.5 / 65535 * 3]), 16).tolist() == [2]
     with pytest.raises(LiifError, match="quantize"):
-        imageio.quantize(x, mode="floor")
+        imaging.quantize(x, mode="floor")
 
 
 def test_cli_quantize_truncate_is_darker_by_half_a_level(official_path: Path, tmp_path: Path,
@@ -134,8 +135,8 @@ def test_tensor_quantize_equals_the_numpy_rule() -> None:
     """The GPU path quantises with torch: it must give the very bytes of the NumPy finisher."""
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.uniform(-0.2, 1.2, 10000), (np.arange(256) + 0.5) / 255]).astype(np.float32)
-    for mode in imageio.QUANTIZE:
-        assert np.array_equal(imageio.quantize_tensor(torch.from_numpy(x), mode).numpy(), imageio.quantize(x, 8, mode))
+    for mode in imaging.QUANTIZE:
+        assert np.array_equal(imaging.quantize_tensor(torch.from_numpy(x), mode).numpy(), imaging.quantize(x, 8, mode))
 
 
 def test_png_scoring_rounds_or_truncates() -> None:

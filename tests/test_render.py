@@ -208,7 +208,7 @@ def test_fused_cpu_linear_equals_plain_linear(official, monkeypatch):
 
 def test_fp32_mode_helpers_round_trip():
     """The CUDA fp32 guard's save/set/restore of the process-wide TF32 modes (runs on any build)."""
-    from liif.render import fp32_math, fp32_modes, set_fp32_modes
+    from liif.compute import fp32_math, fp32_modes, set_fp32_modes
 
     before = fp32_modes()
     try:

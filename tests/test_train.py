@@ -355,7 +355,7 @@ def test_bench_train_prints_both_loops_and_the_ratio(tmp_path: Path, capsys: pyt
     text = capsys.readouterr().out
     assert "reference (LIIF.query, full unfold, fp32)" in text and "ours [fp32]" in text and " = " in text
     assert "skipped: tf32: TF32 exists on CUDA only" in text
-    from liif import precision
+    from liif import compute as precision
     bf16_native = precision.native(torch.device("cpu")) == "bf16"
     assert ("ours [bf16:nofold]" in text) == bf16_native  # emulated bf16 is not timed, and says why
     assert ("bf16:nofold: bf16 is not native on this CPU" in text) != bf16_native

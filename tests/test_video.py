@@ -15,6 +15,7 @@ from liif import checkpoints, video  # noqa: E402
 from liif.cli import main  # noqa: E402
 from liif.errors import LiifError  # noqa: E402
 from liif.models import ModelSpec, build  # noqa: E402
+from liif.video.colour import SWS_MATRIX  # noqa: E402
 
 NTSC = Fraction(30000, 1001)
 
@@ -95,7 +96,7 @@ def read(path: Path) -> dict:
     info["rotation"] = f0.rotation
     info["colour"] = (int(f0.colorspace), int(f0.color_range), int(f0.color_primaries), int(f0.color_trc))
     info["times"] = [f.pts * f.time_base for f in frames]
-    info["rgb"] = [f.to_ndarray(format="rgb24", src_colorspace=video.SWS_MATRIX.get(int(f.colorspace)),
+    info["rgb"] = [f.to_ndarray(format="rgb24", src_colorspace=SWS_MATRIX.get(int(f.colorspace)),
                                 src_color_range=int(f.color_range)) for f in frames]
     with av.open(str(path)) as c:
         info["audio"] = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size] if c.streams.audio else []
@@ -123,10 +124,10 @@ def cli(args: list[str], capsys) -> tuple[int, str, str]:
 
 def test_upscale_frames_is_lazy_builds_once_and_equals_images(upscaler, monkeypatch):
     built = []
-    from liif import api
+    from liif import pipeline
 
-    real = api.TorchBackend  # Upscaler.compute_backend builds it
-    monkeypatch.setattr(api, "TorchBackend", lambda *a, **k: built.append(1) or real(*a, **k))
+    real = pipeline.TorchBackend  # the Pipeline builds it
+    monkeypatch.setattr(pipeline, "TorchBackend", lambda *a, **k: built.append(1) or real(*a, **k))
     taken = []
 
     def source():
@@ -316,6 +317,23 @@ def test_bad_video_input_one_line_error_no_output(tiny, tmp_path, capsys, kind, 
     lines = err.strip().splitlines()
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("liif: error: ") and message in lines[0], err
     assert list(out_dir.iterdir()) == []
+
+
+def test_video_obeys_max_input_pixels(tiny, tmp_path, capsys):
+    """``--max-input-pixels`` reaches the video path (it used to be dropped): a 48x32 clip (1,536
+    pixels per frame) is refused under a 1,535-pixel limit, before any output is written, and
+    upscaled at 1,536."""
+    _, weights = tiny
+    src = tmp_path / "in.mkv"
+    make_clip(src, n=2, audio=False)
+    out = tmp_path / "o.mkv"
+    base = ["upscale", str(src), "-o", str(out), "--scale", "1.5", "--weights", str(weights)]
+    rc, _, err = cli([*base, "--max-input-pixels", "1535"], capsys)
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "input is 48x32 (WxH) = 1,536 pixels, above the input limit of 1,535" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+    rc, stdout, err = cli([*base, "--max-input-pixels", "1536"], capsys)
+    assert rc == 0 and "(72x48, 2 frames)" in stdout, err
 
 
 def test_video_option_misuse(tiny, tmp_path, capsys):

@@ -24,7 +24,7 @@ from PIL import Image
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path, write_text_atomic
-from liif.imageio import read_rgb
+from liif.imaging import read_rgb
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHES = ("none", "memory", "mmap")

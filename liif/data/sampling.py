@@ -24,7 +24,7 @@ from liif.coords import make_coord
 from liif.data.folders import ImageFolder, PairedFolders
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
-from liif.imageio import as_float_chw
+from liif.imaging import as_float_chw
 
 
 class ImplicitDownsampled(torch.utils.data.Dataset):

@@ -9,10 +9,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from liif.compute import CHOICES
 from liif.data.cli import root_arg
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
-from liif.precision import CHOICES
 
 DEFAULT_SCALES = {  # the scales of the published tables for each protocol
     "benchmark": "2,3,4,6,8",

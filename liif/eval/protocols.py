@@ -26,7 +26,7 @@ from liif.data.eval_sets import MATLAB_SCALES, DatasetFolder
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
 from liif.eval import metrics
-from liif.imageio import as_float_chw, read_rgb
+from liif.imaging import as_float_chw, read_rgb
 from liif.render import Window
 
 

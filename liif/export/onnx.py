@@ -34,7 +34,7 @@ from torch import nn
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path
-from liif.imageio import as_float
+from liif.imaging import as_float
 from liif.models import ImplicitDecoder, ModelSpec
 from liif.models.decoder import run_tail
 

@@ -6,27 +6,25 @@
 - ``reference`` (``reference.py``): the official op structure, the yardstick;
 - ``fast`` (``tiled.py``, default): maps once per LR pixel, gathers per query, memory-bounded tiles
   (``plan.py``), the compute in a backend (``backend.py``: PyTorch; ``liif.export.onnx``: ONNX
-  Runtime), with platform helpers in ``platform.py``.
+  Runtime), with kernel helpers in ``kernels.py``. A render is planned once (``plan_render``) for
+  the settings of :class:`liif.compute.Compute` and run tile by tile (``render_planned``).
 """
 from liif.render.backend import TorchBackend
+from liif.render.kernels import fused_linear_available
 from liif.render.plan import (
                               BLOCK_QUERIES,
-                              DEFAULT_MAX_MEMORY,
                               STRIPE_BYTES_PER_PIXEL,
                               STRIPE_PIXELS,
-                              default_budget,
                               plan_axis,
                               plan_tiles,
                               stripe_pixels,
                               window_region,
                               working_set,
 )
-from liif.render.platform import fp32_math, fp32_modes, fused_linear_available, set_fp32_modes
 from liif.render.reference import REFERENCE_CHUNK, render_reference
-from liif.render.tiled import Backend, band_rows, render, render_tiles
+from liif.render.tiled import Backend, RenderPlan, plan_render, render, render_planned, render_tiles
 from liif.render.window import Window
 
-__all__ = ["BLOCK_QUERIES", "DEFAULT_MAX_MEMORY", "REFERENCE_CHUNK", "STRIPE_BYTES_PER_PIXEL", "STRIPE_PIXELS",
-           "Backend", "TorchBackend", "Window", "band_rows", "default_budget", "fp32_math", "fp32_modes",
-           "fused_linear_available", "plan_axis", "plan_tiles", "render", "render_reference", "render_tiles",
-           "set_fp32_modes", "stripe_pixels", "window_region", "working_set"]
+__all__ = ["BLOCK_QUERIES", "REFERENCE_CHUNK", "STRIPE_BYTES_PER_PIXEL", "STRIPE_PIXELS", "Backend", "RenderPlan",
+           "TorchBackend", "Window", "fused_linear_available", "plan_axis", "plan_render", "plan_tiles", "render",
+           "render_planned", "render_reference", "render_tiles", "stripe_pixels", "window_region", "working_set"]

@@ -16,11 +16,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from liif.compute import Compute
 from liif.errors import LiifError
-from liif.imageio import as_float
+from liif.imaging import as_float
 from liif.models.decoder import ImplicitDecoder
+from liif.render.kernels import ADDMM_RELU, fused_linear_available
 from liif.render.plan import BLOCK_QUERIES
-from liif.render.platform import ADDMM_RELU, fused_linear_available, render_dtype
 
 
 class TorchBackend:
@@ -28,12 +29,14 @@ class TorchBackend:
     ``first_hidden``, then its ``tail`` as GEMMs: on the CPU through oneDNN's fused linear(+ReLU)
     with prepacked weights, on CUDA through cuBLASLt's fused GEMM + bias + ReLU."""
 
-    def __init__(self, model: ImplicitDecoder, precision: str = "fp32") -> None:
+    def __init__(self, model: ImplicitDecoder, compute: Compute | None = None) -> None:
+        """``compute``: the settings of the renders (default: fp32 on the model's device)."""
         if not model.has_fast_route:
             raise LiifError("the fast renderer needs a model with an MLP decoder")
         self.device = next(model.parameters()).device
-        dtype = render_dtype(precision, self.device)
-        self.model, self.precision, self.dtype = model, precision, dtype
+        self.compute = compute if compute is not None else Compute.exact(self.device)
+        dtype = self.compute.dtype
+        self.model, self.dtype = model, dtype
         self.fused = fused_linear_available(self.device, dtype)
         tail = list(model.tail)
         self.hidden = [(self._pack(lin.weight.detach().to(dtype)), lin.bias.detach().to(dtype)) for lin in tail[:-1]]
@@ -53,13 +56,10 @@ class TorchBackend:
         out = F.linear(h, *wb)
         return out.relu_() if relu else out
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
         # channels-last input makes oneDNN run the whole encoder channels-last (~20-35% faster on CPU)
         x = self.model.normalize(as_float(crop)).contiguous(memory_format=torch.channels_last)
-        with self._autocast():  # fp32 and tf32: fp32 tensors (TF32 math is fp32_math's business)
+        with self.compute.autocast():  # fp32 and tf32: fp32 tensors (TF32 math is fp32_math's business)
             return self.model.encoder(x)
 
     def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,6 @@ from liif.render.window import Window
 BLOCK_QUERIES = 1024  # queries per MLP block on the CPU (cache sized)
 STRIPE_PIXELS = 1 << 15  # output pixels decoded and yielded at a time (fewer under small budgets)
 STRIPE_BYTES_PER_PIXEL = 64 * 4  # per code: indices, offsets, prediction, blend weights, temporaries
-DEFAULT_MAX_MEMORY = 256 << 20  # on the CPU; on CUDA a quarter of the GPU's memory (default_budget)
 GPU_STRIPE_PIXELS = 1 << 20  # on CUDA a stripe is one block: few, large GEMMs instead of many launches
 
 Box = tuple[int, int, int, int]  # LR rows/cols (y0, y1, x0, x1)
@@ -76,16 +75,11 @@ def stripe_plan(model: ImplicitDecoder, budget: int, device: torch.device) -> tu
     return n, n * per_px
 
 
-def default_budget(device: torch.device) -> int:
-    """The working-memory budget when none is given: 256 MiB on the CPU, a quarter of the GPU's memory on CUDA."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory // 4)
-    return DEFAULT_MAX_MEMORY
-
-
 def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, budget: int,
-               bytes_per_px: int, fixed: int, window: Window) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """Split the window into output tiles whose LR footprint plus halo fits ``budget`` bytes."""
+               bytes_per_px: int, fixed: int, window: Window,
+               max_rows: int | None = None) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Split the window into output tiles whose LR footprint plus halo fits ``budget`` bytes
+    (and, with ``max_rows``, at most that many rows high)."""
     avail = budget - fixed
     whole = lr_box(rows, cols, 0, window.h, 0, window.w)
     whole_px = (whole[1] - whole[0]) * (whole[3] - whole[2])
@@ -100,6 +94,8 @@ def plan_tiles(rows: AxisPlan, cols: AxisPlan, h_lr: int, w_lr: int, halo: int, 
     # Output pixels per tile along each axis so that the LR footprint is about side_lr.
     th = max(1, min(window.h, int(side_lr * window.h / max(1, whole[1] - whole[0]))))
     tw = max(1, min(window.w, int(side_lr * window.w / max(1, whole[3] - whole[2]))))
+    if max_rows is not None:
+        th = max(1, min(th, max_rows))
     return [((r, min(r + th, window.h)), (c, min(c + tw, window.w)))
             for r in range(0, window.h, th) for c in range(0, window.w, tw)]
 

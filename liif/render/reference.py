@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from liif.compute import fp32_math
 from liif.coords import axis_centres
-from liif.imageio import as_float
+from liif.imaging import as_float
 from liif.models.decoder import ImplicitDecoder
-from liif.render.platform import fp32_math
 from liif.render.window import Window
 
 REFERENCE_CHUNK = 30000

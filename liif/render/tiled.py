@@ -10,20 +10,22 @@ the four predictions are blended with the area weights, and the method's global 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from liif.compute import Compute
 from liif.coords import axis_centres
 from liif.errors import LiifError
 from liif.geometry import ENSEMBLE_SHIFTS, area, area_blend
 from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
+from liif.render.kernels import release_free_memory
 from liif.render.plan import (
     BLOCK_QUERIES,
     AxisPlan,
     Box,
-    default_budget,
     encoder_halo,
     halo_region,
     lr_box,
@@ -32,7 +34,6 @@ from liif.render.plan import (
     stripe_plan,
     working_set,
 )
-from liif.render.platform import fp32_math, release_free_memory, render_dtype
 from liif.render.reference import render_reference
 from liif.render.window import Window
 
@@ -80,48 +81,87 @@ def render_tiles(
     progress: bool = False,
     backend: Backend | None = None,
 ) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
-    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)).
+    """:func:`render_planned` of a plan made here for ``precision`` (taken literally) and ``max_memory``."""
+    compute = Compute.exact(img.device, precision, max_memory)
+    plan = plan_render(model, (img.shape[-2], img.shape[-1]), out_hw, window, compute)
+    return render_planned(model, img, plan, backend, progress)
 
-    Tiles come tile by tile (each tile in stripes); together they cover the window exactly once.
-    """
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """A fast render of ``window``, planned once: the per-axis code indices and offsets, the cell,
+    the output tiles (each with its LR footprint plus halo within the budget) and the stripe and
+    block sizes of the decode. ``tiles`` are ((r0, r1), (c0, c1)) in window coordinates, row-major."""
+
+    out_hw: tuple[int, int]
+    lr_hw: tuple[int, int]
+    window: Window
+    compute: Compute
+    rows: AxisPlan
+    cols: AxisPlan
+    rel_cell: torch.Tensor
+    halo: int
+    tiles: list[tuple[tuple[int, int], tuple[int, int]]]
+    stripe: int
+    block: int
+
+
+def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[int, int], window: Window,
+                compute: Compute, max_tile_rows: int | None = None) -> RenderPlan:
+    """Plan a fast render of ``window`` of an ``out_hw`` output from an ``lr_hw`` input.
+    ``max_tile_rows`` caps the tiles' height (a streaming writer's band buffer)."""
     window.check(out_hw)
-    dtype = render_dtype(precision, img.device)
-    budget = default_budget(img.device) if max_memory is None else int(max_memory)
-    H, W = out_hw
-    h_lr, w_lr = img.shape[-2:]
-    dev = img.device
+    dev = compute.device
+    h_lr, w_lr = lr_hw
     ens = model.local_ensemble
-    rows = plan_axis(H, window.y, window.h, h_lr, ens, dev)
-    cols = plan_axis(W, window.x, window.w, w_lr, ens, dev)
-    dec: Backend = backend if backend is not None else TorchBackend(model, precision)
-    cy, cx = model.render_cell(out_hw, (h_lr, w_lr))
+    rows = plan_axis(out_hw[0], window.y, window.h, h_lr, ens, dev)
+    cols = plan_axis(out_hw[1], window.x, window.w, w_lr, ens, dev)
+    cy, cx = model.render_cell(out_hw, lr_hw)
     rel_cell = torch.tensor([cy * h_lr, cx * w_lr], dtype=torch.float32, device=dev)
     halo = encoder_halo(model)
-    per_px, fixed = working_set(model, dtype)
-    stripe, stripe_bytes = stripe_plan(model, budget, dev)
-    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, budget, per_px, fixed + stripe_bytes, window)
+    per_px, fixed = working_set(model, compute.dtype)
+    stripe, stripe_bytes = stripe_plan(model, compute.budget, dev)
+    tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, compute.budget, per_px, fixed + stripe_bytes, window,
+                       max_tile_rows)
     block = BLOCK_QUERIES if dev.type == "cpu" else stripe
+    return RenderPlan(out_hw, lr_hw, window, compute, rows, cols, rel_cell, halo, tiles, stripe, block)
+
+
+def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, backend: Backend | None = None,
+                   progress: bool = False) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+    """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)).
+
+    Tiles come tile by tile (each tile in stripes, row-major); together they cover the window exactly
+    once. ``backend``: a compute backend built once for many renders; by default a ``TorchBackend``.
+    """
+    if tuple(img.shape[-2:]) != plan.lr_hw:
+        raise LiifError(f"the plan is for a {plan.lr_hw[1]}x{plan.lr_hw[0]} (WxH) input, got "
+                        f"{img.shape[-1]}x{img.shape[-2]}")
+    compute, window, rows, cols = plan.compute, plan.window, plan.rows, plan.cols
+    dev, ens = img.device, model.local_ensemble
+    dec: Backend = backend if backend is not None else TorchBackend(model, compute)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=window.h * window.w, unit="px", unit_scale=True, desc="render", leave=False,
                    delay=1.0)  # only renders that take more than a moment show a bar
     with torch.no_grad():
-        for (r0, r1), (c0, c1) in tiles:
-            region = halo_region(lr_box(rows, cols, r0, r1, c0, c1), halo, (h_lr, w_lr))
+        for (r0, r1), (c0, c1) in plan.tiles:
+            region = halo_region(lr_box(rows, cols, r0, r1, c0, c1), plan.halo, plan.lr_hw)
             crop = img[None, :, region[0]:region[1], region[2]:region[3]]
             # (fp32 modes are set around the compute only, never across a yield to the caller)
-            with fp32_math(dev, precision):
+            with compute.fp32_math():
                 maps = dec.lr_maps(dec.encode(crop))
                 maps = maps.reshape(-1, maps.shape[-1])
             # Decode the tile in stripes so per-pixel temporaries stay small next to the maps.
-            step = max(1, stripe // (c1 - c0))
+            step = max(1, plan.stripe // (c1 - c0))
             for s0 in range(r0, r1, step):
                 s1 = min(r1, s0 + step)
-                with fp32_math(dev, precision):
-                    tile = decode_stripe(dec, maps, region, rows, cols, s0, s1, c0, c1, ens, rel_cell, block)
+                with compute.fp32_math():
+                    tile = decode_stripe(dec, maps, region, rows, cols, s0, s1, c0, c1, ens, plan.rel_cell,
+                                         plan.block)
                     if model.has_global_term:  # LTE's bilinear input, sampled on the tile's crop
-                        coords = crop_coords(out_hw, window, (s0, s1, c0, c1), region, (h_lr, w_lr), dev)
+                        coords = crop_coords(plan.out_hw, window, (s0, s1, c0, c1), region, plan.lr_hw, dev)
                         extra = dec.global_term(crop, coords)
                         if extra is not None:
                             tile += extra.t().reshape(tile.shape)
@@ -179,20 +219,3 @@ def crop_coords(out_hw: tuple[int, int], window: Window, stripe: Box, region: Bo
             u = ((u + 1) * n_lr - 2 * a0) / (a1 - a0) - 1
         axes.append(u)
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
-
-
-def band_rows(model: ImplicitDecoder, img: torch.Tensor, out_hw: tuple[int, int], window: Window,
-              precision: str = "fp32", max_memory: int | None = None) -> int:
-    """The height of the tile rows ``render_tiles`` plans for ``window``: full-width bands of this
-    many rows, each rendered as its own window, do the same encoder work as the whole window
-    (a streaming writer renders band after band; region rendering is exact)."""
-    window.check(out_hw)
-    budget = default_budget(img.device) if max_memory is None else int(max_memory)
-    h_lr, w_lr = img.shape[-2:]
-    rows = plan_axis(out_hw[0], window.y, window.h, h_lr, model.local_ensemble, img.device)
-    cols = plan_axis(out_hw[1], window.x, window.w, w_lr, model.local_ensemble, img.device)
-    per_px, fixed = working_set(model, render_dtype(precision, img.device))
-    _, stripe_bytes = stripe_plan(model, budget, img.device)
-    (r0, r1), _ = plan_tiles(rows, cols, h_lr, w_lr, encoder_halo(model), budget, per_px, fixed + stripe_bytes,
-                             window)[0]
-    return r1 - r0

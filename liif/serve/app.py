@@ -42,7 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Message, Receive, Scope, Send
 
-from liif import imageio
+from liif import imaging
 from liif.api import RenderCancelled, Upscaler
 
 STATIC = Path(__file__).parent / "static"
@@ -280,8 +280,8 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
                                      f"{limits.input_pixels:,} pixels")
         im.load()
         with warnings.catch_warnings():  # an animated upload shows its first frame, as the CLI does
-            warnings.simplefilter("ignore", imageio.MultiFrameInput)
-            im = imageio.prepare(im)  # EXIF orientation: the image as the user sees it
+            warnings.simplefilter("ignore", imaging.MultiFrameInput)
+            im = imaging.prepare(im)  # EXIF orientation: the image as the user sees it
     except HTTPException:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

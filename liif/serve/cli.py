@@ -6,8 +6,8 @@ import socket
 import sys
 from pathlib import Path
 
+from liif.compute import CHOICES, CHOICES_HELP
 from liif.errors import LiifError
-from liif.precision import CHOICES, CHOICES_HELP
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
-from liif import precision as precisions
+from liif import compute
+from liif.compute import fp32_math
 from liif.data.cli import root_arg
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
-from liif.render import fp32_math
 from liif.train import config
 from liif.train.loop import Forward, Step, build_data, epoch_batches, train_step
 
@@ -51,22 +51,22 @@ class Variant:
         prec, *flags = text.split(":")
         asked = prec
         unknown = set(flags) - {"nofold", "nchw", "compile"}
-        if unknown or prec not in precisions.CHOICES:
+        if unknown or prec not in compute.CHOICES:
             raise LiifError(f"--variants: cannot read {text!r} (PRECISION[:nofold][:nchw][:compile], "
-                            f"PRECISION one of {', '.join(precisions.CHOICES)})")
+                            f"PRECISION one of {', '.join(compute.CHOICES)})")
         if prec == "auto":
-            prec = precisions.native(device)
+            prec = compute.native(device)
         elif prec == "tf32" and device.type != "cuda":
             return f"{text}: TF32 exists on CUDA only"
         elif prec == "fp16" and device.type != "cuda":
             return f"{text}: fp16 needs CUDA"
-        elif prec == "bf16" and device.type == "cpu" and precisions.native(device) != "bf16":
-            return f"{text}: bf16 is not native on this CPU ({precisions.cpu_info().isa}); it would run emulated"
+        elif prec == "bf16" and device.type == "cpu" and compute.native(device) != "bf16":
+            return f"{text}: bf16 is not native on this CPU ({compute.cpu_info().isa}); it would run emulated"
         name = text if prec == asked else f"{text} (={prec})"
         return cls(name, prec, "nofold" not in flags, "nchw" not in flags, "compile" in flags)
 
     def amp(self) -> torch.dtype | None:
-        return precisions.autocast_dtype(self.precision)
+        return compute.autocast_dtype(self.precision)
 
 
 def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
 
     spec = cfg.model_spec()
     where = (f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda"
-             else precisions.cpu_info().describe())
+             else compute.cpu_info().describe())
     print(f"liif bench train: {Path(args.config).name} ({spec.encoder}, hidden {spec.hidden}), batch {bs}, "
           f"{cfg.data.train.inp_size}px LR patches, {cfg.data.train.sample_q} queries/sample, device {device} "
           f"({where}), torch {torch.__version__}, median of {args.iters} steps", flush=True)

@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
+from liif.compute import CHOICES as PRECISIONS
 from liif.errors import LiifError
 from liif.models.spec import ModelSpec
-from liif.precision import CHOICES as PRECISIONS
 
 
 @dataclass
@@ -69,7 +69,7 @@ class Optim:
     # drops at the same fractions of the budget as of the epochs (milestone / epochs), so a faster machine
     # trains more steps and still ends with its schedule done. 0: `epochs` epochs (fixed steps).
     budget_minutes: float = 0.0
-    precision: str = "auto"  # auto (liif.precision: native bf16 or fp32 on CPU, bf16/fp16 on CUDA) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (liif.compute: native bf16 or fp32 on CPU, bf16/fp16 on CUDA) | fp32 | bf16 | fp16
     fold: bool = True  # layer-0 fold (liif.models.folded); false = the official op structure
     compile: bool = False
     channels_last: bool = False  # NHWC encoder activations (faster convolutions on CPU)

@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from liif import precision as precisions
+from liif import compute
+from liif.compute import Compute, set_tf32
 from liif.data.folders import ImageFolder, PairedFolders, div2k
 from liif.data.sampling import FixedScale, ImplicitDownsampled
 from liif.errors import LiifError
 from liif.fileio import atomic_path
 from liif.models import ImplicitDecoder, build
 from liif.models.decoder import fast_forward as folded_forward
-from liif.render import fp32_modes, set_fp32_modes
 from liif.train import run_state as ckpt
 from liif.train.config import Config, Optim, dump
 
@@ -496,13 +496,12 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     spec = cfg.model_spec()
     model = build(spec).to(device)
-    precision = precisions.resolve(t.precision, device)  # auto: what this hardware runs natively
+    settings = Compute.resolve(device, t.precision)  # auto: what this hardware runs natively
+    precision, amp_dtype = settings.precision, settings.autocast_dtype
     optim = Optimization.create(model, t, device, precision)
-    amp_dtype = None if precisions.dtype(precision) == torch.float32 else precisions.dtype(precision)
     if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
-        mode = "tf32" if precision == "tf32" else "ieee"
-        set_fp32_modes((mode, mode) if isinstance(fp32_modes()[0], str) else (mode == "tf32",) * 2)
-    cpu = f", {precisions.cpu_info().describe()}" if device.type == "cpu" else ""
+        set_tf32(settings.tf32)
+    cpu = f", {compute.cpu_info().describe()}" if device.type == "cpu" else ""
     output.say(f"training on {device} with {procs.world} process(es), precision {precision} "
                f"(asked {t.precision}){cpu}")
 
