@@ -99,15 +99,16 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
                      W: int = Query(ge=1, le=MAX_SIDE), H: int = Query(ge=1, le=MAX_SIDE),
                      x: int = Query(0, ge=0, le=MAX_SIDE), y: int = Query(0, ge=0, le=MAX_SIDE),
                      w: int = Query(ge=1, le=MAX_SIDE), h: int = Query(ge=1, le=MAX_SIDE),
-                     method: str = Query("liif", pattern="^(liif|bicubic)$")) -> Response:
-        """PNG of the window (x, y, w, h) of the image rendered at W x H."""
+                     kind: str = Query("liif", alias="method", pattern="^(liif|bicubic)$")) -> Response:
+        """PNG of the window (x, y, w, h) of the image rendered at W x H; ``kind`` (query ``method``):
+        LIIF or the bicubic resize shown beside it."""
         entry = await run_in_threadpool(library.get, image)
         check_size(entry, W, H)
         if x + w > W or y + h > H:
             raise HTTPException(422, f"window x={x} y={y} w={w} h={h} lies outside the {W}x{H} output")
         if w * h > limits.view_pixels:
             raise HTTPException(422, f"window of {w * h:,} pixels is over the {limits.view_pixels:,} per request")
-        if method == "bicubic":  # cheap per pixel but not free: it queues like any render
+        if kind == "bicubic":  # cheap per pixel but not free: it queues like any render
             data = await gate().run(request, lambda stop: png_bytes(bicubic_window(entry.image, (H, W),
                                                                                    (x, y, w, h))))
         else:
