@@ -29,7 +29,9 @@ pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 from test_serve import serve_in_thread  # noqa: E402
 
 from conftest import DATA  # noqa: E402
-from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
+from liif.serve.app import create_app  # noqa: E402
+from liif.serve.images import bicubic_window  # noqa: E402
+from liif.serve.limits import Limits  # noqa: E402
 
 CHROMIUM = os.environ.get("LIIF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # CSS pixels of the browser window (device scale factor 1); larger when keeping the screenshot

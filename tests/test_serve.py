@@ -29,9 +29,11 @@ uvicorn = pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import liif.api  # noqa: E402
-import liif.serve.app  # noqa: E402
+import liif.serve.security  # noqa: E402
 from conftest import GOLDEN  # noqa: E402
-from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
+from liif.serve.app import create_app  # noqa: E402
+from liif.serve.images import bicubic_window  # noqa: E402
+from liif.serve.limits import Limits  # noqa: E402
 
 SMALL = Limits(upload_bytes=200_000, input_pixels=300_000, view_pixels=40_000, download_pixels=100_000,
                workers=1, queue=2)
@@ -438,9 +440,9 @@ def test_host_origin_checks_and_security_headers(client):
 
 def test_allowed_host_names(upscaler, folder):
     """The bind address counts unless it is a wildcard; --allow-host adds names."""
-    assert liif.serve.app.allowed_hosts("0.0.0.0") == ["localhost", "127.0.0.1", "::1"]
-    assert liif.serve.app.allowed_hosts("::", ["Box.lan", "[fe80::1]"])[-2:] == ["box.lan", "fe80::1"]
-    app = create_app(upscaler, folder, SMALL, hosts=liif.serve.app.allowed_hosts("10.1.2.3", ["viewer.lan"]))
+    assert liif.serve.security.allowed_hosts("0.0.0.0") == ["localhost", "127.0.0.1", "::1"]
+    assert liif.serve.security.allowed_hosts("::", ["Box.lan", "[fe80::1]"])[-2:] == ["box.lan", "fe80::1"]
+    app = create_app(upscaler, folder, SMALL, hosts=liif.serve.security.allowed_hosts("10.1.2.3", ["viewer.lan"]))
     with TestClient(app, base_url="http://viewer.lan") as c:
         assert c.get("/api/config").status_code == 200
         assert c.get("/api/config", headers={"Host": "10.1.2.3:8000"}).status_code == 200

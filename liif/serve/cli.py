@@ -58,7 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise LiifError("liif serve needs FastAPI and uvicorn: pip install 'liif[serve]'") from None
     from liif import api
-    from liif.serve.app import Limits, allowed_hosts, create_app
+    from liif.serve.app import create_app
+    from liif.serve.limits import Limits
+    from liif.serve.security import allowed_hosts
 
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():

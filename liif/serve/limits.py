@@ -1,0 +1,23 @@
+"""The viewer's limits: bytes and pixels of uploads and served files (pixels read from the header,
+before decoding), pixels per view and per download, scale per axis, renders at once and waiting,
+uploads kept, seconds per request. ``/api/config`` sends them to the page as they are."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    upload_bytes: int = 20 << 20
+    input_pixels: int = 12_000_000  # decoded pixels of an uploaded or served image (checked on the header)
+    served_bytes: int = 100 << 20  # one file of the images folder
+    view_pixels: int = 4_200_000  # one /api/render window: a 2560x1600 screen
+    download_pixels: int = 16_800_000  # one /api/download: 4K UHD x 2
+    max_scale: float = 64.0  # output/input per axis: x30 zoom at device pixel ratio 2, with margin
+    workers: int = 1  # renders running at once
+    queue: int = 4  # renders waiting; beyond that 503
+    uploads_kept: int = 16  # uploaded images kept in memory, oldest dropped
+    request_seconds: float = 300.0  # one render request, waiting included; beyond that 504
+
+
+__all__ = ["Limits"]
