@@ -23,7 +23,7 @@ VARIANTS: Mapping[str, Variant] = family.VariantView()  # every registered famil
 
 
 class _Unset:
-    """``hidden`` left out: the family's default (None is a value: a LIIF without MLP)."""
+    """``hidden`` left out: the family's default (None is a value: no MLP)."""
 
 
 UNSET = _Unset()
@@ -32,10 +32,10 @@ UNSET = _Unset()
 @dataclass(init=False)
 class ModelSpec:
     """Fields shared by every family, then the family's own in ``own`` (in the family's order, filled
-    with its defaults), readable and writable as attributes: ``spec.local_ensemble``, ``spec.hidden_dim``.
+    with its defaults), given as keywords and read or written as attributes like the shared ones.
 
-    ``ModelSpec(method="lte", hidden_dim=8)``: a field that is neither shared nor the family's own is a
-    ValueError; a spec without ``method`` is of the default family."""
+    A field that is neither shared nor the family's own is a ValueError; a spec without ``method`` is
+    of the default family; ``hidden`` left out is the family's default MLP."""
 
     method: str
     encoder: str
