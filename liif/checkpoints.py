@@ -1,8 +1,8 @@
-"""Read LIIF and LTE checkpoints in three formats and write our own.
+"""Read checkpoints of the registered decoder families in three formats and write our own.
 
-- official (yinboc/liif, jaewon-lee-b/lte) ``.pth``: {'model': {'name': 'liif' | 'lte', 'args': {...},
-  'sd': state_dict}, ...}
-- OpenMMLab mmediting/mmagic ``.pth``: {'state_dict': {'generator.*': ...}, 'meta': ...}
+- official (yinboc/liif, jaewon-lee-b/lte, ...) ``.pth``: {'model': {'name': 'liif' | 'lte' | ..., 'args':
+  {...}, 'sd': state_dict}, ...}; the family that declares the name reads its args
+- OpenMMLab (LIIF only) mmediting/mmagic ``.pth``: {'state_dict': {'generator.*': ...}, 'meta': ...}
 - ours: ``NAME.safetensors`` (weights, official key names, spec also in its metadata) next to
   ``NAME.json`` (the model spec). ``save`` writes both atomically; a round trip is lossless.
 """
@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path, write_text_atomic
-from liif.models import ImplicitDecoder, ModelSpec, build
+from liif.models import ImplicitDecoder, ModelSpec, build, family
 from liif.models.edsr import DIV2K_MEAN
 
 SPEC_KEY = "liif_spec"
@@ -56,7 +56,8 @@ def read(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, torch.Tenso
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         return _from_openmmlab(obj["state_dict"], p)
     kind = type(obj).__name__ if not isinstance(obj, dict) else f"dict with keys {_abbrev(sorted(obj))}"
-    raise LiifError(f"{p} is not a LIIF/LTE checkpoint (official, OpenMMLab or liif format); found a {kind}")
+    names = "/".join(f.name.upper() for f in family.families())
+    raise LiifError(f"{p} is not a {names} checkpoint (official, OpenMMLab or liif format); found a {kind}")
 
 
 def save(model: ImplicitDecoder, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
@@ -104,32 +105,23 @@ def _read_own(p: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 
 def _from_official(model: dict[str, Any], p: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """The official LIIF (yinboc/liif) and LTE (jaewon-lee-b/lte) formats: {'name', 'args', 'sd'}."""
+    """The official formats (yinboc/liif, jaewon-lee-b/lte, ...): {'name', 'args', 'sd'}. The family that
+    declares ``name`` reads its ``args``; the encoder spec is common to all."""
     name = model.get("name")
-    if name not in ("liif", "lte"):
-        raise LiifError(f"{p} holds an official '{name}' model, not 'liif' or 'lte'")
+    fam = family.reading(name)
+    if fam is None or fam.from_official is None:  # (register refuses official names without a reader)
+        known = " or ".join(f"'{n}'" for n in family.official_names())
+        raise LiifError(f"{p} holds an official '{name}' model, not {known}")
     args = model.get("args", {})
     enc = args.get("encoder_spec", {})
-    imnet = args.get("imnet_spec")
     enc_args = {k: v for k, v in enc.get("args", {}).items()}
     if enc.get("name") not in ("edsr-baseline", "edsr", "rdn"):
         raise LiifError(f"{p}: unsupported encoder {enc.get('name')!r}")
-    hidden = list(imnet["args"].get("hidden_list", [])) if imnet else None
-    if name == "lte":
-        if hidden is None:
-            raise LiifError(f"{p}: an official LTE model without imnet_spec")
-        # The official test scripts clip the cell beyond the largest training scale (x4).
-        spec = ModelSpec(method="lte", encoder=enc["name"], encoder_args=enc_args, hidden=hidden,
-                         hidden_dim=int(args.get("hidden_dim", 256)), cell_clip_scale=4.0)
-    else:
-        spec = ModelSpec(
-            encoder=enc["name"],
-            encoder_args=enc_args,
-            hidden=hidden,
-            local_ensemble=bool(args.get("local_ensemble", True)),
-            feat_unfold=bool(args.get("feat_unfold", True)),
-            cell_decode=bool(args.get("cell_decode", True)),
-        )
+    try:
+        spec = ModelSpec(method=fam.name, encoder=enc["name"], encoder_args=enc_args,
+                         **fam.from_official(str(name), args))
+    except ValueError as e:
+        raise LiifError(f"{p}: {e}") from None
     return spec, dict(model["sd"])
 
 
@@ -161,8 +153,9 @@ def _from_openmmlab(sd: dict[str, torch.Tensor], p: Path) -> tuple[ModelSpec, di
         n_blocks = len({k.split(".")[1] for k in gen if k.startswith("body.")})
         n_feats = gen["conv_first.weight"].shape[0]
         rules = [(a, b if b else rf"encoder.body.{n_blocks}.\1") for a, b in _MM_EDSR]
-        spec = ModelSpec(encoder="edsr-baseline", encoder_args={"n_resblocks": n_blocks, "n_feats": n_feats},
-                         hidden=hidden, inp_mean=DIV2K_MEAN, inp_std=(1.0, 1.0, 1.0),
+        spec = ModelSpec(method="liif", encoder="edsr-baseline",
+                         encoder_args={"n_resblocks": n_blocks, "n_feats": n_feats}, hidden=hidden,
+                         inp_mean=DIV2K_MEAN, inp_std=(1.0, 1.0, 1.0),
                          out_mean=DIV2K_MEAN, out_std=(1.0, 1.0, 1.0))
         # MeanShift convs are not in OpenMMLab files; they are unused, so emit their fixed values.
         for name, sign in (("sub_mean", -1), ("add_mean", 1)):
@@ -175,8 +168,8 @@ def _from_openmmlab(sd: dict[str, torch.Tensor], p: Path) -> tuple[ModelSpec, di
         g0 = gen["sfe1.weight"].shape[0]
         k = gen["sfe1.weight"].shape[-1]
         rules = _MM_RDN
-        spec = ModelSpec(encoder="rdn", encoder_args={"G0": g0, "RDNkSize": k, "D": d, "C": c, "G": g},
-                         hidden=hidden)
+        spec = ModelSpec(method="liif", encoder="rdn",
+                         encoder_args={"G0": g0, "RDNkSize": k, "D": d, "C": c, "G": g}, hidden=hidden)
     else:
         raise LiifError(f"{p}: OpenMMLab generator is neither LIIF-EDSR nor LIIF-RDN "
                         f"(keys {_abbrev(sorted(gen))})")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 from liif.errors import LiifError
@@ -19,9 +20,34 @@ from liif.fileio import atomic_path, sha256_of
 from liif.models.spec import VARIANTS
 from liif.models.variant import Pretrained, Variant
 
-# The variants whose weights we can fetch and verify; each variant's source lives with its model
-# (``liif/models/liif.py``, ``liif/models/lte.py``).
-REGISTRY: dict[str, Variant] = {name: v for name, v in VARIANTS.items() if v.pretrained is not None}
+
+class Fetchable(MutableMapping[str, Variant]):
+    """The variants whose weights we can fetch and verify, read live from the family registry (each
+    variant's source lives in its family's file); entries set here (a test's fake source) come on top."""
+
+    def __init__(self) -> None:
+        self.extra: dict[str, Variant] = {}
+
+    def _all(self) -> dict[str, Variant]:
+        return {**{n: v for n, v in VARIANTS.items() if v.pretrained is not None}, **self.extra}
+
+    def __getitem__(self, name: str) -> Variant:
+        return self._all()[name]
+
+    def __setitem__(self, name: str, variant: Variant) -> None:
+        self.extra[name] = variant
+
+    def __delitem__(self, name: str) -> None:
+        del self.extra[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+REGISTRY: MutableMapping[str, Variant] = Fetchable()
 
 
 def cache_dir() -> Path:

@@ -44,3 +44,36 @@ def test_unknown_spec_rejected():
         ModelSpec.from_dict({"encoder": "edsr-baseline", "bogus": 1})
     with pytest.raises(ValueError, match="unknown encoder"):
         ModelSpec.from_dict({"encoder": "vgg"})
+
+
+HALF = [0.5, 0.5, 0.5]
+
+
+def test_spec_dicts_keep_their_keys_order_and_values():
+    """``to_dict`` is what .json sidecars, safetensors metadata and the ONNX cache hash hold: the shared
+    fields, then the family's own after ``hidden``, normalisation as lists."""
+    liif = ModelSpec(encoder="rdn", hidden=[16], local_ensemble=False)
+    assert list(liif.to_dict().items()) == [
+        ("method", "liif"), ("encoder", "rdn"), ("encoder_args", {}), ("hidden", [16]), ("local_ensemble", False),
+        ("feat_unfold", True), ("cell_decode", True), ("inp_mean", HALF), ("inp_std", HALF), ("out_mean", HALF),
+        ("out_std", HALF)]
+    lte = ModelSpec.from_dict({"method": "lte", "hidden_dim": 8, "out_std": [1, 1, 1]})
+    assert list(lte.to_dict().items()) == [
+        ("method", "lte"), ("encoder", "edsr-baseline"), ("encoder_args", {}), ("hidden", [256, 256, 256]),
+        ("hidden_dim", 8), ("cell_clip_scale", 4.0), ("global_term", True), ("inp_mean", HALF), ("inp_std", HALF),
+        ("out_mean", HALF), ("out_std", [1.0, 1.0, 1.0])]
+    assert ModelSpec.from_dict(lte.to_dict()) == lte and ModelSpec.from_dict(liif.to_dict()) == liif
+    assert not liif.local_ensemble and lte.hidden_dim == 8 and ModelSpec(method="lte", hidden_dim=8).hidden_dim == 8
+    lte.hidden_dim = 12  # a family's field is written through to the dict
+    assert lte.to_dict()["hidden_dim"] == 12
+
+
+def test_a_family_field_on_another_family_is_rejected():
+    with pytest.raises(ValueError, match=r"unknown model spec keys for method 'liif': \['hidden_dim'\]"):
+        ModelSpec.from_dict({"hidden_dim": 8})
+    with pytest.raises(ValueError, match=r"unknown model spec keys for method 'lte': \['feat_unfold'\]"):
+        ModelSpec(method="lte", feat_unfold=False)
+    with pytest.raises(ValueError, match="unknown method 'vit'; expected one of liif, lte"):
+        ModelSpec.from_dict({"method": "vit"})
+    with pytest.raises(AttributeError, match="has no field 'hidden_dim'"):
+        ModelSpec().hidden_dim  # noqa: B018

@@ -17,6 +17,7 @@ and applies the ReLU; the remaining layers are ``tail``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +25,13 @@ from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
 from liif.models.decoder import ImplicitDecoder
+from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
 from liif.models.variant import Pretrained, Variant
 
-DEFAULTS = {"hidden": [256, 256, 256, 256]}  # spec fields a LIIF spec gets when it leaves them out
+if TYPE_CHECKING:
+    from liif.models.spec import ModelSpec
+
 VARIANTS = [
     Variant("edsr-baseline-liif", "official EDSR-baseline-LIIF (DIV2K, 1000 epochs, x1-x4 training scales), "
             "1.57 M params", {"method": "liif", "encoder": "edsr-baseline"},
@@ -130,3 +134,19 @@ class LIIF(ImplicitDecoder):
         first = self._first()
         k = (first.in_features - self.n_feat) if folded else first.in_features
         return k * first.out_features + super().macs_per_code(folded)
+
+
+FIELDS = {"local_ensemble": True, "feat_unfold": True, "cell_decode": True}  # the paper's ablation switches
+
+
+def _build(encoder: nn.Module, spec: ModelSpec) -> LIIF:
+    return LIIF(encoder, spec.hidden, spec.local_ensemble, spec.feat_unfold, spec.cell_decode)
+
+
+def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """yinboc/liif's ``args``: the MLP (``imnet_spec``, absent: nearest sampling only) and the ablation switches."""
+    return {"hidden": official_hidden(args), **{k: bool(args.get(k, v)) for k, v in FIELDS.items()}}
+
+
+FAMILY = register(Family("liif", LIIF, FIELDS, hidden=[256, 256, 256, 256], build=_build, variants=tuple(VARIANTS),
+                         official_names=("liif",), from_official=_from_official, default=True))

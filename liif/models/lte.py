@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +30,13 @@ from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bilinear, sample_nearest
 from liif.models.decoder import ImplicitDecoder
+from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
 from liif.models.variant import Variant
 
-# spec fields an LTE spec gets when it leaves them out: the official configs' values
-DEFAULTS = {"hidden": [256, 256, 256], "hidden_dim": 256, "cell_clip_scale": 4.0}
+if TYPE_CHECKING:
+    from liif.models.spec import ModelSpec
+
 VARIANTS = [
     Variant("edsr-baseline-lte", "EDSR-baseline-LTE (the official train_edsr-baseline-lte.yaml)",
             {"method": "lte", "encoder": "edsr-baseline"},
@@ -128,3 +131,25 @@ class LTE(ImplicitDecoder):
         half = self.hidden_dim // 2
         basis = 2 * half + 2 * half + self.hidden_dim  # frequency dot products, phase, A * basis
         return basis + super().macs_per_code(folded)  # the same per code on either route
+
+
+def _build(encoder: nn.Module, spec: ModelSpec) -> LTE:
+    if spec.hidden is None:
+        raise ValueError("an LTE model needs an MLP (hidden must be a list)")
+    return LTE(encoder, spec.hidden, spec.hidden_dim, cell_clip_scale=spec.cell_clip_scale,
+               global_term=spec.global_term)
+
+
+def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """jaewon-lee-b/lte's ``args``: the MLP and ``hidden_dim``; the cell is clipped beyond x4, as the
+    official test scripts do."""
+    hidden = official_hidden(args)
+    if hidden is None:
+        raise ValueError("an official LTE model without imnet_spec")
+    return {"hidden": hidden, "hidden_dim": int(args.get("hidden_dim", 256)), "cell_clip_scale": 4.0}
+
+
+# The defaults a spec gets when it leaves them out: the official configs' values.
+FAMILY = register(Family("lte", LTE, {"hidden_dim": 256, "cell_clip_scale": 4.0, "global_term": True},
+                         hidden=[256, 256, 256], build=_build, variants=tuple(VARIANTS), official_names=("lte",),
+                         from_official=_from_official))

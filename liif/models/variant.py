@@ -1,7 +1,7 @@
-"""A named model variant: its spec (on top of its method's defaults) and where its weights come from.
+"""A named model variant: its spec (on top of its family's defaults) and where its weights come from.
 
-Each method file (``liif.py``, ``lte.py``) lists its variants next to its code, as timm's model
-files list their pretrained configs; ``liif.models.spec.VARIANTS`` gathers them and
+Each family file lists its variants in its ``Family`` declaration, next to its code, as timm's model
+files list their pretrained configs; the registry (``liif.models.family``) gathers them and
 ``liif.weights`` fetches the ones with a ``Pretrained`` source.
 """
 from __future__ import annotations
@@ -24,6 +24,6 @@ class Pretrained:
 class Variant:
     name: str
     description: str
-    spec: dict[str, Any] = field(default_factory=dict)  # ModelSpec fields beyond the method's defaults
+    spec: dict[str, Any] = field(default_factory=dict)  # ModelSpec fields beyond the family's defaults
     pretrained: Pretrained | None = None
     weights_note: str = ""  # where official weights live when we cannot fetch them (users download them by hand)
