@@ -26,9 +26,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'liif[serve]'")
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
-from test_serve import serve_in_thread  # noqa: E402
-
-from conftest import DATA  # noqa: E402
+from conftest import DATA, serve_in_thread  # noqa: E402
 from liif.serve.app import Limits, bicubic_window, create_app  # noqa: E402
 
 CHROMIUM = os.environ.get("LIIF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

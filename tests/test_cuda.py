@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import DATA, load_rgb
+from conftest import DATA, load_rgb, tiny_config
 from liif.render import Window, fp32_modes, render, render_tiles
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -74,8 +74,6 @@ def test_cuda_upscale_png_equals_cpu(official_path: Path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_training_runs_in_each_precision(tmp_path: Path, precision: str):
-    from test_train import tiny_config
-
     from liif.train import config
     from liif.train.loop import train
 

@@ -16,46 +16,13 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import DATA, ROOT, data_root_set
+from conftest import DATA, ROOT, data_root_set, make_images, tiny_config
 from liif import checkpoints
 from liif.cli import main as liif_main
 from liif.errors import LiifError
 from liif.train import config
 from liif.train import run_state as ckpt
 from liif.train.loop import epoch_batches, train
-
-
-def make_images(folder: Path, n: int = 6, side: int = 40) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:side, 0:side] / side
-    for i in range(n):
-        f = rng.uniform(1, 4, 3)
-        img = np.stack([np.sin(2 * np.pi * (f[c] * yy + (c + 1) * xx) + i) for c in range(3)], -1)
-        Image.fromarray(((img * 0.5 + 0.5) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
-    return folder
-
-
-def tiny_config(tmp_path: Path, **extra: object) -> Path:
-    """A model and data small enough for a few seconds per run on one core."""
-    images = make_images(tmp_path / "images")
-    raw = {
-        "model": {"encoder": "edsr-baseline", "encoder_args": {"n_resblocks": 1, "n_feats": 8}, "hidden": [16]},
-        "data": {"train": {"roots": [str(images)], "repeat": 2, "inp_size": 12, "scale_max": 3.0,
-                           "sample_q": 64},
-                 "val": {"hr": str(images), "scale": 2, "first_k": 2, "every": 1}},
-        # CPU and fp32 whatever the machine has (CUDA, native bf16): the tests compare runs number for number
-        "train": {"batch_size": 4, "epochs": 2, "lr": 1e-3, "milestones": [1], "gamma": 0.5, "threads": 1,
-                  "device": "cpu", "precision": "fp32"},
-        "checkpoint": {"save_every": 1},
-        "log": {"every": 1},
-    }
-    for key, value in extra.items():
-        config.apply_override(raw, f"{key}={value}")
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
 
 # -- config ----------------------------------------------------------------------------------------
 
