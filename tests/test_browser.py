@@ -3,8 +3,9 @@ pixels on the canvas compared with a direct region render from the API.
 
 Chromium (Debian package ``chromium``) is driven over the DevTools protocol on a pipe
 (``--remote-debugging-pipe``: JSON messages separated by NUL on file descriptors 3 and 4), so no
-driver package or browser download is needed. The test is skipped, with the reason shown, only when
-no chromium executable exists. ``LIIF_VIEWER_SCREENSHOT=docs/viewer.png`` keeps the screenshot.
+driver package or browser download is needed. The viewer test is skipped, with the reason shown, only
+when no chromium executable exists; the tests of how the pipe's descriptors reach the browser run
+without it. ``LIIF_VIEWER_SCREENSHOT=docs/viewer.png`` keeps the screenshot.
 """
 from __future__ import annotations
 
