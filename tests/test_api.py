@@ -1,4 +1,4 @@
-"""The Python API: input kinds in = kinds out, channel policies, sizes (height, width)."""
+"""The Python API: input kinds in = kinds out, channel policies, sizes (height, width), argument types."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from conftest import GOLDEN
-from liif import LiifError, output_size
+from liif import LiifError, api, output_size
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,32 @@ def test_errors(upscaler, small):
         upscaler.upscale(small, scale=2, precision="fp16")
     with pytest.raises(LiifError, match="exceeds the limit"):
         type(upscaler)(upscaler.model, upscaler.spec, max_pixels=1000).upscale(small, scale=2)
+
+
+def test_api_argument_types(upscaler, small):
+    ref = np.asarray(upscaler.upscale(small, scale=2))
+    assert np.array_equal(np.asarray(upscaler.upscale(small, scale=np.float32(2.0))), ref)
+    assert np.array_equal(np.asarray(upscaler.upscale(small, size=(64.0, np.int64(80)))), ref)
+    assert np.array_equal(np.asarray(upscaler.upscale(small, scale=2, region=(3.0, 4, 10, 12))), ref[4:16, 3:13])
+    for bad in (np.bool_(True), True, "2", "22", (2,), (2, 2, 2), 1j):
+        with pytest.raises(LiifError, match="scale"):
+            upscaler.upscale(small, scale=bad)
+    for size in ((64.5, 80), (64, "80"), "64x80", (64, math.nan)):
+        with pytest.raises(LiifError, match="size"):
+            upscaler.upscale(small, size=size)
+    with pytest.raises(LiifError, match="region"):
+        upscaler.upscale(small, scale=2, region=(0.5, 0, 10, 10))
+    for empty in (np.zeros((0, 5, 3), np.uint8), np.zeros((4, 0), np.float32)):
+        with pytest.raises(LiifError, match="empty"):
+            upscaler.upscale(empty, scale=2)
+    with pytest.raises(LiifError, match="empty"):
+        upscaler.upscale(torch.zeros(3, 0, 4), scale=2)
+    with pytest.raises(LiifError, match="device meta"):
+        upscaler.upscale(torch.zeros(3, 4, 4, device="meta"), scale=2)
+    with pytest.raises(LiifError, match="unknown method"):
+        api.Upscaler(upscaler.model, upscaler.spec, method="bogus")
+    with pytest.raises(LiifError, match="unknown device"):
+        api.load("edsr-baseline-liif", device="bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(LiifError, match="CUDA is not available"):
+            api.load("edsr-baseline-liif", device="cuda:0")

@@ -3,17 +3,21 @@ pixels on the canvas compared with a direct region render from the API.
 
 Chromium (Debian package ``chromium``) is driven over the DevTools protocol on a pipe
 (``--remote-debugging-pipe``: JSON messages separated by NUL on file descriptors 3 and 4), so no
-driver package or browser download is needed. The test is skipped, with the reason shown, only when
-no chromium executable exists. ``LIIF_VIEWER_SCREENSHOT=docs/viewer.png`` keeps the screenshot.
+driver package or browser download is needed. The viewer test is skipped, with the reason shown, only
+when no chromium executable exists; the tests of how the pipe's descriptors reach the browser run
+without it. ``LIIF_VIEWER_SCREENSHOT=docs/viewer.png`` keeps the screenshot.
 """
 from __future__ import annotations
 
 import base64
+import fcntl
+import inspect
 import io
 import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,9 +30,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'liif[serve]'")
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
-from test_serve import serve_in_thread  # noqa: E402
-
-from conftest import DATA  # noqa: E402
+from conftest import DATA, serve_in_thread  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import bicubic_window  # noqa: E402
 from liif.serve.limits import Limits  # noqa: E402
@@ -38,8 +40,26 @@ CHROMIUM = os.environ.get("LIIF_CHROMIUM") or shutil.which("chromium") or shutil
 VIEW = (1100, 640) if os.environ.get("LIIF_VIEWER_SCREENSHOT") else (760, 460)
 IMAGE = DATA / "Set14" / "LR_bicubic" / "X4" / "img_011.png"  # 192x128
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed (CI runs `apt-get install -y chromium`; it failed or was skipped)")
+
+
+def spawn_with_fds(argv: list[str], fds: dict[int, int], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with this process's file descriptor ``fds[n]`` as its descriptor ``n`` (3 <= n <= 9),
+    whatever numbers this process's descriptors have (a fresh process's pipes land on 3-6 themselves).
+
+    Each source is first duplicated to a number of 10 or more, so that no move onto 3-9 can overwrite a
+    source not yet moved, nor close one that is already in place; bash (dash reads single-digit
+    descriptors only) then moves them into place, closes the copies and execs ``argv``."""
+    assert all(3 <= n <= 9 for n in fds), fds
+    high = {n: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for n, fd in fds.items()}
+    try:
+        moves = " ".join(f"{n}<&{fd} {fd}<&-" for n, fd in high.items())
+        return subprocess.Popen(["bash", "-c", f'exec "$0" "$@" {moves}', *argv], pass_fds=tuple(high.values()),
+                                **popen)
+    finally:
+        for fd in high.values():
+            os.close(fd)
 
 
 class Chromium:
@@ -48,17 +68,15 @@ class Chromium:
     def __init__(self, exe: str, profile: Path, size: tuple[int, int], log: Path) -> None:
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
-        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
+        argv = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
                 f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
                 "--force-device-scale-factor=1", "--remote-debugging-pipe", "about:blank"]
-        # bash (dash takes single-digit fds only) puts our pipe ends on fds 3 and 4, where
-        # --remote-debugging-pipe expects them.
-        script = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w} {to_browser_r}<&- {from_browser_w}>&-'
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen(["bash", "-c", script, *args], pass_fds=(to_browser_r, from_browser_w),
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        # --remote-debugging-pipe: the browser reads fd 3 and writes fd 4
+        self.proc = spawn_with_fds(argv, {3: to_browser_r, 4: from_browser_w},
+                                   stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._next = 0
@@ -194,6 +212,7 @@ def sharp_state(page: Page) -> dict[str, Any]:
             ? s : null; })()""")
 
 
+@needs_chromium
 def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
     # 1 worker and a small queue: the page must cope with 503s while it zooms
     app = create_app(upscaler, IMAGE.parent, Limits(workers=1, queue=2))
@@ -262,3 +281,57 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
         from liif.imaging import save_png
 
         save_png(im, keep)
+
+
+# -- the descriptors of the debugging pipe -------------------------------------------------------------------
+
+# The child reads its fd 3 to the end, writes it back reversed on its fd 4, then the descriptors above 2
+# it holds (it must hold 3 and 4 only).
+ECHO = ("import fcntl, os\n"
+        "data = b''\n"
+        "while chunk := os.read(3, 1 << 16):\n"
+        "    data += chunk\n"
+        "def is_open(fd):\n"
+        "    try:\n"
+        "        return fcntl.fcntl(fd, fcntl.F_GETFD) >= 0\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "os.write(4, data[::-1] + repr([fd for fd in range(3, 256) if is_open(fd)]).encode())\n")
+
+
+def echo_through_fds(order: str) -> tuple[bytes, tuple[int, int]]:
+    """Pipes made in ``order`` ("to child first" or "from child first"), the child started on them with
+    ``spawn_with_fds``, b"ping" sent: what comes back, and the numbers of the child's two pipe ends here."""
+    if order == "to child first":
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+    else:
+        from_r, from_w = os.pipe()
+        to_r, to_w = os.pipe()
+    proc = spawn_with_fds([sys.executable, "-c", ECHO], {3: to_r, 4: from_w})
+    os.close(to_r)
+    os.close(from_w)
+    os.write(to_w, b"ping")
+    os.close(to_w)
+    got = b""
+    while chunk := os.read(from_r, 1 << 16):
+        got += chunk
+    os.close(from_r)
+    assert proc.wait(timeout=30) == 0
+    return got, (to_r, from_w)
+
+
+@pytest.mark.parametrize("order,fresh_fds", [("to child first", (3, 6)), ("from child first", (5, 4))])
+def test_pipe_fds_reach_the_child_as_3_and_4(order: str, fresh_fds: tuple[int, int]) -> None:
+    """In this process (where fds 3-6 are taken) and in a fresh interpreter, whose pipes are fds 3-6: the
+    child's ends there are 3 and 6, or 5 and 4, the cases in which moving each onto 3 or 4 and then closing
+    the original closed a descriptor just put in place (chromium: "Remote debugging pipe file descriptors
+    are not open")."""
+    assert echo_through_fds(order)[0] == b"gnip[3, 4]"
+    fresh = ("from __future__ import annotations\nimport fcntl, os, subprocess, sys\nfrom typing import Any\n"
+             f"{inspect.getsource(spawn_with_fds)}\n{inspect.getsource(echo_through_fds)}\n"
+             f"ECHO = {ECHO!r}\n"
+             f"print(repr(echo_through_fds({order!r})))\n")
+    done = subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == repr((b"gnip[3, 4]", fresh_fds))

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDEN, golden_cases
+from conftest import COMIC, GOLDEN, golden_cases, run_cli
 from liif import imaging
 from liif.cli import main
-
-COMIC = GOLDEN / "set14_comic_in.png"
-
-
-def run(args, capsys):
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def no_outputs(folder: Path) -> bool:
@@ -29,8 +21,8 @@ def no_outputs(folder: Path) -> bool:
 def test_upscale_matches_golden_png(tmp_path, capsys, weights_arg):
     case = golden_cases()[3]
     h, w = case["out_hw"]
-    rc, out, _ = run(["upscale", str(GOLDEN / case["input"]), "-o", str(tmp_path / "o.png"), "--size", f"{w}x{h}",
-                      "--precision", "fp32", "--quantize", "truncate", *weights_arg], capsys)
+    rc, out, _ = run_cli(["upscale", str(GOLDEN / case["input"]), "-o", str(tmp_path / "o.png"), "--size", f"{w}x{h}",
+                          "--precision", "fp32", "--quantize", "truncate", *weights_arg], capsys)
     assert rc == 0 and "(480x384)" in out
     got = np.asarray(Image.open(tmp_path / "o.png"), dtype=np.int16)
     gold = np.asarray(Image.open(GOLDEN / case["png"]), dtype=np.int16)
@@ -44,11 +36,11 @@ def test_scales_and_folder_output(tmp_path, capsys, weights_arg):
     webp = tmp_path / "in2.webp"
     Image.open(COMIC).convert("RGB").save(webp)
     out = tmp_path / "out"
-    rc, _, _ = run(["upscale", str(jpg), str(webp), "-o", str(out), "--scale-x", "3", "--scale-y", "1.5", *weights_arg],
-                   capsys)
+    rc, _, _ = run_cli(["upscale", str(jpg), str(webp), "-o", str(out), "--scale-x", "3", "--scale-y", "1.5",
+                        *weights_arg], capsys)
     assert rc == 0
     assert Image.open(out / "in.png").size == (120, 48) and Image.open(out / "in2.png").size == (120, 48)
-    rc, _, _ = run(["upscale", str(COMIC), "-o", str(tmp_path / "s.png"), "--scale", "2.7", *weights_arg], capsys)
+    rc, _, _ = run_cli(["upscale", str(COMIC), "-o", str(tmp_path / "s.png"), "--scale", "2.7", *weights_arg], capsys)
     assert rc == 0 and Image.open(tmp_path / "s.png").size == (108, 86)
 
 
@@ -84,7 +76,7 @@ def test_bad_input_one_line_error_no_output(tmp_path, capsys, weights_arg, case,
         shutil.copy(COMIC, src)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    rc, _, err = run(["upscale", str(src), "-o", str(out_dir / "r.png"), *args, *weights_arg], capsys)
+    rc, _, err = run_cli(["upscale", str(src), "-o", str(out_dir / "r.png"), *args, *weights_arg], capsys)
     assert rc != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("liif: error: ") and message in lines[0], err
@@ -95,7 +87,7 @@ def test_bad_input_among_several_writes_nothing(tmp_path, capsys, weights_arg):
     bad = tmp_path / "bad.png"
     write_truncated(bad)
     out = tmp_path / "out"
-    rc, _, err = run(["upscale", str(COMIC), str(bad), "-o", str(out), "--scale", "2", *weights_arg], capsys)
+    rc, _, err = run_cli(["upscale", str(COMIC), str(bad), "-o", str(out), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and "cannot decode" in err
     assert not out.exists() or no_outputs(out)
 
@@ -103,10 +95,10 @@ def test_bad_input_among_several_writes_nothing(tmp_path, capsys, weights_arg):
 def test_wrong_checkpoint_and_output_kind(tmp_path, capsys):
     ck = tmp_path / "ck.pth"
     ck.write_bytes(b"\x00" * 100)
-    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(ck)],
-                     capsys)
+    rc, _, err = run_cli(["upscale", str(COMIC), "-o", str(tmp_path / "o.png"), "--scale", "2", "--weights", str(ck)],
+                         capsys)
     assert rc == 1 and "not a PyTorch checkpoint" in err and not (tmp_path / "o.png").exists()
-    rc, _, err = run(["upscale", str(COMIC), "-o", str(tmp_path / "o.jpg"), "--scale", "2"], capsys)
+    rc, _, err = run_cli(["upscale", str(COMIC), "-o", str(tmp_path / "o.jpg"), "--scale", "2"], capsys)
     assert rc == 1 and "must be a .png file or a folder" in err
 
 
@@ -121,7 +113,7 @@ def test_failed_write_leaves_previous_output(tmp_path, capsys, weights_arg, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(imaging.PngWriter, "write", boom)
-    rc, _, err = run(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
+    rc, _, err = run_cli(["upscale", str(COMIC), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and err.strip() == f"liif: error: cannot write {dst}: No space left on device"
     assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
 
@@ -176,7 +168,7 @@ def photo_folder(root: Path) -> Path:
 def test_folder_input_upscales_each_image_into_output_folder(tmp_path, capsys, weights_arg):
     folder = photo_folder(tmp_path)
     out = tmp_path / "new" / "out"  # created, parents too
-    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--scale", "2", *weights_arg], capsys)
+    rc, stdout, err = run_cli(["upscale", str(folder), "-o", str(out), "--scale", "2", *weights_arg], capsys)
     assert rc == 0 and err == ""
     assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (80x64)",
                                    f"{folder / 'b.JPG'} -> {out / 'b.png'} (80x64)"]
@@ -188,7 +180,7 @@ def test_folder_input_goes_on_past_a_corrupt_image(tmp_path, capsys, weights_arg
     folder = photo_folder(tmp_path)
     write_truncated(folder / "bad.png")
     out = tmp_path / "out"
-    rc, stdout, err = run(["upscale", str(folder), "-o", str(out), "--size", "50x40", *weights_arg], capsys)
+    rc, stdout, err = run_cli(["upscale", str(folder), "-o", str(out), "--size", "50x40", *weights_arg], capsys)
     assert rc == 1
     assert stdout.splitlines() == [f"{folder / 'a.png'} -> {out / 'a.png'} (50x40)",
                                    f"{folder / 'b.JPG'} -> {out / 'b.png'} (50x40)"]
@@ -204,7 +196,8 @@ def test_folder_without_images_is_one_line_error(tmp_path, capsys, weights_arg, 
     folder.mkdir()
     for name in contents:
         shutil.copy(COMIC, folder / name)
-    rc, stdout, err = run(["upscale", str(folder), "-o", str(tmp_path / "out"), "--scale", "2", *weights_arg], capsys)
+    rc, stdout, err = run_cli(["upscale", str(folder), "-o", str(tmp_path / "out"), "--scale", "2", *weights_arg],
+                              capsys)
     assert rc == 1 and stdout == ""
     assert err.splitlines() == [f"liif: error: no images in folder {folder} (looked for .bmp, .jpeg, .jpg, .png, "
                                 ".tif, .tiff, .webp; hidden files are skipped)"]
@@ -220,7 +213,7 @@ def test_folder_input_refuses_a_file_output(tmp_path, capsys, weights_arg, name,
     dst = tmp_path / name
     if exists:
         dst.write_bytes(b"keep")
-    rc, _, err = run(["upscale", str(folder), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
+    rc, _, err = run_cli(["upscale", str(folder), "-o", str(dst), "--scale", "2", *weights_arg], capsys)
     assert rc == 1 and err.splitlines() == [f"liif: error: {message} {dst}"]
     assert (dst.read_bytes() == b"keep") if exists else not dst.exists()
 
@@ -251,7 +244,7 @@ def test_format_memory_reads_back(n, text):
 
 
 def test_weights_list_says_how_to_use_weights_it_cannot_download(capsys):
-    rc, out, _ = run(["weights", "list"], capsys)
+    rc, out, _ = run_cli(["weights", "list"], capsys)
     lines = out.splitlines()
     assert rc == 0 and "not fetchable" not in out
     i = next(k for k, line in enumerate(lines) if line.startswith("rdn-liif\t"))

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import tiny_config
 
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 from liif import checkpoints
 from liif.models import build
 from liif.train import config

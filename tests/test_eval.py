@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import DATA, GOLDEN
+from conftest import DATA, GOLDEN, make_eval_set, random_image
 from liif import cli
 from liif.data import eval_sets
 from liif.data.resize import resize_uint8
@@ -72,30 +72,13 @@ class StubUpscaler:
         return out.permute(1, 2, 0).numpy()
 
 
-def _rand(h: int, w: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC))  # smooth-ish content
-
-
-def _make_set(root: Path, sizes: list[tuple[int, int]], lr_scales: tuple[int, ...] = (2, 3, 4)) -> Path:
-    (root / "HR").mkdir(parents=True)
-    for i, (h, w) in enumerate(sizes):
-        hr = _rand(h, w, i)
-        Image.fromarray(hr).save(root / "HR" / f"im{i}.png")
-        for s in lr_scales:
-            (root / "LR_bicubic" / f"X{s}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(resize_uint8(hr, (h // s, w // s))).save(root / "LR_bicubic" / f"X{s}" / f"im{i}.png")
-    return root
-
-
 def _u8(t: torch.Tensor) -> np.ndarray:
     return (t * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def test_mmagic_protocol_by_hand(tmp_path: Path) -> None:
     """PIL LR from the GT cropped to a multiple of the scale, uint8-rounded output, RGB, crop = scale."""
-    ds = eval_sets.open_folder(_make_set(tmp_path / "Set14", [(50, 61), (47, 40)], lr_scales=()))
+    ds = eval_sets.open_folder(make_eval_set(tmp_path / "Set14", [(50, 61), (47, 40)], lr_scales=()))
     up = StubUpscaler()
     scores = protocols.evaluate(up, ds, [4], protocols.protocol("mmagic"))
     want = []
@@ -121,9 +104,9 @@ def test_mmagic_protocol_by_hand(tmp_path: Path) -> None:
 
 
 def test_paper_protocols_use_matlab_files_then_pil(tmp_path: Path) -> None:
-    root = _make_set(tmp_path / "Set5", [(50, 61)])
+    root = make_eval_set(tmp_path / "Set5", [(50, 61)])
     # overwrite the x3 LR file with distinct content to see it is the one used
-    lr3 = _rand(16, 20, 7)
+    lr3 = random_image(16, 20, 7)
     Image.fromarray(lr3).save(root / "LR_bicubic" / "X3" / "im0.png")
     ds = eval_sets.open_folder(root)
     up = StubUpscaler()
@@ -144,13 +127,13 @@ def test_paper_protocols_use_matlab_files_then_pil(tmp_path: Path) -> None:
 
 
 def test_missing_lr_folder_and_size_mismatch_are_clear_errors(tmp_path: Path) -> None:
-    root = _make_set(tmp_path / "Mine", [(40, 40)], lr_scales=(2,))
+    root = make_eval_set(tmp_path / "Mine", [(40, 40)], lr_scales=(2,))
     ds = eval_sets.open_folder(root)
     with pytest.raises(LiifError, match=r"LR_bicubic/X3 is missing.*--lr pil"):
         protocols.evaluate(StubUpscaler(), ds, [2, 3], protocols.protocol("benchmark"))
     assert len(protocols.evaluate(StubUpscaler(), ds, [3], protocols.protocol("benchmark"), lr="pil")) == 1
     assert len(protocols.evaluate(StubUpscaler(), ds, [3], protocols.protocol("mmagic"))) == 1
-    Image.fromarray(_rand(19, 20, 3)).save(root / "LR_bicubic" / "X2" / "im0.png")
+    Image.fromarray(random_image(19, 20, 3)).save(root / "LR_bicubic" / "X2" / "im0.png")
     with pytest.raises(LiifError, match="HR/LR size mismatch at x2: .* is 40x40 but .* is 20x19"):
         protocols.evaluate(StubUpscaler(), ds, [2], protocols.protocol("benchmark"))
     with pytest.raises(LiifError, match="unknown protocol"):
@@ -162,13 +145,13 @@ def test_missing_lr_folder_and_size_mismatch_are_clear_errors(tmp_path: Path) ->
 def test_eval_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["eval", "--dataset", "nope", "--data-root", str(tmp_path)]) == 1
     assert "unknown dataset 'nope'" in capsys.readouterr().err
-    root = _make_set(tmp_path / "Mine", [(40, 40)], lr_scales=(2,))
+    root = make_eval_set(tmp_path / "Mine", [(40, 40)], lr_scales=(2,))
     assert cli.main(["eval", "--dataset", str(root), "--scales", "4", "--weights", str(tmp_path / "w.pth")]) == 1
     assert "LR_bicubic/X4 is missing" in capsys.readouterr().err  # reported before the weights are read
 
 
 def test_default_protocol_and_published_lookup(tmp_path: Path) -> None:
-    assert protocols.default_protocol(eval_sets.open_folder(_make_set(tmp_path / "DIV2K", [(24, 24)]))) == "div2k"
+    assert protocols.default_protocol(eval_sets.open_folder(make_eval_set(tmp_path / "DIV2K", [(24, 24)]))) == "div2k"
     assert protocols.default_protocol(eval_sets.open_folder(DATA / "Set14")) == "benchmark"
     cell = {(p.source, p.model): p.psnr for p in published.lookup("set14", 4, "mmagic")}
     assert cell[(published.OPENMMLAB, "LIIF-EDSR (OpenMMLab)")] == 26.8415
@@ -178,7 +161,7 @@ def test_default_protocol_and_published_lookup(tmp_path: Path) -> None:
 
 
 def test_eval_and_report_commands(tmp_path: Path, official_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = _make_set(tmp_path / "Set14", [(36, 48), (40, 32)])
+    root = make_eval_set(tmp_path / "Set14", [(36, 48), (40, 32)])
     out = tmp_path / "out"
     rc = cli.main(["eval", "--weights", str(official_path), "--dataset", str(root), "--scales", "2,6",
                    "--protocol", "mmagic", "-o", str(out), "--json", str(tmp_path / "r.json"), "--no-progress"])

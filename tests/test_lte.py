@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, load_rgb, lte_golden
+from conftest import GOLDEN, load_rgb, lte_golden, make_eval_set
 from liif import checkpoints
 from liif.models import LTE, ModelSpec, build
 from liif.render import Window, plan_axis, plan_tiles, render, working_set
@@ -148,11 +148,9 @@ def test_published_lte_rows_sit_beside_liif():
 
 def test_eval_command_on_an_lte_checkpoint(lte_path, tmp_path, capsys):
     """``liif eval`` reads the official LTE format and prints LIIF's and LTE's published rows together."""
-    from test_eval import _make_set
-
     from liif.cli import main
 
-    root = _make_set(tmp_path / "Set5", [(48, 40)], lr_scales=(4,))  # named Set5: its published rows apply
+    root = make_eval_set(tmp_path / "Set5", [(48, 40)], lr_scales=(4,))  # named Set5: its published rows apply
     rc = main(["eval", "--weights", str(lte_path), "--dataset", str(root), "--scales", "4",
                "--json", str(tmp_path / "r.json"), "--no-progress"])
     assert rc == 0

@@ -1,7 +1,6 @@
 """The viewer server: what it renders, what it refuses (with which HTTP code), and that it stays up."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import os
@@ -30,34 +29,13 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import liif.api  # noqa: E402
 import liif.serve.security  # noqa: E402
-from conftest import GOLDEN  # noqa: E402
+from conftest import GOLDEN, serve_in_thread  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import bicubic_window  # noqa: E402
 from liif.serve.limits import Limits  # noqa: E402
 
 SMALL = Limits(upload_bytes=200_000, input_pixels=300_000, view_pixels=40_000, download_pixels=100_000,
                workers=1, queue=2)
-
-
-@contextlib.contextmanager
-def serve_in_thread(app) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
