@@ -142,7 +142,7 @@ def test_train_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_empty_dataset_folder_is_reported(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LiifError, match=r"data\.val\.hr: .*empty holds no PNG/JPEG"):
+    with pytest.raises(LiifError, match=r"data\.val\.hr: .*empty holds no images \(\.bmp, \.jpeg"):
         config.load(tiny_config(tmp_path), [f"data.val.hr={tmp_path / 'empty'}"])
 
 

@@ -28,8 +28,8 @@ from PIL import Image
 from liif.data.roots import data_root
 from liif.errors import LiifError
 from liif.fileio import CHUNK, sha256_of
+from liif.imaging import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 MATLAB_SCALES = (2, 3, 4)  # scales for which the standard sets ship MATLAB-bicubic LR files
 
 

@@ -24,20 +24,20 @@ from PIL import Image
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path, write_text_atomic
-from liif.imaging import read_rgb
+from liif.imaging import IMAGE_SUFFIXES, read_rgb
 
-SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHES = ("none", "memory", "mmap")
 
 
 def list_images(root: str | Path, what: str = "dataset folder") -> list[Path]:
-    """Sorted PNG/JPEG files directly inside ``root``; a clear error if it is missing or empty."""
+    """Sorted image files (:data:`liif.imaging.IMAGE_SUFFIXES`) directly inside ``root``; a clear error
+    if it is missing or empty."""
     p = Path(root)
     if not p.is_dir():
         raise LiifError(f"{what} not found: {p}")
-    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise LiifError(f"{what} {p} holds no PNG/JPEG images")
+        raise LiifError(f"{what} {p} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 

@@ -17,6 +17,7 @@ from liif.imaging.channels import (
 from liif.imaging.files import (
     IMAGE_SUFFIXES,
     PNG_SIGNATURE,
+    WEB_SUFFIXES,
     MultiFrameInput,
     check_writable,
     image_files,
@@ -27,7 +28,7 @@ from liif.imaging.files import (
 )
 from liif.imaging.png import PNG_COLOR_TYPES, PngWriter, png_rows
 
-__all__ = ["IMAGE_SUFFIXES", "LUMA", "PNG_COLOR_TYPES", "PNG_SIGNATURE", "QUANTIZE", "Decoded", "MultiFrameInput",
-           "PngWriter", "as_float", "as_float_chw", "check_writable", "compose", "decode", "decode_array",
-           "encode_array", "finisher", "image_files", "open_image", "png_bit_depth", "png_rows", "prepare", "quantize",
-           "quantize_tensor", "read_rgb", "resize_alpha", "save_png", "to_gray"]
+__all__ = ["IMAGE_SUFFIXES", "LUMA", "PNG_COLOR_TYPES", "PNG_SIGNATURE", "QUANTIZE", "WEB_SUFFIXES", "Decoded",
+           "MultiFrameInput", "PngWriter", "as_float", "as_float_chw", "check_writable", "compose", "decode",
+           "decode_array", "encode_array", "finisher", "image_files", "open_image", "png_bit_depth", "png_rows",
+           "prepare", "quantize", "quantize_tensor", "read_rgb", "resize_alpha", "save_png", "to_gray"]

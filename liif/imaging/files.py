@@ -17,6 +17,7 @@ from liif.fileio import atomic_path
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The one list of image suffixes: what `liif upscale` reads, dataset folders hold and the viewer lists.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+WEB_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}  # the ones browsers show: what the viewer lists
 
 
 def image_files(folder: str | os.PathLike[str]) -> list[Path]:

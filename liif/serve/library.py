@@ -17,10 +17,9 @@ from typing import Any, BinaryIO
 from fastapi import HTTPException
 from PIL import Image
 
+from liif.imaging import WEB_SUFFIXES
 from liif.serve.images import decode_image
 from liif.serve.limits import Limits
-
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Entry:
 def servable_name(name: str) -> bool:
     """A plain, visible file name with an image suffix: one path component, nothing to resolve."""
     return (0 < len(name) <= 255 and "/" not in name and "\\" not in name and "\0" not in name
-            and not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES)
+            and not name.startswith(".") and Path(name).suffix.lower() in WEB_SUFFIXES)
 
 
 class Library:
@@ -131,4 +130,4 @@ class Library:
         return entry
 
 
-__all__ = ["Entry", "Library", "SUFFIXES", "servable_name"]
+__all__ = ["Entry", "Library", "servable_name"]

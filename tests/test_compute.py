@@ -1,4 +1,5 @@
-"""Precision chosen by what the hardware runs natively (liif.compute), and what a capped CPU reports."""
+"""Compute settings (liif.compute): the precision chosen by what the hardware runs natively, what a
+capped CPU reports, and the Compute object that carries the resolved settings."""
 from __future__ import annotations
 
 import os
@@ -145,3 +146,26 @@ def test_png_scoring_rounds_or_truncates() -> None:
     t = torch.tensor([0.0, 0.3 / 255, 0.7 / 255, 254.5 / 255, 1.5])
     assert (metrics.quantize_uint8(t) * 255).round().tolist() == [0, 0, 1, 254, 255]  # half to even
     assert (metrics.quantize_uint8(t, "truncate") * 255).round().tolist() == [0, 0, 0, 254, 255]
+
+
+def test_compute_resolves_once_and_derives_the_rest():
+    from liif.compute import DEFAULT_MAX_MEMORY, Compute
+
+    c = Compute.resolve(CPU, "auto")
+    assert c.precision == precision.native(CPU) and c.budget == DEFAULT_MAX_MEMORY == 256 << 20
+    assert Compute.resolve(CPU, "auto", fp32_only=True).precision == "fp32"
+    f = Compute.exact(CPU, "fp32", 64 << 20)
+    assert (f.dtype, f.autocast_dtype, f.tf32, f.budget) == (torch.float32, None, False, 64 << 20)
+    b = Compute.exact(CPU, "bf16")
+    assert (b.dtype, b.autocast_dtype) == (torch.bfloat16, torch.bfloat16)
+    with b.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    with f.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    assert f.with_precision("auto").budget == 64 << 20  # a per-request precision keeps the budget
+    for bad, message in (("fp16", "fp16 rendering needs a CUDA device"), ("tf32", "tf32 rendering needs a CUDA"),
+                         ("auto", "unknown precision 'auto'")):
+        with pytest.raises(LiifError, match=message):
+            Compute.exact(CPU, bad)
+    with pytest.raises(LiifError, match="memory budget must be positive"):
+        Compute.exact(CPU, "fp32", 0)
