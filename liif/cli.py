@@ -133,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time whole 1920x1080 -> 3840x2160 renders in-process (GPU memory on CUDA)")
     bi.add_argument("--memory", action="store_true",
                     help="also measure peak RSS of whole `liif upscale` processes, 960x540 -> 3840x2160 (minutes)")
-    bi.add_argument("--skip-memory", action="store_true", help=argparse.SUPPRESS)  # the default now
     bi.add_argument("--huge", action="store_true",
                     help="with --big/--memory, also the upstream issue #44 case 4608x3456 -> 9216x6912")
     bi.add_argument("--max-memory", metavar="BYTES", help="renderer budget for --big (default: the device's)")
@@ -326,7 +325,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from liif import bench
+    from liif.bench import cli as bench
 
     return bench.main(args)
 

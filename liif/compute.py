@@ -112,20 +112,6 @@ def resolve(requested: str, device: torch.device, fp32_only: bool = False) -> st
     return requested
 
 
-def dtype(precision: str) -> torch.dtype:
-    """The tensor dtype of a concrete precision (fp32/tf32/bf16/fp16; tf32 tensors are fp32)."""
-    if precision not in DTYPES:
-        raise LiifError(f"unknown precision {precision!r}; expected one of {', '.join(DTYPES)}")
-    return DTYPES[precision]
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The ``torch.autocast`` dtype of a concrete precision: bf16/fp16, or None for fp32 and tf32
-    (which run fp32 tensors, without autocast)."""
-    d = dtype(precision)
-    return None if d == torch.float32 else d
-
-
 DEFAULT_MAX_MEMORY = 256 << 20  # render working memory on the CPU; on CUDA a quarter of the GPU's memory
 
 
@@ -244,5 +230,4 @@ def fp32_math(device: torch.device, precision: str = "fp32") -> Iterator[None]:
             set_fp32_modes(saved)
 
 __all__ = ["CHOICES", "CHOICES_HELP", "DEFAULT_MAX_MEMORY", "DTYPES", "Compute", "CpuInfo", "PrecisionFallback",
-           "autocast_dtype", "cpu_info", "default_budget", "dtype", "fp32_math", "fp32_modes", "native", "resolve",
-           "set_fp32_modes", "set_tf32"]
+           "cpu_info", "default_budget", "fp32_math", "fp32_modes", "native", "resolve", "set_fp32_modes", "set_tf32"]

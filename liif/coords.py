@@ -1,7 +1,8 @@
-"""Pixel-centre coordinates and cells in the [-1, 1] domain (spec section 1).
+"""Pixel-centre coordinates in the [-1, 1] domain (spec section 1).
 
 Channel 0 of every coordinate is the row (vertical) position, channel 1 the column.
 The float32 recipe is the official one on purpose: nearest-code choices depend on it.
+(The cell a render decodes with is the model's ``render_cell``.)
 """
 from __future__ import annotations
 
@@ -38,9 +39,3 @@ def make_coord(
     grid = torch.stack(torch.meshgrid(*seqs, indexing="ij"), dim=-1)
     return grid.reshape(-1, grid.shape[-1]) if flatten else grid
 
-
-def make_cell(out_hw: tuple[int, int], n: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Cell size (2/H_out, 2/W_out) of every one of ``n`` queries, shape (n, 2)."""
-    h, w = out_hw
-    cell = torch.tensor([2.0 / h, 2.0 / w], dtype=torch.float32, device=device)
-    return cell.expand(n, 2).clone()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from liif import cli
-from liif.bench import encoder_macs_per_pixel, fast_macs, macs_per_pixel
+from liif.bench.macs import encoder_macs_per_pixel, fast_macs, macs_per_pixel
 from liif.models import ModelSpec, build
 from liif.render import Window
 

@@ -2,7 +2,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liif.coords import axis_centres, make_cell, make_coord
+from liif.coords import axis_centres, make_coord
 
 
 def test_centres_known_values():
@@ -36,6 +36,8 @@ def test_slices_equal_full_sequence(n, data):
     assert torch.equal(axis_centres(n, start=start, count=count), axis_centres(n)[start:start + count])
 
 
-def test_cell():
-    cell = make_cell((4, 8), 3)
-    assert cell.shape == (3, 2) and cell[0].tolist() == [0.5, 0.25]
+def test_render_cell_is_two_over_the_output_size(official):
+    """The cell a render decodes with: (2/H, 2/W) of the output, whatever the input size (LIIF)."""
+    model, _ = official
+    assert model.render_cell((4, 8), (2, 4)) == (0.5, 0.25)
+    assert model.render_cell((4, 8), (1, 1)) == (0.5, 0.25)

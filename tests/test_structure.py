@@ -10,6 +10,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "liif"
 MAX_LINES = 450
@@ -145,6 +147,12 @@ def test_the_cycle_finder_finds_a_lazy_cycle(tmp_path: Path) -> None:
     g = {n: imported(pkg / f"{n.split('.')[-1]}.py", n, known) for n in ("liif.a", "liif.b", "liif.c")}
     assert g == {"liif.a": {"liif.b"}, "liif.b": {"liif.a"}, "liif.c": set()}
     assert cycles(g) == [["liif.a", "liif.b"]]
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_module_over_450_lines(name: str) -> None:
+    n = len(modules()[name].read_text().splitlines())
+    assert n <= MAX_LINES, f"{name} has {n} lines (at most {MAX_LINES}: split it along its concepts)"
 
 
 def main() -> None:

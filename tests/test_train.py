@@ -23,7 +23,8 @@ from liif.cli import main as liif_main
 from liif.errors import LiifError
 from liif.train import config
 from liif.train import run_state as ckpt
-from liif.train.loop import epoch_batches, train
+from liif.train.datasets import epoch_batches
+from liif.train.loop import train
 
 # -- config ----------------------------------------------------------------------------------------
 
@@ -400,7 +401,7 @@ def test_tiny_cpu_config_beats_bicubic_on_set14(tmp_path: Path, config_name: str
 
     from liif.data.folders import PairedFolders
     from liif.data.sampling import FixedScale
-    from liif.train.loop import validate
+    from liif.train.step import validate
 
     data_root_set("train", "T91")
     out = tmp_path / "tiny"

@@ -25,28 +25,30 @@ from typing import Any
 import torch
 
 from liif import compute
-from liif.compute import fp32_math
+from liif.compute import Compute
 from liif.data.cli import root_arg
 from liif.errors import LiifError
 from liif.fileio import write_text_atomic
 from liif.train import config
-from liif.train.loop import Forward, Step, build_data, epoch_batches, train_step
+from liif.train.datasets import build_data, epoch_batches
+from liif.train.step import Forward, Step, train_step
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One training-loop configuration: ``PRECISION[:flag...]`` with flags nofold, nchw, compile.
-    PRECISION is auto, fp32 (TF32 off), tf32 (fp32 tensors, TF32 matmuls/convs on CUDA), bf16, fp16."""
+class LoopVariant:
+    """One of our training loops (an entry of ``--variants``): ``PRECISION[:flag...]`` with flags nofold,
+    nchw, compile. PRECISION is auto, fp32 (TF32 off), tf32 (fp32 tensors, TF32 matmuls/convs on CUDA),
+    bf16, fp16; ``settings`` holds it resolved, on the bench's device."""
 
     name: str
-    precision: str  # fp32 | tf32 | bf16 | fp16 (resolved)
+    settings: Compute
     fold: bool = True
     channels_last: bool = True
     compile: bool = False
 
     @classmethod
-    def parse(cls, text: str, device: torch.device) -> Variant | str:
-        """The variant, or a one-line reason why it is skipped on ``device``."""
+    def parse(cls, text: str, device: torch.device) -> LoopVariant | str:
+        """The loop, or a one-line reason why it is skipped on ``device``."""
         text = text.strip()
         prec, *flags = text.split(":")
         asked = prec
@@ -63,10 +65,7 @@ class Variant:
         elif prec == "bf16" and device.type == "cpu" and compute.native(device) != "bf16":
             return f"{text}: bf16 is not native on this CPU ({compute.cpu_info().isa}); it would run emulated"
         name = text if prec == asked else f"{text} (={prec})"
-        return cls(name, prec, "nofold" not in flags, "nchw" not in flags, "compile" in flags)
-
-    def amp(self) -> torch.dtype | None:
-        return compute.autocast_dtype(self.precision)
+        return cls(name, Compute.exact(device, prec), "nofold" not in flags, "nchw" not in flags, "compile" in flags)
 
 
 def loader_throughput(train_set: Any, batch: int, workers: int, n_batches: int, seed: int,
@@ -105,9 +104,9 @@ def main(args: argparse.Namespace) -> int:
     device = torch.device(want)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise LiifError("--device cuda: CUDA is not available")
-    variants: list[Variant] = []
+    variants: list[LoopVariant] = []
     for text in args.variants.split(","):
-        parsed = Variant.parse(text, device)
+        parsed = LoopVariant.parse(text, device)
         if isinstance(parsed, str):
             print(f"  skipped: {parsed}")
         else:
@@ -135,22 +134,20 @@ def main(args: argparse.Namespace) -> int:
     from liif.models import build
     base = build(spec).to(device)
     loops: dict[str, dict[str, Any]] = {}
-    entries: list[tuple[str, Variant | None]] = [] if args.no_reference else [("reference", None)]
-    entries += [(v.name, v) for v in variants]
-    for name, v in entries:
+    reference = LoopVariant("reference", Compute.exact(device, "fp32"), fold=False, channels_last=False)
+    for v in ([] if args.no_reference else [reference]) + variants:
+        name = v.name
         model = copy.deepcopy(base)
-        fwd: Forward = Step(model, fold=v.fold if v else False, channels_last=v.channels_last if v else False)
-        if v is not None and v.compile:
+        fwd: Forward = Step(model, fold=v.fold, channels_last=v.channels_last)
+        if v.compile:
             fwd = torch.compile(fwd)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-        amp = v.amp() if v else None
-        scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-        tf32 = v is not None and v.precision == "tf32"
-        loops[name] = {"fwd": fwd, "model": model, "opt": opt, "scaler": scaler, "amp": amp, "tf32": tf32,
+        scaler = torch.amp.GradScaler(device.type, enabled=v.settings.dtype == torch.float16)
+        loops[name] = {"fwd": fwd, "model": model, "opt": opt, "scaler": scaler, "settings": v.settings,
                        "times": [], "peak": 0}
         t0 = time.perf_counter()
-        with fp32_math(device, "tf32" if tf32 else "fp32"):
-            train_step(fwd, model, opt, scaler, batches[0], device, amp)  # warm-up (and compilation)
+        with v.settings.fp32_math():
+            train_step(fwd, model, opt, scaler, batches[0], v.settings)  # warm-up (and compilation)
         loops[name]["warmup_s"] = time.perf_counter() - t0
     for b in batches[1:]:
         for st in loops.values():
@@ -158,8 +155,8 @@ def main(args: argparse.Namespace) -> int:
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            with fp32_math(device, "tf32" if st["tf32"] else "fp32"):
-                train_step(st["fwd"], st["model"], st["opt"], st["scaler"], b, device, st["amp"])
+            with st["settings"].fp32_math():
+                train_step(st["fwd"], st["model"], st["opt"], st["scaler"], b, st["settings"])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
                 st["peak"] = max(st["peak"], torch.cuda.max_memory_allocated(device))
@@ -186,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
                "torch": torch.__version__, "threads": torch.get_num_threads(), "iters": args.iters,
                "loops": rows, "loader": loader_rows, "cache_bytes": cached}
         if ref is not None and len(rows) == 2:  # the one-variant summary of earlier versions
-            fig.update({"precision": variants[0].precision, "channels_last": variants[0].channels_last,
+            fig.update({"precision": variants[0].settings.precision, "channels_last": variants[0].channels_last,
                         "reference_samples_per_s": ref, "ours_samples_per_s": rows[1]["samples_per_s"],
                         "ratio": rows[1]["samples_per_s"] / ref})
         write_text_atomic(args.json, json.dumps(fig, indent=2) + "\n")

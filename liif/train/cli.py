@@ -36,7 +36,7 @@ DEFAULT_BENCH_DATA = ["data:train/T91", "data:train/SunHays80"]  # `liif data fe
 
 
 def add_bench_parser(bsub: argparse._SubParsersAction) -> None:
-    """``liif bench train`` (dispatched by liif.bench to liif.train.bench.main)."""
+    """``liif bench train`` (dispatched by liif.bench.cli to liif.train.bench.main)."""
     p = bsub.add_parser("train", help="training samples/s: reference loop vs ours, and the ratio")
     p.add_argument("--config", default=str(DEFAULT_BENCH_CONFIG), help="training config (default: EDSR-baseline-LIIF)")
     p.add_argument("--data", nargs="+", default=DEFAULT_BENCH_DATA, metavar="DIR",
