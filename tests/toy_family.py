@@ -54,7 +54,7 @@ class Toy(ImplicitDecoder):
     def map_channels(self) -> int:
         return self.first.out_features
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
         w = self.first.weight[:, :self.feat_dim, None, None]
         return F.conv2d(feat, w.to(feat.dtype), self.first.bias.to(feat.dtype))
 

@@ -6,10 +6,11 @@ planning, tiling, region and blending code of :func:`liif.render.render_tiles` i
 
 ``encoder.onnx``  image (1, 3, h, w) RGB in [0, 1] -> feat (1, C, h, w)
                   (input normalisation and the EDSR/RDN encoder)
-``maps.onnx``     feat (1, C, h, w) -> maps (h, w, D), channels-last: the method's ``lr_maps``
-                  (LIIF: the MLP's first layer as a 3x3 conv; LTE: amplitude and frequency maps)
+``maps.onnx``     feat (1, C, h, w), rel_cell (2,) -> maps (h, w, D), channels-last: the method's
+                  ``lr_maps`` (LIIF: the MLP's first layer as a 3x3 conv; LTE: amplitude and frequency
+                  maps; LMF: the hypernet's tables; only LMF's graph has the rel_cell input)
 ``decoder.onnx``  maps (n_lr, D), idx (n,) int64, rel (n, 2), rel_cell (2,) -> pred (n, out):
-                  the gather, the method's ``first_hidden`` and its ``tail``
+                  the gather and the method's ``decode_rows`` (``first_hidden`` and ``tail``)
 ``global.onnx``   image (1, 3, h, w) RGB in [0, 1], coord (n, 2) -> (n, 3): the method's global
                   term (LTE's bilinear input), only for methods that have one
 
@@ -36,7 +37,6 @@ from liif.errors import LiifError
 from liif.fileio import atomic_path
 from liif.imaging import as_float
 from liif.models import ImplicitDecoder, ModelSpec
-from liif.models.decoder import run_tail
 
 OPSET = 17
 FORMAT = 2  # 1: encoder/layer0/decoder graphs of LIIF only
@@ -63,8 +63,8 @@ class _Maps(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.model.lr_maps(feat)[0].permute(1, 2, 0)
+    def forward(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        return self.model.lr_maps(feat, rel_cell.view(1, 2))[0].permute(1, 2, 0)
 
 
 class _Decoder(nn.Module):
@@ -74,8 +74,7 @@ class _Decoder(nn.Module):
 
     def forward(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         rows = maps.index_select(0, idx)
-        h = self.model.first_hidden(rows, rel, rel_cell.unsqueeze(0).expand(idx.shape[0], 2))
-        return run_tail(self.model.tail, h)
+        return self.model.decode_rows(rows, rel, rel_cell.unsqueeze(0).expand(idx.shape[0], 2))
 
 
 class _Global(nn.Module):
@@ -112,7 +111,7 @@ def export(model: ImplicitDecoder, spec: ModelSpec, out_dir: str | os.PathLike[s
     jobs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], dict[str, dict[int, str]]]] = [
         ("encoder.onnx", _Encoder(model), (img,), ["image", "feat"],
          {"image": {2: "h", 3: "w"}, "feat": {2: "h", 3: "w"}}),
-        ("maps.onnx", _Maps(model), (feat,), ["feat", "maps"],
+        ("maps.onnx", _Maps(model), (feat, torch.rand(2)), ["feat", "rel_cell", "maps"],
          {"feat": {2: "h", 3: "w"}, "maps": {0: "h", 1: "w"}}),
         ("decoder.onnx", _Decoder(model), (maps, torch.randint(0, 120, (50,)), torch.rand(50, 2), torch.rand(2)),
          ["maps", "idx", "rel", "rel_cell", "pred"],
@@ -210,8 +209,11 @@ class OrtBackend:
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
         return self._run("encoder.onnx", image=_np(as_float(crop)))
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
-        return self._run("maps.onnx", feat=_np(feat))
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
+        if rel_cell is None and "rel_cell" in self.inputs["maps.onnx"]:
+            raise LiifError("the maps of this export depend on the render's cell: pass rel_cell")
+        cells = {} if rel_cell is None else {"rel_cell": _np(rel_cell)}
+        return self._run("maps.onnx", feat=_np(feat), **cells)
 
     def decode(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         idx_np = np.ascontiguousarray(idx.detach().cpu().numpy(), dtype=np.int64)

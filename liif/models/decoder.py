@@ -6,11 +6,14 @@ subclasses :class:`ImplicitDecoder` and provides
 
 ``query``         the readable reference: the official op structure, feature map + coordinates +
                   cells -> prediction (the yardstick every fast route is tested against);
-``lr_maps``       what the method precomputes once per LR pixel, feat (B, C, h, w) -> (B, D, h, w)
-                  (LIIF: the MLP's first layer as a 3x3 conv; LTE: amplitude and frequency maps);
+``lr_maps``       what the method precomputes once per LR pixel, feat (B, C, h, w) and the cell of
+                  each sample -> (B, D, h, w) (LIIF: the MLP's first layer as a 3x3 conv; LTE:
+                  amplitude and frequency maps; LMF: its hypernet's modulations, which see the cell);
 ``first_hidden``  how gathered rows of those maps, the offsets to the codes and the cell become the
                   input of ``tail`` (LIIF: offset term + ReLU; LTE: the sin/cos basis times amplitude);
 ``tail``          the Linear layers that follow (ReLU between them), run as plain GEMMs;
+``decode_rows``   gathered rows, offsets and cells -> predictions: ``first_hidden`` then ``tail``, or the
+                  method's own decode when ``has_tail`` is False (LMF: layers modulated per code);
 ``global_term``   a term added after the blend, if the method has one (LTE: bilinear input);
 ``render_cell``   the cell a render at a given scale decodes with (LTE clips it beyond x4).
 
@@ -91,8 +94,21 @@ class ImplicitDecoder(nn.Module):
         """The Linear layers after ``first_hidden``: ReLU after each but the last."""
         raise NotImplementedError
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
-        """feat (B, C, h, w) -> the method's per-LR-pixel maps (B, D, h, w)."""
+    @property
+    def has_tail(self) -> bool:
+        """Whether ``first_hidden`` + ``tail`` (plain GEMMs) decode this method; if not, ``decode_rows`` does."""
+        return True
+
+    @property
+    def maps_see_cell(self) -> bool:
+        """Whether ``lr_maps`` depends on the cell (renderers pass it only then, so backends written for
+        methods without it keep working)."""
+        return False
+
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
+        """feat (B, C, h, w) and the cell of each sample (B, 2) in LR-pixel units of the whole image (a
+        render has one cell) -> the method's per-LR-pixel maps (B, D, h, w). Methods whose maps do not
+        depend on the cell ignore it."""
         raise NotImplementedError
 
     def first_hidden(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
@@ -100,6 +116,11 @@ class ImplicitDecoder(nn.Module):
         in LR-pixel units -> the input of ``tail`` (N, K) in the dtype of ``rows``. ``rows`` may be
         updated in place: callers pass a fresh gather (``index_select``), never a view of the maps."""
         raise NotImplementedError
+
+    def decode_rows(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        """Gathered map rows (N, D), offsets (N, 2) and cells (N, 2) -> predictions (N, out) in the dtype of
+        ``rows`` (``rows`` may be updated in place, as in ``first_hidden``)."""
+        return run_tail(self.tail, self.first_hidden(rows, rel, rel_cell))
 
     def global_term(self, inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:
         """A term added after the blend, from the normalised input (B, 3, h, w) at (B, Q, 2); None if none."""
@@ -142,7 +163,8 @@ def fast_query(model: ImplicitDecoder, feat: torch.Tensor, coord: torch.Tensor, 
     """
     B, _, H, W = feat.shape
     Q = coord.shape[1]
-    maps = model.lr_maps(feat)  # (B, D, H, W)
+    lr_size = torch.tensor([H, W], dtype=torch.float32, device=cell.device)
+    maps = model.lr_maps(feat, cell[:, 0].float() * lr_size)  # (B, D, H, W); one cell per sample
     table = maps.permute(0, 2, 3, 1).reshape(B * H * W, -1)
     shifts, eps = ensemble_shifts(model.local_ensemble)
     base = (torch.arange(B, device=feat.device) * (H * W)).view(B, 1)
@@ -153,11 +175,10 @@ def fast_query(model: ImplicitDecoder, feat: torch.Tensor, coord: torch.Tensor, 
         idx.append((base + iy * W + ix).reshape(-1))
         rels.append(torch.stack([ry, rx], dim=-1))
     rel = torch.stack(rels)  # (T, B, Q, 2)
-    lr_size = torch.tensor([H, W], dtype=torch.float32, device=cell.device)
     rel_cell = (cell.float() * lr_size).expand(len(shifts), B, Q, 2)
     rows = table.index_select(0, torch.cat(idx))
-    h = model.first_hidden(rows, rel.reshape(-1, 2), rel_cell.reshape(-1, 2))
-    preds = run_tail(model.tail, h).float().view(len(shifts), B, Q, -1)  # the blend runs in fp32
+    preds = model.decode_rows(rows, rel.reshape(-1, 2), rel_cell.reshape(-1, 2))
+    preds = preds.float().view(len(shifts), B, Q, -1)  # the blend runs in fp32
     return area_blend(preds.unbind(0), area(rel).unbind(0), model.local_ensemble)
 
 

@@ -113,7 +113,7 @@ class LIIF(ImplicitDecoder):
         """Layer 0's weights of the offset and cell inputs, transposed: (2 or 4, out)."""
         return self._first().weight[:, self.n_feat:].t()
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
         w = self.conv_weight()
         return F.conv2d(feat, w.to(feat.dtype), self._first().bias.to(feat.dtype), padding=w.shape[-1] // 2)
 

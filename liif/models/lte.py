@@ -103,7 +103,7 @@ class LTE(ImplicitDecoder):
     def map_channels(self) -> int:
         return 2 * self.hidden_dim
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
         """[A, Q[0::2], Q[1::2]] stacked: (B, 2 * hidden_dim, h, w), as one convolution. The frequency
         pairs are stored de-interleaved, so a query reads each half as one contiguous slice."""
         assert self.coef.bias is not None and self.freq.bias is not None

@@ -4,7 +4,8 @@ A backend provides four operations, and the renderer (``liif.render.tiled``) doe
 tiling, gathering of indices, blending and the rest around them:
 
 ``encode(crop)``                     RGB crop (1, 3, h, w) in [0, 1] or uint8 -> feat (1, C, h, w)
-``lr_maps(feat)``                    feat -> the method's maps, channels-last (h, w, D)
+``lr_maps(feat, rel_cell)``          feat and the cell (2,) in LR pixels (only methods whose maps
+                                     see the cell need it) -> the method's maps, channels-last (h, w, D)
 ``decode(maps, idx, rel, rel_cell)`` rows ``idx`` of the flattened maps, offsets (n, 2) and the
                                      cell (2,) in LR pixels -> prediction (n, out) float32
 ``global_term(crop, coord)``         the method's global term at (n, 2) crop coordinates, or None
@@ -27,7 +28,8 @@ from liif.render.plan import BLOCK_QUERIES
 class TorchBackend:
     """Encoder and maps in the render precision (autocast for bf16/fp16), the method's
     ``first_hidden``, then its ``tail`` as GEMMs: on the CPU through oneDNN's fused linear(+ReLU)
-    with prepacked weights, on CUDA through cuBLASLt's fused GEMM + bias + ReLU."""
+    with prepacked weights, on CUDA through cuBLASLt's fused GEMM + bias + ReLU. A method without a
+    plain tail (``has_tail`` False: LMF) decodes the gathered rows with its own ``decode_rows``."""
 
     def __init__(self, model: ImplicitDecoder, compute: Compute | None = None) -> None:
         """``compute``: the settings of the renders (default: fp32 on the model's device)."""
@@ -38,9 +40,10 @@ class TorchBackend:
         dtype = self.compute.dtype
         self.model, self.dtype = model, dtype
         self.fused = fused_linear_available(self.device, dtype)
-        tail = list(model.tail)
+        self.has_tail = model.has_tail
+        tail = list(model.tail) if self.has_tail else []
         self.hidden = [(self._pack(lin.weight.detach().to(dtype)), lin.bias.detach().to(dtype)) for lin in tail[:-1]]
-        self.last = (self._pack(tail[-1].weight.detach().to(dtype)), tail[-1].bias.detach().to(dtype))
+        self.last = (self._pack(tail[-1].weight.detach().to(dtype)), tail[-1].bias.detach().to(dtype)) if tail else None
         self.has_global_term = model.has_global_term
 
     def _pack(self, w: torch.Tensor) -> torch.Tensor:
@@ -62,13 +65,17 @@ class TorchBackend:
         with self.compute.autocast():  # fp32 and tf32: fp32 tensors (TF32 math is fp32_math's business)
             return self.model.encoder(x)
 
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor:
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
         # In bf16/fp16 the maps are computed in that precision too (fp32 accumulation), as the encoder.
         x = feat.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        return self.model.lr_maps(x)[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
+        maps = self.model.lr_maps(x, None if rel_cell is None else rel_cell.view(1, 2))
+        return maps[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
 
     def decode(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
-        h = self.model.first_hidden(maps.index_select(0, idx), rel, rel_cell.expand(idx.shape[0], 2))
+        rows, cells = maps.index_select(0, idx), rel_cell.expand(idx.shape[0], 2)
+        if self.last is None:
+            return self.model.decode_rows(rows, rel, cells).float()
+        h = self.model.first_hidden(rows, rel, cells)
         for wb in self.hidden:
             h = self._linear(h, wb, relu=True)
         return self._linear(h, self.last, relu=False).float()

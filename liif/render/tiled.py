@@ -42,7 +42,7 @@ class Backend(Protocol):
     """What ``render_tiles`` needs from a compute backend (``TorchBackend``, ``OrtBackend``)."""
 
     def encode(self, crop: torch.Tensor) -> torch.Tensor: ...
-    def lr_maps(self, feat: torch.Tensor) -> torch.Tensor: ...
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor: ...
     def decode(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor,
                rel_cell: torch.Tensor) -> torch.Tensor: ...
     def global_term(self, crop: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None: ...
@@ -151,7 +151,8 @@ def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, 
             crop = img[None, :, region[0]:region[1], region[2]:region[3]]
             # (fp32 modes are set around the compute only, never across a yield to the caller)
             with compute.fp32_math():
-                maps = dec.lr_maps(dec.encode(crop))
+                feat = dec.encode(crop)
+                maps = dec.lr_maps(feat, plan.rel_cell) if model.maps_see_cell else dec.lr_maps(feat)
                 maps = maps.reshape(-1, maps.shape[-1])
             # Decode the tile in stripes so per-pixel temporaries stay small next to the maps.
             step = max(1, plan.stripe // (c1 - c0))
