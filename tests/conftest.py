@@ -19,7 +19,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"  # Set5 and Set14 (EDSR benchmark layout); see tests/data/README.md
-GOLDEN = DATA / "golden"  # the official LIIF and LTE codes' outputs on small inputs
+GOLDEN = DATA / "golden"  # the official LIIF, LTE and LMF codes' outputs on small inputs
 COMIC = GOLDEN / "set14_comic_in.png"  # 40x32 (WxH)
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -35,6 +35,13 @@ def lte_golden() -> dict:
     """The LTE goldens' index (``tests/data/golden/lte``): checkpoint, cases, chunk size."""
     index = GOLDEN / "lte" / "index.json"
     assert index.is_file(), f"LTE golden index missing: {index}"
+    return json.loads(index.read_text())
+
+
+def lmf_golden() -> dict:
+    """The LMF goldens' index (``tests/data/golden/lmf``): per model (lm-liif, lm-lte) checkpoint and cases."""
+    index = GOLDEN / "lmf" / "index.json"
+    assert index.is_file(), f"LMF golden index missing: {index}"
     return json.loads(index.read_text())
 
 

@@ -56,7 +56,7 @@ def test_a_family_in_one_file_builds_from_a_spec(toy):
         ModelSpec(method="toy", hidden_dim=8)
     with pytest.raises(ValueError, match=r"unknown model spec keys for method 'liif': \['cell_term'\]"):
         ModelSpec.from_dict({"cell_term": True})
-    with pytest.raises(ValueError, match="unknown method 'toys'; expected one of liif, lte, toy"):
+    with pytest.raises(ValueError, match="unknown method 'toys'; expected one of liif, lte, lmliif, lmlte, toy"):
         family.get("toys")
 
 
@@ -94,7 +94,8 @@ def test_a_family_in_one_file_checkpoints(toy, tmp_path):
     with pytest.raises(LiifError, match="bad.pth: an official toy model without imnet_spec"):
         checkpoints.load(tmp_path / "bad.pth")
     torch.save({"model": {"name": "vit", "args": args, "sd": {}}}, tmp_path / "vit.pth")
-    with pytest.raises(LiifError, match="holds an official 'vit' model, not 'liif' or 'lte' or 'toy'"):
+    with pytest.raises(LiifError, match="holds an official 'vit' model, not 'liif' or 'lte' or 'lmliif' or 'lmlte' "
+                                        "or 'toy'"):
         checkpoints.load(tmp_path / "vit.pth")
     del a["first.bias"]
     torch.save({"model": {"name": "toy", "args": args, "sd": a}}, tmp_path / "short.pth")

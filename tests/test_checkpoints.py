@@ -113,8 +113,8 @@ def test_shape_mismatch_is_reported(official, tmp_path):
 
 @pytest.mark.parametrize("content,match", [
     (b"hello, not a checkpoint", "not a PyTorch checkpoint"),
-    ("torch-list", "not a LIIF/LTE checkpoint.*found a list"),
-    ("torch-dict", r"not a LIIF/LTE checkpoint.*dict with keys \[epoch, weights\]"),
+    ("torch-list", "not a LIIF/LTE/LMLIIF/LMLTE checkpoint.*found a list"),
+    ("torch-dict", r"not a LIIF/LTE/LMLIIF/LMLTE checkpoint.*dict with keys \[epoch, weights\]"),
     ("mm-other", "not an OpenMMLab LIIF checkpoint"),
 ])
 def test_wrong_kind_of_file(tmp_path, content, match):

@@ -1,0 +1,182 @@
+"""LM-LIIF: LIIF with a latent modulated function (He & Jin, CVPR 2024, "Latent Modulated Function"; official
+code HeZongyao/LMF, Apache-2.0), as one implementation of the seam.
+
+The wide MLP moves to the LR grid: once per LR pixel a **hypernet** (MLP ``hypernet_hidden``, official
+[208]) maps the 3x3-unfolded code and the cell ``[U(p) (9C), rel_cell (2)]`` to modulations ``M``: the
+scales and shifts of the render MLP's hidden layers (``liif.models.lmmlp``) and a 16-wide latent
+code ``Z`` that replaces the feature map. Per query and ensemble code (LIIF's local ensemble), the
+narrow **render MLP** (``hidden``, official 6 x 16) runs on ``[Z, offset, rel_cell]`` with its hidden
+layers modulated by the code's ``M``; the four predictions are blended with LIIF's area weights.
+Beyond x4 the cell is clipped (multiplied by ``max(scale / cell_clip_scale, 1)``), as the official
+demo does; the hypernet sees the clipped cell too.
+
+Fast routes: the hypernet's first layer on the unfolded code is a 3x3 convolution (its cell term a
+per-sample bias), and ``lr_maps`` folds each code's modulations with the render MLP's layer 0 into
+per-code tables: ``A = (W_z Z + W_c rel_cell + b_0) * (1 + s_0) + t_0`` and
+``B = diag(1 + s_0) W_rel``, so that layer 0 of a query is ``ReLU(A + B @ offset)``, then
+``S_l, T_l`` for the other hidden layers (``lmmlp.tables``). A render (and a training sample) has one
+cell, as in the official code, which gives the hypernet the cell of the first queries.
+Checkpoint keys (official): ``encoder.*``, ``hypernet.layers.*``, ``imnet.layers.*``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
+from liif.models import lmmlp
+from liif.models.decoder import ImplicitDecoder
+from liif.models.family import Family, official_hidden, register
+from liif.models.mlp import MLP
+from liif.models.variant import Variant
+
+if TYPE_CHECKING:
+    from liif.models.spec import ModelSpec
+
+REPO = "github.com/HeZongyao/LMF at commit 17e356edb6b792b293d70450d64fad4e39e1b2e4"
+VARIANTS = [
+    Variant("lm-liif", "official EDSR-baseline LM-LIIF (LMF, CVPR 2024; DIV2K, x1-x4 training scales): "
+            "about 6.6 K decoder multiply-adds per pixel instead of LIIF's 790 K",
+            {"method": "lmliif", "encoder": "edsr-baseline"},
+            weights_note=f"official weights: {REPO}, save/pretrained_models/edsr-b_lm-liif.pth "
+                         "(git blob b3e49670ee2cfdbd9c42f7cc0b6f56b592614cd4)"),
+]
+
+
+class LMLIIF(ImplicitDecoder):
+    method = "lmliif"
+
+    def __init__(self, encoder: nn.Module, hidden: Sequence[int] = (16,) * 6, hypernet_hidden: Sequence[int] = (208,),
+                 cell_clip_scale: float | None = 4.0, out_dim: int = 3) -> None:
+        super().__init__(encoder)
+        self.width, self.depth = lmmlp.widths(hidden)
+        self.feat_dim: int = encoder.out_dim  # type: ignore[assignment]
+        self.mod_dim = 2 * self.width * self.depth
+        self.cell_clip_scale = cell_clip_scale
+        self.hypernet = MLP(self.feat_dim * 9 + 2, self.mod_dim + self.width, hypernet_hidden)
+        self.imnet = MLP(self.width + 4, out_dim, list(hidden))
+
+    # -- reference ------------------------------------------------------------------------------
+    def modulations(self, feat: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        """The hypernet on every LR pixel: feat (B, C, h, w), one cell per sample (B, 2) -> M (B, D, h, w)."""
+        B, C, H, W = feat.shape
+        unfolded = F.unfold(feat, 3, padding=1).view(B, C * 9, H, W).permute(0, 2, 3, 1)
+        x = torch.cat([unfolded, rel_cell[:, None, None, :].expand(B, H, W, 2)], dim=-1)
+        return self.hypernet(x).permute(0, 3, 1, 2)
+
+    def query(self, feat: torch.Tensor, coord: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        H, W = feat.shape[-2:]
+        rel_cell = lr_units(cell, (H, W))
+        mod = self.modulations(feat, rel_cell[:, 0])
+        code = mod[:, self.mod_dim:]
+        preds, areas = [], []
+        for shifted, rel in reference_codes(coord, (H, W), local_ensemble=True):
+            x = torch.cat([sample_nearest(code, shifted), rel, rel_cell], dim=-1)
+            preds.append(lmmlp.modulated(self.imnet, x, sample_nearest(mod[:, :self.mod_dim], shifted)))
+            areas.append(area(rel))
+        return area_blend(preds, areas, local_ensemble=True)
+
+    def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
+        return lmmlp.clipped_cell(out_hw, lr_hw, self.cell_clip_scale)
+
+    # -- the seam -------------------------------------------------------------------------------
+    @property
+    def has_tail(self) -> bool:
+        return False
+
+    @property
+    def maps_see_cell(self) -> bool:
+        return True
+
+    @property
+    def map_channels(self) -> int:
+        return 3 * self.width + 2 * self.width * (self.depth - 1)
+
+    @property
+    def mlp_width(self) -> int:
+        return self.map_channels  # the gathered table rows are the widest per-query arrays
+
+    def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-code tables (B, map_channels, h, w): [A, B_row, B_col, S_1, T_1, ..., S_5, T_5]."""
+        if rel_cell is None:
+            raise ValueError("LM-LIIF's maps need the render's cell")
+        B, C = feat.shape[0], self.feat_dim
+        first, *rest = lmmlp.linears(self.hypernet)
+        dt = feat.dtype
+        w = first.weight[:, :C * 9].reshape(-1, C, 3, 3).to(dt)
+        bias = torch.addmm(first.bias, rel_cell.float(), first.weight[:, C * 9:].t())  # (B, hidden)
+        if B == 1:
+            hid = F.conv2d(feat, w, bias[0].to(dt), padding=1)
+        else:
+            hid = F.conv2d(feat, w, None, padding=1) + bias.to(dt)[:, :, None, None]
+        hid = hid.relu_().permute(0, 2, 3, 1)  # channels-last views when feat is channels-last
+        mod = lmmlp.chain(rest, hid)  # (B, h, w, D)
+        return self.fold(mod, rel_cell).permute(0, 3, 1, 2)
+
+    def fold(self, mod: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        """Modulations (B, h, w, D) -> per-code tables (B, h, w, map_channels), in the dtype of ``mod``."""
+        wd, dt = self.width, mod.dtype
+        layers = lmmlp.linears(self.imnet)
+        w0, b0 = layers[0].weight, layers[0].bias
+        scale0 = mod[..., :wd] + 1.0
+        cell_term = (torch.addmm(b0, rel_cell.float(), w0[:, wd + 2:].t())).to(dt)[:, None, None, :]
+        pre = F.linear(mod[..., self.mod_dim:], w0[:, :wd].to(dt)) + cell_term
+        a = torch.addcmul(mod[..., self.depth * wd:(self.depth + 1) * wd], pre, scale0)  # layer 0's shift
+        b_row = scale0 * w0[:, wd].to(dt)
+        b_col = scale0 * w0[:, wd + 1].to(dt)
+        rest = lmmlp.tables(mod, [lin.bias for lin in layers[1:-1]], 1, self.depth, wd)
+        return torch.cat([a, b_row, b_col, rest], dim=-1)
+
+    def decode_rows(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
+        wd = self.width
+        r = rel.to(rows.dtype)
+        h = torch.addcmul(rows[:, :wd], rows[:, wd:2 * wd], r[:, :1])
+        h = torch.addcmul(h, rows[:, 2 * wd:3 * wd], r[:, 1:]).relu_()
+        return lmmlp.run_tables(lmmlp.linears(self.imnet)[1:], h, rows[:, 3 * wd:])
+
+    def macs_per_lr_pixel(self) -> int:
+        hyper = sum(lin.in_features * lin.out_features for lin in lmmlp.linears(self.hypernet))
+        return hyper - 2 * self.hypernet.hidden[0] + self.width * self.width  # the cell is a bias; A's Z term
+
+    def macs_per_code(self, folded: bool) -> int:
+        first = self.imnet.layers[0]
+        assert isinstance(first, nn.Linear)
+        layer0 = 2 * self.width if folded else first.in_features * first.out_features
+        return layer0 + lmmlp.modulated_macs(self.width, self.depth, self.imnet.out_dim)
+
+
+FIELDS = {"hypernet_hidden": [208], "cell_clip_scale": 4.0}
+REQUIRED = {"local_ensemble": True, "feat_unfold": True, "cell_decode": True, "mod_input": True}
+
+
+def _build(encoder: nn.Module, spec: ModelSpec) -> LMLIIF:
+    if not spec.hypernet_hidden:
+        raise ValueError("an LM-LIIF model needs a hypernet (hypernet_hidden must be a non-empty list)")
+    return LMLIIF(encoder, spec.hidden or (), spec.hypernet_hidden, spec.cell_clip_scale)
+
+
+def official_lmf(name: str, args: dict[str, Any], switches: dict[str, bool]) -> dict[str, Any]:
+    """The render MLP (``imnet_spec``: lmmlp) and the hypernet (``hypernet_spec``: mlp) of HeZongyao/LMF's
+    ``args``; ValueError for the variants we do not build (the configurations of the official models only)."""
+    imnet, hyper = args.get("imnet_spec") or {}, args.get("hypernet_spec") or {}
+    if imnet.get("name") != "lmmlp" or hyper.get("name") != "mlp":
+        raise ValueError(f"an official {name} model needs imnet_spec 'lmmlp' and hypernet_spec 'mlp'")
+    i_args = imnet.get("args", {})
+    off = [k for k, v in switches.items() if bool(args.get(k, False if k == "mod_input" else v)) != v]
+    off += [k for k in ("mod_scale", "mod_shift") if not i_args.get(k, True)]
+    if off:
+        raise ValueError(f"official {name} models with {', '.join(f'{k}: false' for k in off)} are not supported")
+    hidden = [int(i_args.get("hidden_dim", 16))] * int(i_args.get("hidden_depth", 0))
+    return {"hidden": hidden, "hypernet_hidden": official_hidden({"imnet_spec": hyper}), "cell_clip_scale": 4.0}
+
+
+def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    return official_lmf(name, args, REQUIRED)
+
+
+FAMILY = register(Family("lmliif", LMLIIF, FIELDS, hidden=[16] * 6, build=_build, variants=tuple(VARIANTS),
+                         official_names=("lmliif",), from_official=_from_official))

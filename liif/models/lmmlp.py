@@ -1,0 +1,99 @@
+"""LMF's modulated render MLP (He & Jin, CVPR 2024, "Latent Modulated Function"), shared by LM-LIIF and LM-LTE.
+
+The render MLP is narrow (``width`` 16) with ``depth`` hidden layers, all of width ``width``. Its
+hidden layers are modulated by the modulations of the query's latent code, which a hypernet computes
+once per LR pixel: scales ``s_l`` and shifts ``t_l`` (``width`` each, layer l = 0 .. depth - 1),
+
+    h <- ReLU((W_l h + b_l) * (1 + s_l) + t_l),        then the output layer W_out h + b_out.
+
+The hypernet's output lays out all scales first (``s_0 .. s_{depth-1}``), then all shifts, then the
+latent code(s) that replace the feature map as the render MLP's input (``mod_input``).
+
+The fast routes fold each code's modulations into per-code *tables* once per LR pixel:
+``S_l = 1 + s_l`` and ``T_l = b_l * (1 + s_l) + t_l``, so that a modulated layer is
+``ReLU((W_l h) * S_l + T_l)``: a plain GEMM with the shared weights, then one scale-and-shift per row
+(or one per group of queries that share a code). ``run_tables`` runs the layers from such tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from liif.models.mlp import MLP
+
+
+def widths(hidden: Sequence[int] | None) -> tuple[int, int]:
+    """(width, depth) of a render MLP's ``hidden`` list: LMF's modulations need equal widths."""
+    if not hidden:
+        raise ValueError("an LMF model needs a render MLP (hidden must be a non-empty list)")
+    if len(set(hidden)) != 1:
+        raise ValueError(f"an LMF render MLP has hidden layers of one width (modulated per layer), got {list(hidden)}")
+    return int(hidden[0]), len(hidden)
+
+
+def linears(mlp: MLP) -> list[nn.Linear]:
+    return [m for m in mlp.layers if isinstance(m, nn.Linear)]
+
+
+def chain(layers: Sequence[nn.Linear], h: torch.Tensor) -> torch.Tensor:
+    """Plain Linear layers with ReLU between them, in the dtype of ``h``."""
+    for k, lin in enumerate(layers):
+        h = F.linear(h, lin.weight.to(h.dtype), lin.bias.to(h.dtype))
+        if k < len(layers) - 1:
+            h = h.relu_()
+    return h
+
+
+def modulated(mlp: MLP, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+    """The official op structure: input (..., in) and the code's modulations (..., 2 * depth * width),
+    scales first -> prediction (..., out)."""
+    layers = linears(mlp)
+    depth = len(layers) - 1
+    width = layers[0].out_features
+    h = x
+    for layer, lin in enumerate(layers[:-1]):
+        h = lin(h)
+        h = h * (mod[..., layer * width:(layer + 1) * width] + 1.0)
+        h = h + mod[..., (depth + layer) * width:(depth + layer + 1) * width]
+        h = torch.relu(h)
+    return layers[-1](h)
+
+
+def tables(mod: torch.Tensor, biases: Sequence[torch.Tensor], first: int, depth: int, width: int) -> torch.Tensor:
+    """Per-code tables of hidden layers ``first .. depth - 1`` from modulations (..., >= 2 * depth * width):
+    (..., 2 * width * (depth - first)) laid out [S_first, T_first, S_first+1, T_first+1, ...]."""
+    out = []
+    for layer in range(first, depth):
+        scale = mod[..., layer * width:(layer + 1) * width] + 1.0
+        shift = mod[..., (depth + layer) * width:(depth + layer + 1) * width]
+        out += [scale, torch.addcmul(shift, scale, biases[layer - first].to(mod.dtype))]
+    return torch.cat(out, dim=-1)
+
+
+def run_tables(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor) -> torch.Tensor:
+    """The modulated hidden layers ``layers[:-1]`` from per-row tables (N, 2 * width * len(layers[:-1])), then
+    the output layer: ``h`` (N, width), in the dtype of ``h`` -> (N, out)."""
+    width = h.shape[-1]
+    for k, lin in enumerate(layers[:-1]):
+        h = h @ lin.weight.to(h.dtype).t()
+        h = torch.addcmul(tabs[:, (2 * k + 1) * width:(2 * k + 2) * width], h,
+                          tabs[:, 2 * k * width:(2 * k + 1) * width]).relu_()
+    last = layers[-1]
+    return F.linear(h, last.weight.to(h.dtype), last.bias.to(h.dtype))
+
+
+def clipped_cell(out_hw: tuple[int, int], lr_hw: tuple[int, int], clip: float | None) -> tuple[float, float]:
+    """The official demo's cell: (2 / H, 2 / W) times ``max(scale / clip, 1)``, scale = H / h."""
+    cy, cx = 2.0 / out_hw[0], 2.0 / out_hw[1]
+    if clip is None:
+        return cy, cx
+    factor = max(out_hw[0] / lr_hw[0] / clip, 1.0)
+    return cy * factor, cx * factor
+
+
+def modulated_macs(width: int, depth: int, out_dim: int) -> int:
+    """Multiply-adds of the hidden layers 1 .. depth - 1 and the output layer (scales counted too)."""
+    return (depth - 1) * (width * width + width) + width * out_dim
