@@ -17,6 +17,7 @@ from liif.models.decoder import fast_forward
 from liif.models.lmliif import LMLIIF
 from liif.models.lmlte import LMLTE
 from liif.render import Window, plan_axis, plan_tiles, render, working_set
+from liif.render.grouped import stripes
 from liif.render.plan import encoder_halo, stripe_plan
 
 INDEX = lmf_golden()
@@ -111,6 +112,41 @@ def test_tiles_and_regions_equal_the_reference(method):
     for win in (Window(0, 0, 40, 50), Window(101, 77, 63, 54), Window(169, 130, 1, 1)):
         got = render(model, img, out_hw, win, max_memory=budget)
         assert (got - ref[:, win.y:win.y + win.h, win.x:win.x + win.w]).abs().max() <= 1e-5, win
+
+
+def test_stripes_cut_where_the_row_codes_change():
+    """The grouped route's stripes hold whole runs of rows (both row shifts change code at the cuts), never
+    more rows than asked, and cover the rows once; a run longer than a stripe is cut inside."""
+    cpu = torch.device("cpu")
+    for n_out, n_lr, step in ((1536, 128, 42), (173, 64, 20), (1000, 10, 30)):
+        rows = plan_axis(n_out, 0, n_out, n_lr, True, cpu)
+        spans = stripes(rows, 0, n_out, step)
+        assert spans[0][0] == 0 and spans[-1][1] == n_out
+        assert all(a1 == b0 for (_, a1), (b0, _) in zip(spans, spans[1:], strict=False))
+        assert all(0 < s1 - s0 <= step for s0, s1 in spans)
+        cut_inside = [s0 for s0, _ in spans[1:] if rows.idx[0, s0] == rows.idx[0, s0 - 1]]
+        if n_out / n_lr < step:
+            assert cut_inside == [] and all(rows.idx[1, s0] != rows.idx[1, s0 - 1] for s0, _ in spans[1:])
+        else:
+            assert cut_inside  # x100 runs are longer than 30 rows
+
+
+@pytest.mark.parametrize("method", ["lmliif", "lmlte"])
+def test_grouped_decode_equals_the_per_query_decode(method):
+    """``decode_groups`` (codes once, channel-major, per-code scale and shift broadcast) equals the seam's
+    default, ``decode_rows`` on every query of every group."""
+    from liif.models.decoder import ImplicitDecoder
+
+    model = small(method, 7)
+    g = torch.Generator().manual_seed(8)
+    codes = torch.randn(13, model.map_channels, generator=g) * 0.5
+    rel_y, rel_x = torch.rand(13, 3, generator=g) * 4 - 2, torch.rand(13, 5, generator=g) * 4 - 2
+    cell = torch.tensor([0.7, 0.4])
+    with torch.no_grad():
+        got = model.decode_groups(codes, rel_y, rel_x, cell)
+        want = ImplicitDecoder.decode_groups(model, codes, rel_y, rel_x, cell)
+    assert got.shape == want.shape == (13, 3, 5, 3) and want.std() > 0.1
+    assert (got - want).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("method", ["lmliif", "lmlte"])

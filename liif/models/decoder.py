@@ -14,6 +14,9 @@ subclasses :class:`ImplicitDecoder` and provides
 ``tail``          the Linear layers that follow (ReLU between them), run as plain GEMMs;
 ``decode_rows``   gathered rows, offsets and cells -> predictions: ``first_hidden`` then ``tail``, or the
                   method's own decode when ``has_tail`` is False (LMF: layers modulated per code);
+``decode_groups`` the same for queries grouped by code on a separable grid (each code's row once, its
+                  queries' offsets as row and column offsets): what per-code work a method can share
+                  (LMF's modulations broadcast over the group instead of being gathered per query);
 ``global_term``   a term added after the blend, if the method has one (LTE: bilinear input);
 ``render_cell``   the cell a render at a given scale decodes with (LTE clips it beyond x4).
 
@@ -121,6 +124,17 @@ class ImplicitDecoder(nn.Module):
         """Gathered map rows (N, D), offsets (N, 2) and cells (N, 2) -> predictions (N, out) in the dtype of
         ``rows`` (``rows`` may be updated in place, as in ``first_hidden``)."""
         return run_tail(self.tail, self.first_hidden(rows, rel, rel_cell))
+
+    def decode_groups(self, codes: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
+                      rel_cell: torch.Tensor) -> torch.Tensor:
+        """Queries grouped by code on a separable grid: map rows of G codes (G, D), the row offsets (G, a)
+        and column offsets (G, b) of each code's a x b queries, the cell (2,) -> predictions (G, a, b, out)
+        in the dtype of ``codes``. Equals ``decode_rows`` on each query; by default it is computed so."""
+        G, a, b = codes.shape[0], rel_y.shape[1], rel_x.shape[1]
+        rel = torch.stack([rel_y[:, :, None].expand(G, a, b), rel_x[:, None, :].expand(G, a, b)], dim=-1)
+        rows = codes.repeat_interleave(a * b, dim=0)
+        out = self.decode_rows(rows, rel.reshape(-1, 2), rel_cell.view(1, 2).expand(G * a * b, 2))
+        return out.view(G, a, b, -1)
 
     def global_term(self, inp: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:
         """A term added after the blend, from the normalised input (B, 3, h, w) at (B, Q, 2); None if none."""

@@ -138,6 +138,18 @@ class LMLIIF(ImplicitDecoder):
         h = torch.addcmul(h, rows[:, 2 * wd:3 * wd], r[:, 1:]).relu_()
         return lmmlp.run_tables(lmmlp.linears(self.imnet)[1:], h, rows[:, 3 * wd:])
 
+    def decode_groups(self, codes: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
+                      rel_cell: torch.Tensor) -> torch.Tensor:
+        wd = self.width
+        G, a, b = codes.shape[0], rel_y.shape[1], rel_x.shape[1]
+        ct = codes.t().contiguous()  # channel-major (D, G): per-group values broadcast along the queries
+        ry, rx = rel_y.to(codes.dtype), rel_x.to(codes.dtype)
+        h_row = torch.addcmul(ct[:wd, :, None], ct[wd:2 * wd, :, None], ry[None])  # A + B_row * rel_y: (wd, G, a)
+        h_col = ct[2 * wd:3 * wd, :, None] * rx[None]  # B_col * rel_x: (wd, G, b)
+        h = lmmlp.outer_sum(h_row, h_col).relu_()  # layer 0: (wd, G, a * b)
+        out = lmmlp.run_groups(lmmlp.linears(self.imnet)[1:], h, ct[3 * wd:])
+        return out.view(-1, G, a, b).permute(1, 2, 3, 0)
+
     def macs_per_lr_pixel(self) -> int:
         hyper = sum(lin.in_features * lin.out_features for lin in lmmlp.linears(self.hypernet))
         return hyper - 2 * self.hypernet.hidden[0] + self.width * self.width  # the cell is a bias; A's Z term

@@ -150,6 +150,23 @@ class LMLTE(ImplicitDecoder):
             x = (rows[:, :wd].float() * basis(u)).to(rows.dtype)
         return lmmlp.run_tables(lmmlp.linears(self.imnet), x, rows[:, 2 * wd:])
 
+    def decode_groups(self, codes: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
+                      rel_cell: torch.Tensor) -> torch.Tensor:
+        wd, half = self.width, self.width // 2
+        G, a, b = codes.shape[0], rel_y.shape[1], rel_x.shape[1]
+        with torch.autocast(codes.device.type, enabled=False):  # the phase and the basis in fp32, as LTE
+            ct = codes[:, :2 * wd].float().t().contiguous()  # channel-major (2 wd, G)
+            phase = self.imphase.weight.float() @ rel_cell.float().view(2)  # (half,)
+            u_row = torch.addcmul(phase[:, None, None], ct[wd:wd + half, :, None], rel_y.float()[None])  # (half, G, a)
+            u = lmmlp.outer_sum(u_row, ct[wd + half:, :, None] * rel_x.float()[None])  # (half, G, a * b)
+            x = torch.empty(wd, G, a * b, device=u.device)
+            u.mul_(math.pi)
+            torch.cos(u, out=x[:half])
+            torch.sin(u, out=x[half:])
+            x = x.mul_(ct[:wd, :, None]).to(codes.dtype)
+        out = lmmlp.run_groups(lmmlp.linears(self.imnet), x, codes[:, 2 * wd:].t().contiguous())
+        return out.view(-1, G, a, b).permute(1, 2, 3, 0)
+
     def macs_per_lr_pixel(self) -> int:
         conv = self.coef.weight.numel() + self.freq.weight.numel() // 2  # the summed pairs: one conv
         return conv + sum(lin.in_features * lin.out_features for lin in lmmlp.linears(self.hypernet))

@@ -41,6 +41,7 @@ class TorchBackend:
         self.model, self.dtype = model, dtype
         self.fused = fused_linear_available(self.device, dtype)
         self.has_tail = model.has_tail
+        self.grouped = not self.has_tail  # queries grouped by code (``liif.render.grouped``): LMF
         tail = list(model.tail) if self.has_tail else []
         self.hidden = [(self._pack(lin.weight.detach().to(dtype)), lin.bias.detach().to(dtype)) for lin in tail[:-1]]
         self.last = (self._pack(tail[-1].weight.detach().to(dtype)), tail[-1].bias.detach().to(dtype)) if tail else None
@@ -69,6 +70,8 @@ class TorchBackend:
         # In bf16/fp16 the maps are computed in that precision too (fp32 accumulation), as the encoder.
         x = feat.to(self.dtype).contiguous(memory_format=torch.channels_last)
         maps = self.model.lr_maps(x, None if rel_cell is None else rel_cell.view(1, 2))
+        if self.grouped:  # stored channel-major, (h, w, D) view: decode_groups gathers codes as columns
+            return maps[0].contiguous().permute(1, 2, 0)
         return maps[0].permute(1, 2, 0).contiguous()  # no-op copy for channels-last output
 
     def decode(self, maps: torch.Tensor, idx: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
@@ -79,6 +82,17 @@ class TorchBackend:
         for wb in self.hidden:
             h = self._linear(h, wb, relu=True)
         return self._linear(h, self.last, relu=False).float()
+
+    def decode_groups(self, maps: torch.Tensor, idx: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
+                      rel_cell: torch.Tensor) -> torch.Tensor:
+        """Codes ``idx`` (G,) of the flattened maps, each with an a x b grid of queries (offsets (G, a) and
+        (G, b)) -> predictions (G, a, b, out) float32: the method's ``decode_groups``."""
+        by_column = maps.t()
+        if by_column.is_contiguous():  # (see lr_maps) the codes come out channel-major, as LMF uses them
+            codes = by_column.index_select(1, idx).t()
+        else:
+            codes = maps.index_select(0, idx)
+        return self.model.decode_groups(codes, rel_y, rel_x, rel_cell).float()
 
     def global_term(self, crop: torch.Tensor, coord: torch.Tensor) -> torch.Tensor | None:
         if not self.has_global_term:

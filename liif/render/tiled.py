@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -21,6 +21,7 @@ from liif.errors import LiifError
 from liif.geometry import ENSEMBLE_SHIFTS, area, area_blend
 from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
+from liif.render.grouped import GroupBackend, decode_grouped, stripes
 from liif.render.kernels import release_free_memory
 from liif.render.plan import (
     BLOCK_QUERIES,
@@ -156,8 +157,11 @@ def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, 
                 maps = maps.reshape(-1, maps.shape[-1])
             # Decode the tile in stripes so per-pixel temporaries stay small next to the maps.
             step = max(1, plan.stripe // (c1 - c0))
-            for s0 in range(r0, r1, step):
-                s1 = min(r1, s0 + step)
+            if getattr(dec, "grouped", False):  # whole runs of rows per stripe (``liif.render.grouped``)
+                spans = stripes(rows, r0, r1, step)
+            else:
+                spans = [(s0, min(r1, s0 + step)) for s0 in range(r0, r1, step)]
+            for s0, s1 in spans:
                 with compute.fp32_math():
                     tile = decode_stripe(dec, maps, region, rows, cols, s0, s1, c0, c1, ens, plan.rel_cell,
                                          plan.block)
@@ -182,7 +186,8 @@ def decode_stripe(dec: Backend, maps: torch.Tensor, region: Box, rows: AxisPlan,
     before any global term. ``maps`` holds the map rows of every LR pixel of ``region``.
 
     Code indices and offsets are laid out query-major, (pixel, code), for the whole stripe at once,
-    so each block of the MLP is one contiguous slice and the blend runs once per stripe.
+    so each block of the MLP is one contiguous slice and the blend runs once per stripe. A backend
+    that decodes queries grouped by code (``grouped``: LMF's) gets them so (``liif.render.grouped``).
     """
     th, tw = r1 - r0, c1 - c0
     bw = region[3] - region[2]
@@ -191,15 +196,19 @@ def decode_stripe(dec: Backend, maps: torch.Tensor, region: Box, rows: AxisPlan,
     rr, cr = rows.rel[:, r0:r1], cols.rel[:, c0:c1]
     shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
     n, k = th * tw, len(shifts)
-    idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
     ry = torch.stack([rr[sy, :, None].expand(th, tw).reshape(-1) for sy, _ in shifts], 1)
     rx = torch.stack([cr[sx, None, :].expand(th, tw).reshape(-1) for _, sx in shifts], 1)
     rel = torch.stack([ry, rx], -1)  # (n, k, 2)
-    pred = torch.empty(n, k, 3, device=maps.device)
-    for b0 in range(0, n, block):
-        b1 = min(n, b0 + block)
-        pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
-                                 rel_cell).view(b1 - b0, k, 3)
+    if getattr(dec, "grouped", False):
+        pred = decode_grouped(cast(GroupBackend, dec), maps, bw, rows, cols, (region[0], region[2]),
+                              (r0, r1, c0, c1), shifts, rel_cell)
+    else:
+        idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
+        pred = torch.empty(n, k, 3, device=maps.device)
+        for b0 in range(0, n, block):
+            b1 = min(n, b0 + block)
+            pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
+                                     rel_cell).view(b1 - b0, k, 3)
     if ens:
         out = area_blend(pred.unbind(1), area(rel).unbind(1), local_ensemble=True)
     else:
