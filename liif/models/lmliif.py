@@ -142,13 +142,13 @@ class LMLIIF(ImplicitDecoder):
                       rel_cell: torch.Tensor) -> torch.Tensor:
         wd = self.width
         G, a, b = codes.shape[0], rel_y.shape[1], rel_x.shape[1]
-        ct = codes.t().contiguous()  # channel-major (D, G): per-group values broadcast along the queries
-        ry, rx = rel_y.to(codes.dtype), rel_x.to(codes.dtype)
-        h_row = torch.addcmul(ct[:wd, :, None], ct[wd:2 * wd, :, None], ry[None])  # A + B_row * rel_y: (wd, G, a)
-        h_col = ct[2 * wd:3 * wd, :, None] * rx[None]  # B_col * rel_x: (wd, G, b)
-        h = lmmlp.outer_sum(h_row, h_col).relu_()  # layer 0: (wd, G, a * b)
+        ct = codes.t().contiguous()  # (D, G): the group axis innermost, the layout of every step below
+        terms = torch.empty(wd, a + b, G, dtype=codes.dtype, device=codes.device)
+        torch.addcmul(ct[:wd, None], ct[wd:2 * wd, None], rel_y.t().to(codes.dtype)[None], out=terms[:, :a])
+        torch.mul(ct[2 * wd:3 * wd, None], rel_x.t().to(codes.dtype)[None], out=terms[:, a:])
+        h = lmmlp.outer_sum(terms, a).relu_()  # layer 0, A + B_row rel_y + B_col rel_x: (wd, a * b, G)
         out = lmmlp.run_groups(lmmlp.linears(self.imnet)[1:], h, ct[3 * wd:])
-        return out.view(-1, G, a, b).permute(1, 2, 3, 0)
+        return out.view(-1, a, b, G).permute(3, 1, 2, 0)
 
     def macs_per_lr_pixel(self) -> int:
         hyper = sum(lin.in_features * lin.out_features for lin in lmmlp.linears(self.hypernet))

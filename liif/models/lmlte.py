@@ -154,18 +154,20 @@ class LMLTE(ImplicitDecoder):
                       rel_cell: torch.Tensor) -> torch.Tensor:
         wd, half = self.width, self.width // 2
         G, a, b = codes.shape[0], rel_y.shape[1], rel_x.shape[1]
+        ct = codes.t().contiguous()  # (D, G): the group axis innermost, the layout of every step below
         with torch.autocast(codes.device.type, enabled=False):  # the phase and the basis in fp32, as LTE
-            ct = codes[:, :2 * wd].float().t().contiguous()  # channel-major (2 wd, G)
+            zq = ct[wd:2 * wd].float()
             phase = self.imphase.weight.float() @ rel_cell.float().view(2)  # (half,)
-            u_row = torch.addcmul(phase[:, None, None], ct[wd:wd + half, :, None], rel_y.float()[None])  # (half, G, a)
-            u = lmmlp.outer_sum(u_row, ct[wd + half:, :, None] * rel_x.float()[None])  # (half, G, a * b)
-            x = torch.empty(wd, G, a * b, device=u.device)
-            u.mul_(math.pi)
+            terms = torch.empty(half, a + b, G, device=codes.device)
+            torch.addcmul(phase[:, None, None], zq[:half, None], rel_y.t().float()[None], out=terms[:, :a])
+            torch.mul(zq[half:, None], rel_x.t().float()[None], out=terms[:, a:])
+            u = lmmlp.outer_sum(terms, a).mul_(math.pi)  # (half, a * b, G)
+            x = torch.empty(wd, a * b, G, device=codes.device)
             torch.cos(u, out=x[:half])
             torch.sin(u, out=x[half:])
-            x = x.mul_(ct[:wd, :, None]).to(codes.dtype)
-        out = lmmlp.run_groups(lmmlp.linears(self.imnet), x, codes[:, 2 * wd:].t().contiguous())
-        return out.view(-1, G, a, b).permute(1, 2, 3, 0)
+            x = x.mul_(ct[:wd, None].float()).to(codes.dtype)
+        out = lmmlp.run_groups(lmmlp.linears(self.imnet), x, ct[2 * wd:])
+        return out.view(-1, a, b, G).permute(3, 1, 2, 0)
 
     def macs_per_lr_pixel(self) -> int:
         conv = self.coef.weight.numel() + self.freq.weight.numel() // 2  # the summed pairs: one conv

@@ -88,42 +88,39 @@ def run_tables(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor)
 
 @functools.lru_cache(maxsize=64)
 def _expansion(a: int, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    e = torch.zeros(a + b, a, b, dtype=dtype, device=device)
+    """The 0/1 matrix (a * b, a + b) whose row i * b + j picks terms i and a + j."""
+    e = torch.zeros(a, b, a + b, dtype=dtype, device=device)
     i, j = torch.arange(a, device=device), torch.arange(b, device=device)
-    e[i, i, :] = 1
-    e[a + j, :, j] = 1
-    return e.view(a + b, a * b)
+    e[i, :, i] = 1
+    e[:, j, a + j] = 1
+    return e.view(a * b, a + b)
 
 
-def outer_sum(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-    """``row[..., i] + col[..., j]`` for (C, G, a) and (C, G, b) -> (C, G, a * b), as one GEMM with a 0/1
-    matrix (exact: each output is one sum of two terms), which is much faster than a broadcast add over
-    tiny trailing axes."""
-    C, G, a = row.shape
-    b = col.shape[-1]
-    x = torch.empty(C, G, a + b, dtype=row.dtype, device=row.device)
-    x[..., :a] = row
-    x[..., a:] = col
-    return (x.view(C * G, a + b) @ _expansion(a, b, x.dtype, x.device)).view(C, G, a * b)
+def outer_sum(terms: torch.Tensor, a: int) -> torch.Tensor:
+    """``terms`` (C, a + b, G): row terms then column terms of G groups -> (C, a * b, G) with entry i * b + j
+    = row term i + column term j, as one batched GEMM with a 0/1 matrix (exact: each output is one sum of
+    two terms), much faster than a broadcast add over tiny axes."""
+    b = terms.shape[1] - a
+    return torch.matmul(_expansion(a, b, terms.dtype, terms.device), terms)
 
 
 def run_groups(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor) -> torch.Tensor:
-    """``run_tables`` for queries grouped by code, channel-major: ``h`` (width, G, n) for G groups of n
-    queries, the groups' tables (2 * width * L, G) -> (out, G, n). Each layer is one GEMM over all G * n
-    queries (M = width, N = G * n: a wide, efficient GEMM), then the group's scale and shift, broadcast
-    along the contiguous query axis, and the ReLU, in place."""
-    width, G, n = h.shape
-    x = h.reshape(width, G * n)
+    """``run_tables`` for queries grouped by code, laid out (channel, query, group): ``h`` (width, n, G) for
+    G groups of n queries, the groups' tables (2 * width * L, G) -> (out, n, G). Each layer is one GEMM over
+    all n * G queries (M = width, N = n * G: a wide, efficient GEMM), then the group's scale and shift in
+    one pass (contiguous along the group axis, broadcast over the queries) and the ReLU, in place."""
+    width, n, G = h.shape
+    x = h.reshape(width, n * G)
     spare = torch.empty_like(x)
     for k, lin in enumerate(layers[:-1]):
         y = torch.mm(lin.weight.to(x.dtype), x, out=spare)
         spare = x
         x = y
-        view = y.view(width, G, n)
-        view.mul_(tabs[2 * k * width:(2 * k + 1) * width, :, None])
-        view.add_(tabs[(2 * k + 1) * width:(2 * k + 2) * width, :, None]).relu_()
+        view = y.view(width, n, G)
+        torch.addcmul(tabs[(2 * k + 1) * width:(2 * k + 2) * width, None, :], view,
+                      tabs[2 * k * width:(2 * k + 1) * width, None, :], out=view).relu_()
     last = layers[-1]
-    return torch.addmm(last.bias.to(x.dtype)[:, None], last.weight.to(x.dtype), x).view(-1, G, n)
+    return torch.addmm(last.bias.to(x.dtype)[:, None], last.weight.to(x.dtype), x).view(-1, n, G)
 
 
 def clipped_cell(out_hw: tuple[int, int], lr_hw: tuple[int, int], clip: float | None) -> tuple[float, float]:
