@@ -3,22 +3,22 @@
 On the render's separable grid the nearest code of an output pixel for one ensemble shift is (row
 code of its row, column code of its column), and both are non-decreasing along their axis: the
 pixels that read one code form a rectangle, a run of rows times a run of columns. Runs of equal
-length are batched (across the four ensemble shifts too), so a call decodes G codes x (a x b)
-queries laid out (G, a, b): each code's map row is read once, not once per query, and whatever the
-method computes per code (LMF's per-code scale and shift) broadcasts over its queries. Stripes are
-cut where the row codes change (``stripes``), so runs are whole and few lengths occur. The
-predictions land in the gather route's (pixel, code) layout, so the blend that follows is the same.
+length are batched, so a call decodes G codes x (a x b) queries laid out (G, a, b): each code's map
+row is read once, not once per query, and whatever the method computes per code (LMF's per-code
+scale and shift) broadcasts over its queries. Stripes are cut where the row codes change
+(``stripes``), so runs are whole and few lengths occur. The predictions land in the gather route's
+(pixel, code) layout and are blended alike.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Protocol
 
 import torch
 
+from liif.geometry import AREA_EPS, area_blend
 from liif.render.plan import AxisPlan
 
-GROUP_PAIRS = 1 << 14  # (code, query) pairs per decode call on the CPU: 1 MiB per 16-wide fp32 activation
+GROUP_PAIRS = 1 << 15  # (code, query) pairs per decode call on the CPU: 2 MiB per 16-wide fp32 activation
 
 
 class GroupBackend(Protocol):
@@ -63,27 +63,53 @@ def decode_grouped(dec: GroupBackend, maps: torch.Tensor, width: int, rows: Axis
                    rel_cell: torch.Tensor, out_dim: int = 3, max_pairs: int = GROUP_PAIRS) -> torch.Tensor:
     """Predictions (n, k, out_dim) of output rows r0:r1, columns c0:c1 (``span``) for the ensemble ``shifts``
     ((row shift, column shift) indices into the axis plans); ``maps`` holds the rows of an LR region
-    ``width`` codes wide whose top-left code is ``origin``."""
+    ``width`` codes wide whose top-left code is ``origin``.
+
+    Per shift, row-run length a and chunk of row runs: a band of rows is decoded one column-run length
+    b at a time and its columns put in place, then the band's rows: two copies along one axis each,
+    no per-query index."""
     r0, r1, c0, c1 = span
-    tw, k = c1 - c0, len(shifts)
+    th, tw, k = r1 - r0, c1 - c0, len(shifts)
     row_runs = [runs(rows.idx[s, r0:r1] - origin[0], rows.rel[s, r0:r1]) for s in range(rows.idx.shape[0])]
     col_runs = [runs(cols.idx[s, c0:c1] - origin[1], cols.rel[s, c0:c1]) for s in range(cols.idx.shape[0])]
-    # Per (a, b): the codes, row and column offsets and flat output positions of every shift's groups.
-    jobs: dict[tuple[int, int], list[tuple[torch.Tensor, ...]]] = defaultdict(list)
+    pred = torch.empty(out_dim, th, tw, k, device=maps.device)  # channel-major, as LMF computes
     for t, (sy, sx) in enumerate(shifts):
+        by_col = col_runs[sx]
+        whole = len(by_col) == 1  # one column-run length: the band's columns are all columns, in order
         for a, (cy, py, ry) in row_runs[sy].items():
-            for b, (cx, px, rx) in col_runs[sx].items():
-                ny, nx = cy.shape[0], cx.shape[0]
-                flat = (py * (tw * k) + t)[:, None, :, None] + (px * k)[None, :, None, :]  # (ny, nx, a, b)
-                jobs[a, b].append(((cy[:, None] * width + cx[None, :]).reshape(-1),
-                                   ry[:, None, :].expand(ny, nx, a).reshape(-1, a),
-                                   rx[None, :, :].expand(ny, nx, b).reshape(-1, b), flat.reshape(-1)))
-    pred = torch.empty(out_dim, (r1 - r0) * tw * k, device=maps.device)  # channel-major, as LMF computes
-    for (a, b), parts in jobs.items():
-        idx, rel_y, rel_x, flat = (torch.cat(p) for p in zip(*parts, strict=True))
-        per_call = max(1, max_pairs // (a * b))
-        for g0 in range(0, idx.shape[0], per_call):
-            g1 = min(idx.shape[0], g0 + per_call)
-            out = dec.decode_groups(maps, idx[g0:g1], rel_y[g0:g1], rel_x[g0:g1], rel_cell)
-            pred.index_copy_(1, flat[g0 * a * b:g1 * a * b], out.permute(3, 0, 1, 2).reshape(out_dim, -1))
-    return pred.view(out_dim, -1, k).permute(1, 2, 0)
+            per_band = max(1, max_pairs // (a * tw))
+            for y0 in range(0, cy.shape[0], per_band):
+                cys, pys, rys = cy[y0:y0 + per_band], py[y0:y0 + per_band], ry[y0:y0 + per_band]
+                ny = cys.shape[0]
+                band = None if whole else torch.empty(out_dim, ny * a, tw, device=maps.device)
+                for b, (cx, px, rx) in by_col.items():
+                    nx = cx.shape[0]
+                    idx = (cys[:, None] * width + cx[None, :]).reshape(-1)
+                    out = dec.decode_groups(maps, idx, rys[:, None, :].expand(ny, nx, a).reshape(-1, a),
+                                            rx[None, :, :].expand(ny, nx, b).reshape(-1, b), rel_cell)
+                    block = out.reshape(ny, nx, a, b, out_dim).permute(4, 0, 2, 1, 3).reshape(out_dim, ny * a, nx * b)
+                    if band is None:
+                        band = block
+                    else:
+                        band.index_copy_(2, px.reshape(-1), block)
+                assert band is not None
+                pred[:, :, :, t].index_copy_(1, pys.reshape(-1), band)
+    return pred.view(out_dim, th * tw, k).permute(1, 2, 0)
+
+
+def decode_stripe_grouped(dec: GroupBackend, maps: torch.Tensor, region: tuple[int, int, int, int], rows: AxisPlan,
+                          cols: AxisPlan, span: tuple[int, int, int, int], shifts: list[tuple[int, int]],
+                          rel_cell: torch.Tensor) -> torch.Tensor:
+    """``liif.render.tiled.decode_stripe`` for a grouped backend: (3, th, tw), the same blend. The areas are
+    |offset_row| x |offset_col| per shift, outer products of the axis plans (equal to |offset_row x
+    offset_col| bit for bit: IEEE products are sign-symmetric), so no per-query offsets are built."""
+    r0, r1, c0, c1 = span
+    pred = decode_grouped(dec, maps, region[3] - region[2], rows, cols, (region[0], region[2]), span, shifts,
+                          rel_cell)
+    if len(shifts) == 1:
+        out = pred[:, 0]
+    else:
+        areas = [(rows.rel[sy, r0:r1].abs()[:, None] * cols.rel[sx, c0:c1].abs()[None, :]).reshape(-1) + AREA_EPS
+                 for sy, sx in shifts]
+        out = area_blend(pred.unbind(1), areas, local_ensemble=True)
+    return out.t().reshape(-1, r1 - r0, c1 - c0)

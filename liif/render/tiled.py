@@ -21,7 +21,7 @@ from liif.errors import LiifError
 from liif.geometry import ENSEMBLE_SHIFTS, area, area_blend
 from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
-from liif.render.grouped import GroupBackend, decode_grouped, stripes
+from liif.render.grouped import GroupBackend, decode_stripe_grouped, stripes
 from liif.render.kernels import release_free_memory
 from liif.render.plan import (
     BLOCK_QUERIES,
@@ -189,26 +189,25 @@ def decode_stripe(dec: Backend, maps: torch.Tensor, region: Box, rows: AxisPlan,
     so each block of the MLP is one contiguous slice and the blend runs once per stripe. A backend
     that decodes queries grouped by code (``grouped``: LMF's) gets them so (``liif.render.grouped``).
     """
+    shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
+    if getattr(dec, "grouped", False):
+        return decode_stripe_grouped(cast(GroupBackend, dec), maps, region, rows, cols, (r0, r1, c0, c1), shifts,
+                                     rel_cell)
     th, tw = r1 - r0, c1 - c0
     bw = region[3] - region[2]
     ri = rows.idx[:, r0:r1] - region[0]
     ci = cols.idx[:, c0:c1] - region[2]
     rr, cr = rows.rel[:, r0:r1], cols.rel[:, c0:c1]
-    shifts = [(0 if a < 0 else 1, 0 if b < 0 else 1) for a, b in ENSEMBLE_SHIFTS] if ens else [(0, 0)]
     n, k = th * tw, len(shifts)
+    idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
     ry = torch.stack([rr[sy, :, None].expand(th, tw).reshape(-1) for sy, _ in shifts], 1)
     rx = torch.stack([cr[sx, None, :].expand(th, tw).reshape(-1) for _, sx in shifts], 1)
     rel = torch.stack([ry, rx], -1)  # (n, k, 2)
-    if getattr(dec, "grouped", False):
-        pred = decode_grouped(cast(GroupBackend, dec), maps, bw, rows, cols, (region[0], region[2]),
-                              (r0, r1, c0, c1), shifts, rel_cell)
-    else:
-        idx = torch.stack([(ri[sy, :, None] * bw + ci[sx, None, :]).reshape(-1) for sy, sx in shifts], 1)
-        pred = torch.empty(n, k, 3, device=maps.device)
-        for b0 in range(0, n, block):
-            b1 = min(n, b0 + block)
-            pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
-                                     rel_cell).view(b1 - b0, k, 3)
+    pred = torch.empty(n, k, 3, device=maps.device)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        pred[b0:b1] = dec.decode(maps, idx[b0:b1].reshape(-1), rel[b0:b1].reshape(-1, 2),
+                                 rel_cell).view(b1 - b0, k, 3)
     if ens:
         out = area_blend(pred.unbind(1), area(rel).unbind(1), local_ensemble=True)
     else:
