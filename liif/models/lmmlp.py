@@ -16,7 +16,6 @@ The fast routes fold each code's modulations into per-code *tables* once per LR 
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -86,22 +85,14 @@ def run_tables(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor)
     return F.linear(h, last.weight.to(h.dtype), last.bias.to(h.dtype))
 
 
-@functools.lru_cache(maxsize=64)
-def _expansion(a: int, b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The 0/1 matrix (a * b, a + b) whose row i * b + j picks terms i and a + j."""
-    e = torch.zeros(a, b, a + b, dtype=dtype, device=device)
-    i, j = torch.arange(a, device=device), torch.arange(b, device=device)
-    e[i, :, i] = 1
-    e[:, j, a + j] = 1
-    return e.view(a * b, a + b)
-
-
 def outer_sum(terms: torch.Tensor, a: int) -> torch.Tensor:
     """``terms`` (C, a + b, G): row terms then column terms of G groups -> (C, a * b, G) with entry i * b + j
-    = row term i + column term j, as one batched GEMM with a 0/1 matrix (exact: each output is one sum of
-    two terms), much faster than a broadcast add over tiny axes."""
-    b = terms.shape[1] - a
-    return torch.matmul(_expansion(a, b, terms.dtype, terms.device), terms)
+    = row term i + column term j (one pass, contiguous along the group axis)."""
+    C, ab, G = terms.shape
+    b = ab - a
+    out = torch.empty(C, a, b, G, dtype=terms.dtype, device=terms.device)
+    torch.add(terms[:, :a, None], terms[:, None, a:], out=out)
+    return out.view(C, a * b, G)
 
 
 def run_groups(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor) -> torch.Tensor:
