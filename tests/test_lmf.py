@@ -150,6 +150,16 @@ def test_grouped_decode_equals_the_per_query_decode(method):
 
 
 @pytest.mark.parametrize("method", ["lmliif", "lmlte"])
+def test_bf16_render_stays_close(method):
+    """bf16 maps and render MLP (the phase and basis in fp32): within 2% of the output's range."""
+    model = small(method, 9)
+    img = torch.rand(3, 20, 18, generator=torch.Generator().manual_seed(10))
+    ref = render(model, img, (55, 47))
+    got = render(model, img, (55, 47), precision="bf16")
+    assert got.dtype == torch.float32 and (got - ref).abs().max() < 0.02 * (ref.max() - ref.min())
+
+
+@pytest.mark.parametrize("method", ["lmliif", "lmlte"])
 def test_training_fold_matches_the_reference_with_gradients(method):
     """One cell per sample (two samples, two cells), as training batches have: values and gradients."""
     model = small(method, 3).train()
@@ -241,3 +251,27 @@ def test_onnx_export_matches_the_goldens(official_lmf, name, tmp_path):
         got[:, y:y + tile.shape[1], x:x + tile.shape[2]] = tile
     gold = torch.from_numpy(np.load(GOLDEN / "lmf" / case["npy"])).permute(2, 0, 1)
     assert (got - gold[:, win.y:win.y + win.h, win.x:win.x + win.w]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["lmliif", "lmlte"])
+def test_a_training_step_through_the_fold(method):
+    """``liif train``'s step on an LMF model: the folded forward's loss is the reference's; the weights move."""
+    from liif.compute import Compute
+    from liif.train.step import Step, train_step
+
+    model = small(method, 11).train()
+    g = torch.Generator().manual_seed(12)
+    cell = (torch.rand(2, 1, 2, generator=g) * 0.3).expand(2, 200, 2).contiguous()  # one cell per sample
+    batch = {"inp": torch.rand(2, 3, 9, 11, generator=g), "coord": torch.rand(2, 200, 2, generator=g) * 2 - 1,
+             "cell": cell, "gt": torch.rand(2, 200, 3, generator=g)}
+    with torch.no_grad():
+        ref = torch.nn.functional.l1_loss(model(model.normalize(batch["inp"]), batch["coord"], cell),
+                                          (batch["gt"] - 0.5) / 0.5).item()
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    loss = train_step(Step(model, fold=True), model, opt, torch.amp.GradScaler("cpu", enabled=False), batch,
+                      Compute.exact(torch.device("cpu"), "fp32"))
+    assert loss == pytest.approx(ref, rel=1e-5)
+    moved = [not torch.equal(p, q) for p, q in zip(params, before, strict=True)]
+    assert all(moved)
