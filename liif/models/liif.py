@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
+from liif.models import validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
@@ -143,10 +144,17 @@ def _build(encoder: nn.Module, spec: ModelSpec) -> LIIF:
     return LIIF(encoder, spec.hidden, spec.local_ensemble, spec.feat_unfold, spec.cell_decode)
 
 
+def _check(spec: ModelSpec) -> None:
+    for k in FIELDS:
+        validate.boolean(k, getattr(spec, k))
+    if spec.hidden == []:  # the fast route's first layer is a hidden one (ReLU after it)
+        raise ValueError("hidden must name at least one layer for a LIIF model (or be null: no MLP)")
+
+
 def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """yinboc/liif's ``args``: the MLP (``imnet_spec``, absent: nearest sampling only) and the ablation switches."""
-    return {"hidden": official_hidden(args), **{k: bool(args.get(k, v)) for k, v in FIELDS.items()}}
+    return {"hidden": official_hidden(args), **{k: args.get(k, v) for k, v in FIELDS.items()}}
 
 
 FAMILY = register(Family("liif", LIIF, FIELDS, hidden=[256, 256, 256, 256], build=_build, variants=tuple(VARIANTS),
-                         official_names=("liif",), from_official=_from_official, default=True))
+                         official_names=("liif",), from_official=_from_official, default=True, check=_check))
