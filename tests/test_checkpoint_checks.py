@@ -214,3 +214,24 @@ def test_cli_refuses_bad_weights_in_one_line(tmp_path, tiny, capsys):
                           str(tmp_path / "m.safetensors")], capsys)
     assert rc == 1 and "tensor imnet.layers.0.bias has 16 NaN or infinite values" in one_error_line(err)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_sizing_a_model_on_the_meta_device_stays_cheap():
+    """``shapes`` builds every registered variant on the meta device without importing torch's Python
+    decompositions (an op without a C++ meta kernel, e.g. torch.eye, pulls in torch._dynamo: 80 MB and
+    seconds on every checkpoint load)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import sys, torch\n"
+            "from liif.models import ModelSpec\n"
+            "from liif.models.spec import VARIANTS, shapes\n"
+            "n = {name: sum(1 for _ in shapes(ModelSpec.variant(name))) for name in VARIANTS}\n"
+            "print(n, 'torch._dynamo' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ("{'edsr-baseline-liif': 82, 'rdn-liif': 306, 'edsr-baseline-lte': 85, "
+                                  "'rdn-lte': 309} False")

@@ -48,9 +48,11 @@ class MeanShift(nn.Conv2d):
     def __init__(self, rgb_range: float, sign: int, mean: tuple[float, ...] = DIV2K_MEAN) -> None:
         super().__init__(3, 3, kernel_size=1)
         with torch.no_grad():
-            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            # the identity from a list: torch.eye on the meta device (liif.models.spec.shapes) would
+            # import torch's Python decompositions, 80 MB and seconds for every checkpoint load
+            self.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).view(3, 3, 1, 1))
             assert self.bias is not None  # Conv2d(bias=True), the default
-            self.bias.copy_(sign * rgb_range * torch.tensor(mean))
+            self.bias.copy_(torch.tensor(mean).mul_(sign * rgb_range))  # (not __rmul__: see above)
         for p in self.parameters():
             p.requires_grad = False
 
