@@ -110,7 +110,7 @@ def test_an_inflated_spec_is_refused_before_it_is_built(tmp_path, tiny, no_build
     p = sidecar_only(tmp_path, model.state_dict(), json.dumps({**TINY, "encoder_args": {"n_resblocks": 64,
                                                                                           "n_feats": 4096}}))
     with pytest.raises(LiifError, match=r"the model of this spec would have 19,479,580,827 parameters "
-                                        r"\(72.6 GiB in fp32\); at most 536,870,912"):
+                                        r"\(72.6 GiB in fp32\); at most 1,000,000,000"):
         checkpoints.load(p)
 
 

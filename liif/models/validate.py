@@ -19,7 +19,7 @@ MAX_BLOCKS = 256  # residual blocks of EDSR, dense blocks of RDN
 MAX_DENSE_CONVS = 1024  # RDN: blocks x convs per block
 MAX_WIDTH = 65536  # one MLP layer's width (and LTE's hidden_dim)
 MAX_LAYERS = 64  # MLP layers
-MAX_PARAMS = 1 << 29  # parameters of a whole model: 537 M, 2 GiB in fp32 (the official ones: 1.6 M to 43 M)
+MAX_PARAMS = 1_000_000_000  # parameters of a whole model: 4 GB in fp32 (the official ones: 1.6 M to 43 M)
 MIN_STD = 1e-6  # a normalisation std below this makes the encoder's input or the output blow up
 
 
