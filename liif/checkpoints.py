@@ -103,15 +103,19 @@ def _check_fits(p: Path, spec: ModelSpec, got: dict[str, tuple[int, ...]]) -> No
                         f"{list(got[k])}, the spec builds {list(want[k])}{more}")
 
 
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _check_dtype(p: Path, name: str, dtype: str, floating: bool) -> None:
     if not floating:
-        raise LiifError(f"checkpoint {p}: tensor {name} is {dtype}; weights must be floating point")
+        raise LiifError(f"checkpoint {p}: tensor {name} is {dtype}; weights must be floating point "
+                        "(float16, bfloat16, float32 or float64)")
 
 
 def _check_values(p: Path, sd: dict[str, torch.Tensor]) -> None:
     """Every tensor floating point (real) and finite: NaN or inf weights would render a flat image."""
     for k, t in sorted(sd.items()):
-        _check_dtype(p, k, str(t.dtype).removeprefix("torch."), t.is_floating_point())
+        _check_dtype(p, k, str(t.dtype).removeprefix("torch."), t.dtype in _FLOATS)
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise LiifError(f"checkpoint {p}: tensor {k} has {bad:,} NaN or infinite values (of {t.numel():,})")
@@ -122,7 +126,9 @@ def _tensors(sd: Any, what: str, p: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict):
         raise LiifError(f"{p}: {what} must be a mapping of names to tensors, found a {type(sd).__name__}")
     for k, t in sd.items():
-        if not isinstance(k, str) or not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+        if not isinstance(k, str):
+            raise LiifError(f"{p}: {what} has the key {str(k)[:60]!r} ({type(k).__name__}); tensor names are strings")
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
             kind = f"a {t.layout} tensor" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
             raise LiifError(f"{p}: {what}[{str(k)[:60]!r}] is {kind}, not a dense tensor")
     return dict(sd)
@@ -142,7 +148,7 @@ def _torch_load(p: Path) -> Any:
         raise LiifError(f"cannot read checkpoint {p}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
 
 
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors header names
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}  # safetensors header names of _FLOATS
 
 
 def _read_own(p: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:

@@ -122,6 +122,9 @@ def test_an_inflated_spec_is_refused_before_it_is_built(tmp_path, tiny, no_build
     (lambda ck: ck["model"].update(sd=[1, 2]), "model.sd must be a mapping of names to tensors, found a list"),
     (lambda ck: ck["model"]["sd"].update({"imnet.layers.0.bias": 3}), "model.sd['imnet.layers.0.bias'] is a int, "
                                                                        "not a dense tensor"),
+    (lambda ck: ck["model"]["sd"].update({3: torch.zeros(1)}), "model.sd has the key '3' (int); tensor names are"),
+    (lambda ck: ck["model"]["sd"].update({"imnet.layers.0.bias": torch.zeros(16).to_sparse()}),
+     "model.sd['imnet.layers.0.bias'] is a torch.sparse_coo tensor, not a dense tensor"),
     (lambda ck: ck["model"]["args"].update(encoder_spec="edsr-baseline"),
      "model.args.encoder_spec must be a mapping with 'name' and 'args', got edsr-baseline"),
     (lambda ck: ck["model"]["args"].update(local_ensemble="yes"), "local_ensemble must be true or false, got 'yes'"),
