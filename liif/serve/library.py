@@ -34,9 +34,18 @@ class Entry:
 
 
 def servable_name(name: str) -> bool:
-    """A plain, visible file name with an image suffix: one path component, nothing to resolve."""
+    """A plain, visible file name with an image suffix: one path component, nothing to resolve, and
+    text (a name that is not UTF-8 reaches Python with surrogates that no JSON answer can carry)."""
     return (0 < len(name) <= 255 and "/" not in name and "\\" not in name and "\0" not in name
-            and not name.startswith(".") and Path(name).suffix.lower() in WEB_SUFFIXES)
+            and not name.startswith(".") and Path(name).suffix.lower() in WEB_SUFFIXES and _text(name))
+
+
+def _text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Library:
@@ -70,17 +79,16 @@ class Library:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.dir_fd)
         except OSError:
             raise HTTPException(404, "no such image") from None
-        f = os.fdopen(fd, "rb")
-        try:
-            st = os.fstat(f.fileno())
+        try:  # checked on the bare descriptor: fdopen refuses a folder and leaves the descriptor open
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise HTTPException(404, "no such image")
             if st.st_size > self.limits.served_bytes:
                 raise HTTPException(413, f"{name} is larger than {self.limits.served_bytes:,} bytes")
         except BaseException:
-            f.close()
+            os.close(fd)
             raise
-        return f, st
+        return os.fdopen(fd, "rb"), st
 
     def listing(self) -> list[dict[str, Any]]:
         out = []
