@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from liif.api import Upscaler
 from liif.serve.gate import RenderGate
-from liif.serve.images import bicubic_window, png_bytes
+from liif.serve.images import attachment, bicubic_window, png_bytes
 from liif.serve.library import Entry, Library
 from liif.serve.limits import Limits
 from liif.serve.security import BodyLimit, Guard, allowed_hosts
@@ -124,11 +124,10 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
         check_size(entry, W, H)
         if W * H > limits.download_pixels:
             raise HTTPException(422, f"{W}x{H} is over the {limits.download_pixels:,} pixels allowed per download")
+        disposition = attachment(f"{Path(entry.name).stem[:80] or 'image'}-liif-{W}x{H}.png")  # before the render
         data = await gate().run(request, lambda stop: png_bytes(upscaler.upscale(entry.image, size=(H, W),
                                                                                   cancel=stop)))
-        stem = Path(entry.name).stem.replace('"', "")[:80] or "image"
-        return Response(data, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="{stem}-liif-{W}x{H}.png"'})
+        return Response(data, media_type="image/png", headers={"Content-Disposition": disposition})
 
     return app
 
