@@ -2,8 +2,10 @@
 name downloadable, cross-site requests refused."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import threading
 from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
@@ -17,11 +19,13 @@ httpx = pytest.importorskip("httpx", reason="the server tests need httpx")
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from test_serve import BUTTERFLY_WINDOW, SMALL, png  # noqa: E402
+from test_serve import BUTTERFLY_WINDOW, SMALL, encode, png, wait_until  # noqa: E402
 
-from conftest import GOLDEN  # noqa: E402
+import liif.serve.library  # noqa: E402
+from conftest import GOLDEN, serve_in_thread  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import attachment  # noqa: E402
+from liif.serve.limits import Limits  # noqa: E402
 
 BUTTERFLY = GOLDEN / "set5_butterfly_in.png"
 
@@ -97,3 +101,130 @@ def test_download_of_a_non_latin1_name(upscaler, tmp_path):
         encoded = r.headers["content-disposition"].split("filename*=UTF-8''")[1]
         assert unquote(encoded) == "图片-liif-57x64.png"
         assert np.array_equal(png(r), want)
+
+
+class HeldDecodes:
+    """Stands in for the library's ``decode_image``: counts the decodes and how many run at once,
+    and holds each one until ``release`` is set (at most 60 s), then decodes for real."""
+
+    def __init__(self, real) -> None:
+        self.real, self.release, self.lock = real, threading.Event(), threading.Lock()
+        self.calls = self.now = self.peak = 0
+
+    def __call__(self, data: bytes, limits: Limits) -> Image.Image:
+        with self.lock:
+            self.calls += 1
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            self.release.wait(60)
+            return self.real(data, limits)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.fixture()
+def held(monkeypatch) -> HeldDecodes:
+    probe = HeldDecodes(liif.serve.library.decode_image)
+    monkeypatch.setattr(liif.serve.library, "decode_image", probe)
+    yield probe
+    probe.release.set()
+
+
+def concurrently(n: int, fn) -> tuple[list[threading.Thread], list]:
+    """``fn(client)`` in ``n`` threads that start together, on one client with a connection each;
+    the answers land in the returned list as they come."""
+    start, results, lock = threading.Barrier(n), [], threading.Lock()
+    client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=n))
+
+    def one() -> None:
+        start.wait()
+        r = fn(client)
+        with lock:
+            results.append(r)
+            if len(results) == n:
+                client.close()
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def test_uploads_decode_a_few_at_once_and_the_rest_get_503(upscaler, held):
+    """45 uploads at once: 2 decode, 3 wait, 40 get 503 with Retry-After at once, while /api/config
+    still answers. Before, every upload decoded at once in Starlette's 40 threads (3 GB for 40
+    uploads of a 4000x3000 PNG) and /api/config waited for a free thread."""
+    limits = dataclasses.replace(SMALL, decoders=2, decode_queue=3)
+    app = create_app(upscaler, None, limits)
+    data = encode(Image.open(BUTTERFLY).convert("RGB"))
+    with serve_in_thread(app) as base:
+        threads, results = concurrently(45, lambda c: c.post(f"{base}/api/upload",
+                                                             files={"file": ("b.png", data, "image/png")}))
+        try:
+            assert wait_until(lambda: len(results) >= 40 and held.now == 2), (len(results), held.now)
+            with httpx.Client(base_url=base, timeout=10) as c:
+                assert c.get("/api/config").status_code == 200
+        finally:
+            held.release.set()
+            for t in threads:
+                t.join(timeout=60)
+    assert Counter(r.status_code for r in results) == {200: 5, 503: 40}
+    assert all(r.headers["retry-after"] == "1" for r in results if r.status_code == 503)
+    assert held.calls == 5 and held.peak == 2
+    gate = app.state.decodes
+    assert (gate.peak_running, gate.peak_admitted, gate.refused, gate.jobs) == (2, 5, 40, 5)
+    assert len(app.state.library.uploads) == 5
+
+
+def test_a_served_file_is_decoded_once_for_concurrent_first_requests(upscaler, tmp_path, held):
+    """8 first requests at once (sources and bicubic windows) for one served file: one decode, all 8
+    answered from it; later requests use the decoded image, a changed file is decoded again."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(BUTTERFLY, images / "b.png")
+    app = create_app(upscaler, images, dataclasses.replace(SMALL, queue=8))
+    window = {**BUTTERFLY_WINDOW, "image": "f:b.png", "method": "bicubic"}
+    turns = iter(range(8))
+    with serve_in_thread(app) as base:
+        def ask(c):
+            if next(turns) % 2:
+                return c.get(f"{base}/api/render", params=window)
+            return c.get(f"{base}/api/source", params={"image": "f:b.png"})
+
+        threads, results = concurrently(8, ask)
+        def shared() -> int:
+            return app.state.decodes.shared if getattr(app.state, "decodes", None) else 0
+
+        try:  # before: each of the 8 decoded the file itself
+            assert wait_until(lambda: held.calls == 8 or shared() == 7), (held.calls, shared())
+        finally:
+            held.release.set()
+            for t in threads:
+                t.join(timeout=60)
+        assert [r.status_code for r in results] == [200] * 8
+        assert held.calls == 1
+        sources = {r.content for r in results if r.request.url.path == "/api/source"}
+        assert len(sources) == 1 and png(results[0]).shape[-1] == 3
+        with httpx.Client(base_url=base, timeout=60) as c:
+            assert c.get("/api/render", params=window).status_code == 200
+            assert held.calls == 1
+            os.utime(images / "b.png", ns=(1, 1))  # another mtime: another file
+            assert c.get("/api/source", params={"image": "f:b.png"}).status_code == 200
+            assert held.calls == 2
+
+
+def test_decodes_give_memory_back(upscaler, monkeypatch):
+    """After each decode the heap's free pages go back to the OS (malloc_trim), so the resident
+    memory after bursts of uploads stays flat (before: 0.4 -> 3.96 GB over seven bursts)."""
+    import liif.serve.decodes
+
+    trims = []
+    monkeypatch.setattr(liif.serve.decodes, "release_free_memory", lambda: trims.append(1))
+    with TestClient(create_app(upscaler, None, SMALL), base_url="http://localhost") as c:
+        r = c.post("/api/upload", files={"file": ("b.png", BUTTERFLY.read_bytes(), "image/png")})
+        assert r.status_code == 200
+        assert len(trims) == 1
+        assert c.get("/api/source", params={"image": r.json()["id"]}).status_code == 200
+        assert len(trims) == 2  # the source PNG is made in the decode gate too
