@@ -228,3 +228,36 @@ def test_decodes_give_memory_back(upscaler, monkeypatch):
         assert len(trims) == 1
         assert c.get("/api/source", params={"image": r.json()["id"]}).status_code == 200
         assert len(trims) == 2  # the source PNG is made in the decode gate too
+
+
+def test_cross_origin_uploads_and_cross_site_work_refused(upscaler, tmp_path):
+    """An upload without Sec-Fetch-Site (older browsers) must come from this very host and port
+    (before: any port of an allowed name passed); a GET that starts a decode or a render, which a
+    link or an <img> of another site can send, is refused when the browser marks it cross-site or
+    same-site (before: the render ran)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(BUTTERFLY, images / "b.png")
+    upload = {"file": ("b.png", BUTTERFLY.read_bytes(), "image/png")}
+    with TestClient(create_app(upscaler, images, SMALL), base_url="http://localhost:8000") as c:
+        for origin, code in [("http://localhost:8000", 200), ("https://localhost:8000", 200),
+                             ("http://localhost:9999", 403), ("http://localhost", 403),
+                             ("http://127.0.0.1:8000", 403), ("http://[::1]:8000", 403)]:
+            r = c.post("/api/upload", files=upload, headers={"Origin": origin})
+            assert r.status_code == code, (origin, r.text)
+        assert c.post("/api/upload", files=upload, headers={"Origin": "http://localhost", "Host": "localhost"}
+                      ).status_code == 200  # both on port 80
+        assert c.post("/api/upload", files=upload, headers={"Origin": "http://localhost:9999",
+                                                            "Sec-Fetch-Site": "same-origin"}).status_code == 200
+        assert c.post("/api/upload", files=upload, headers={"Origin": "http://localhost:8000",
+                                                            "Sec-Fetch-Site": "same-site"}).status_code == 403
+        work = [("/api/render", {**BUTTERFLY_WINDOW, "image": "f:b.png", "method": "bicubic"}),
+                ("/api/source", {"image": "f:b.png"}), ("/api/download", {"image": "f:b.png", "W": 57, "H": 64})]
+        for path, params in work:
+            for site, code in [("cross-site", 403), ("same-site", 403), ("same-origin", 200), ("none", 200),
+                               (None, 200)]:
+                r = c.get(path, params=params, headers={"Sec-Fetch-Site": site} if site else {})
+                assert r.status_code == code, (path, site, r.text)
+                assert r.headers["x-frame-options"] == "DENY"
+        for path in ["/api/config", "/api/images", "/"]:  # no work started: answered as before
+            assert c.get(path, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200, path
