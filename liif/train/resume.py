@@ -81,6 +81,7 @@ def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Op
     optim.load_state_dict(state)
     run.epoch, run.it, run.step, run.best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
     run.train_s = float(state.get("train_s", 0.0))  # absent in checkpoints written before budget mode
+    run.saved = f"{found.path} (step {run.step})"
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:

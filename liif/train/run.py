@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +47,7 @@ class Run:
     final_row: dict[str, Any] = field(default_factory=dict)  # the log row of the budget's last step
     doing: str = "setting up"
     last_saved: float = 0.0  # monotonic time 'last' was last written
+    saved: str = ""  # the newest checkpoint this run wrote or resumed from, with its step ("" before any)
     window: Window = field(default_factory=Window)
 
     def count(self, loss: float) -> None:
@@ -90,6 +92,7 @@ class Setup:
     """What setup builds and the epochs use: the same on every rank but ``val_set`` (rank 0 alone validates)."""
 
     cfg: Config
+    out: Path  # the run folder (rank 0 writes it)
     procs: Procs
     output: Output
     model: ImplicitDecoder

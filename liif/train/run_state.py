@@ -33,13 +33,26 @@ STATE = "state.pt"
 
 
 def save(folder: Path, model: ImplicitDecoder, spec: ModelSpec, state: dict[str, Any]) -> Path:
+    """Write checkpoint ``folder`` through ``.NAME.new`` (see the module's text). A write that fails (disk
+    full, permissions) is a one-line LiifError; the partial ``.NAME.new`` is removed and the previous
+    checkpoint stays in place."""
     folder = Path(folder)
     new = folder.parent / f".{folder.name}.new"
     old = folder.parent / f".{folder.name}.old"
-    shutil.rmtree(new, ignore_errors=True)
-    checkpoints.save(model, spec, new / WEIGHTS)
-    with atomic_path(new / STATE) as tmp:
-        torch.save(state, tmp)
+    try:
+        shutil.rmtree(new, ignore_errors=True)
+        checkpoints.save(model, spec, new / WEIGHTS)
+        with atomic_path(new / STATE) as tmp:
+            torch.save(state, tmp)
+    except BaseException as e:
+        shutil.rmtree(new, ignore_errors=True)  # also on Ctrl-C: no partial folder is left behind
+        # A full disk is an OSError from Python's writes, a RuntimeError from torch.save's zip writer and a
+        # SafetensorError from safetensors; anything else (a bug, an interrupt) goes on as it was raised.
+        if not isinstance(e, (OSError, RuntimeError)) and type(e).__name__ != "SafetensorError":
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [""])[0][:200]
+        kept = f"; the previous {folder.name} is kept" if find(folder) is not None else ""
+        raise LiifError(f"cannot save checkpoint {folder}: {why or type(e).__name__}{kept}") from None
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
