@@ -1,6 +1,7 @@
 """Training values: a bad value is one config error before anything starts or is written; a run whose loss
 or weights become non-finite stops and keeps its last finite checkpoint; a checkpoint write that fails
-leaves the previous checkpoint and no partial folder."""
+leaves the previous checkpoint and no partial folder; --resume names the settings that changed and
+applies them."""
 from __future__ import annotations
 
 import csv
@@ -310,3 +311,26 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_leaves_no_partial_
         f"liif: error: cannot save checkpoint {last}: {why}; the previous last is kept")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last"]  # no .last.new
     assert ckpt.complete(last) and torch.load(last / "state.pt", weights_only=True)["step"] == 3
+
+
+# -- resume with a changed config ----------------------------------------------------------------------------
+
+def test_resume_names_the_settings_that_changed_and_applies_them(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """lr 1e-3, milestone 1, gamma 0.5: resumed after 2 epochs with lr 2e-4 and 3 epochs, step 7 runs at
+    2e-4 x 0.5 (the checkpoint's schedule would have kept 5e-4)."""
+    path = tiny_config(tmp_path, **{"data.val.hr": "null"})
+    out = tmp_path / "run"
+    assert run_cli(_train_cli(path, out), capsys)[0] == 0
+    rc, _, err = run_cli(_train_cli(path, out, "--resume", "--set", "train.epochs=3", "--set", "train.lr=2e-4"),
+                         capsys)
+    assert rc == 0
+    note = [line for line in err.splitlines() if "differs" in line]
+    assert note == ["--resume: the config differs from the run's saved one in train.epochs 2 -> 3; train.lr 0.001 "
+                    "-> 0.0002; the new values apply from step 7 (only the model section must not change)"]
+    lrs = {int(r["step"]): float(r["lr"]) for r in _rows(out)}
+    assert (lrs[6], lrs[7], lrs[9]) == (pytest.approx(5e-4), pytest.approx(1e-4), pytest.approx(1e-4))
+    # unchanged, nothing is said
+    rc, _, err = run_cli(_train_cli(path, out, "--resume", "--set", "train.epochs=3", "--set", "train.lr=2e-4"),
+                         capsys)
+    assert rc == 0 and "differs" not in err

@@ -101,10 +101,13 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     # -- start or resume: one decision and one state for all ranks -------------------------------------------
     found = choose_checkpoint(out, procs, output, run, resume, restart)
     if found is not None:
-        load_checkpoint(found, cfg, model, optim, run)
+        changed = load_checkpoint(found, cfg, model, optim, run)
         output.set_aside(found.damaged)
         e, i = epoch_and_iteration(run.epoch, run.it, iters)
         output.say(f"resumed from {found.path} after step {run.step} (epoch {e}, iteration {i} of {iters})")
+        if changed:
+            output.say(f"--resume: the config differs from the run's saved one in {'; '.join(changed)}; "
+                       f"the new values apply from step {run.step + 1} (only the model section must not change)")
     # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
     run.doing = "checking that all ranks agree"
     agree_across_ranks(procs, (run.epoch, run.it, run.step, iters, len(train_set),

@@ -3,8 +3,10 @@ clocks), its loss ``Window``, the ``Optimization`` (Adam, schedule, gradient sca
 epochs use. (A run's checkpoint folders on disk: :mod:`liif.train.run_state`.)"""
 from __future__ import annotations
 
+import bisect
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,17 @@ class Optimization:
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+    def follow(self, t: Optim) -> None:
+        """After loading a checkpoint whose train.lr, milestones or gamma differ from ``t``: the schedule
+        goes on with ``t``'s values, at the learning rate ``t`` gives the epochs done (the loaded state
+        would otherwise keep the old ones, whatever config.yaml says)."""
+        self.sched.base_lrs = [t.lr for _ in self.opt.param_groups]
+        self.sched.milestones = Counter(t.milestones)
+        self.sched.gamma = t.gamma
+        lr = t.lr * t.gamma ** bisect.bisect_right(sorted(t.milestones), self.sched.last_epoch)
+        for group in self.opt.param_groups:
+            group["lr"], group["initial_lr"] = lr, t.lr
 
 
 @dataclass
