@@ -160,9 +160,9 @@ def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
         s.output.stepped()
         now = time.monotonic()
         run.stopped, save_by_time, spent, drops, diverged = decide(s, run, now, loss)
-        if diverged:
-            raise stop_diverged(s, run, f"the loss became {loss if not math.isfinite(loss) else 'non-finite'}"
-                                        f"{'' if not math.isfinite(loss) else ' on another rank'}")
+        if diverged:  # this rank's loss, or another rank's (every rank stops at this step)
+            where = f"{loss}" if not math.isfinite(loss) else "non-finite on another rank"
+            raise stop_diverged(s, run, f"the loss became {where}")
         if s.budget_s:
             set_budget_lr(s, drops)
             run.budget_spent = spent
