@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from liif import limits
 from liif.errors import LiifError
 from liif.fileio import atomic_path
 from liif.pipeline import Scale, output_size
@@ -76,6 +77,7 @@ def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathL
         raise LiifError(f"input is not a file: {src}")
     if dst.exists() and dst.resolve() == src.resolve():
         raise LiifError(f"output {dst} would overwrite the input")
+    _peek_size(av, src, up.max_input_pixels)
     try:
         inp = av.open(str(src), metadata_errors="replace")
     except (av.FFmpegError, ValueError) as e:
@@ -91,14 +93,14 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
          size: Sequence[int] | None, scale: Scale | None, codec: str, crf: int | None, preset: str | None,
          progress: bool, say: Callable[[str], None]) -> VideoReport:
     src, dst = rep.src, rep.dst
-    videos = [s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not inp.streams.video and not inp.streams.audio:
         raise LiifError(f"cannot read {src} as a video: no audio or video streams found (truncated?)")
-    if not videos:
+    vs = _video(av, inp)
+    if vs is None:
         raise LiifError(f"no video stream in {src}")
-    vs = videos[0]
     if vs.codec_context is None:
         raise LiifError(f"unsupported video codec in {src}: no decoder for it in this FFmpeg build")
+    _check_size(vs, up.max_input_pixels, src)  # (where the peek could not tell) before a frame is decoded
     vs.codec_context.thread_type = "AUTO"  # frame + slice threads for decoding
     enc = encoder(av, codec)
     copied = [s for s in inp.streams if s is not vs and s.type in ("audio", "subtitle", "video", "attachment")]
@@ -173,6 +175,33 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
         say(f"{src} declares {vs.frames} frames; {rep.frames_written} were decoded and written")
 
     return rep
+
+
+def _video(av: ModuleType, inp: Any) -> Any:
+    """The video stream upscaled: the first one that is not cover art."""
+    videos = [s for s in inp.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return videos[0] if videos else None
+
+
+def _check_size(vs: Any, limit: int, src: Path) -> None:
+    """The input pixel limit on the size the stream declares (0 where unknown: left to the first frame)."""
+    cc = vs.codec_context
+    if cc is not None and cc.width > 0 and cc.height > 0:
+        limits.check_input((cc.height, cc.width), limit, str(src))
+
+
+def _peek_size(av: ModuleType, src: Path, limit: int) -> None:
+    """The pixel limit before the real open: opening a file decodes its first frames to learn their
+    format (1.5 GB and seconds for a 16000x16000 H.264 frame), so the declared size is read first
+    from an open with decoding switched off (``skip_frame=all``: the header and packets only)."""
+    try:
+        peek = av.open(str(src), options={"skip_frame": "all"}, metadata_errors="replace")
+    except (av.FFmpegError, ValueError, UnicodeDecodeError):
+        return  # the real open says what is wrong
+    with peek:
+        vs = _video(av, peek)
+        if vs is not None:
+            _check_size(vs, limit, src)
 
 
 def _demux(av: ModuleType, inp: Any, vs: Any, copied: list[Any], src: Path) -> Iterator[tuple[str, Any]]:
