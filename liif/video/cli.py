@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from liif.errors import LiifError
+from liif.imaging import check_writable
 from liif.pipeline import Scale
-from liif.video.formats import DEFAULT_CODEC, VIDEO_SUFFIXES, is_video, require_av
+from liif.video.formats import VIDEO_SUFFIXES, is_video, require_av
 from liif.video.transcode import VideoReport, upscale_video
 
 if TYPE_CHECKING:
@@ -43,11 +44,12 @@ def cli_upscale(args: argparse.Namespace, size: tuple[int, int] | None, scale: S
         raise LiifError(f"input is not a video: {src}")
     if args.crf is not None and not 0 <= args.crf <= 63:
         raise LiifError(f"--crf must be 0..63, got {args.crf}")
+    check_writable(dst)  # before the model is loaded (upscale_video checks again)
     up = load_upscaler()
     rep = VideoReport(src, dst)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        upscale_video(up, src, dst, size, scale, codec=args.codec or DEFAULT_CODEC, crf=args.crf,
+        upscale_video(up, src, dst, size, scale, codec=args.codec, crf=args.crf,
                       preset=args.preset, progress=progress, report=rep,
                       note=lambda m: print(f"liif: note: {m}", file=sys.stderr))
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 choice, the encoder's pixel format and the even sizes chroma subsampling needs."""
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ VIDEO_SUFFIXES = set(MUXERS)
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif"}
 
 DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "medium"
+FALLBACK_CODECS = ("libvpx-vp9",)  # tried in order when the container does not take DEFAULT_CODEC (.webm)
 
 X264_FAMILY = {"libx264", "libx264rgb", "libx265"}  # encoders whose defaults above apply
 
@@ -70,6 +72,38 @@ def encoder(av: ModuleType, name: str) -> Any:
     if codec.type != "video":
         raise LiifError(f"{name!r} is not a video encoder (it encodes {codec.type})")
     return codec
+
+
+def takes(av: ModuleType, muxer: str, codec: str) -> bool:
+    """Whether FFmpeg's ``muxer`` accepts a stream of the encoder ``codec``: the check PyAV makes when
+    the stream is added, run on a container in memory (nothing is written, no header)."""
+    out = av.open(io.BytesIO(), "w", format=muxer)
+    try:
+        out.add_stream(codec)
+        return True
+    except ValueError:  # "'webm' format does not support 'libx264' codec"
+        return False
+    finally:
+        out.close()
+
+
+def choose_encoder(av: ModuleType, suffix: str, name: str | None, say: Callable[[str], None]) -> Any:
+    """The encoder named (refused in one line where the container does not take it), or, none named,
+    :data:`DEFAULT_CODEC` or the first of :data:`FALLBACK_CODECS` the container takes (with a note)."""
+    muxer = MUXERS[suffix]
+    if name is not None:
+        enc = encoder(av, name)
+        if not takes(av, muxer, enc.name):
+            raise LiifError(f"a {suffix} file cannot hold {enc.name} video ({muxer} does not take it): "
+                            f"choose another --codec or output suffix")
+        return enc
+    for candidate in (DEFAULT_CODEC, *FALLBACK_CODECS):
+        if candidate in av.codecs_available and takes(av, muxer, candidate):
+            if candidate != DEFAULT_CODEC:
+                say(f"a {suffix} file cannot hold {DEFAULT_CODEC} video: encoding with {candidate}")
+            return encoder(av, candidate)
+    raise LiifError(f"no default video encoder for {suffix} ({muxer} takes none of "
+                    f"{', '.join((DEFAULT_CODEC, *FALLBACK_CODECS))} in this build): give --codec")
 
 
 def pixel_format(av: ModuleType, enc: Any, fmt: Any) -> str:

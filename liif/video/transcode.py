@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -13,16 +14,16 @@ from typing import TYPE_CHECKING, Any
 from liif import limits
 from liif.errors import LiifError
 from liif.fileio import atomic_path
+from liif.imaging import check_writable
 from liif.pipeline import Scale, output_size
 from liif.video.colour import Colour, input_colour, output_colour
 from liif.video.formats import (
-    DEFAULT_CODEC,
     DEFAULT_CRF,
     DEFAULT_PRESET,
     MUXERS,
     VIDEO_SUFFIXES,
     X264_FAMILY,
-    encoder,
+    choose_encoder,
     even_size,
     pixel_format,
     reason,
@@ -55,14 +56,16 @@ class VideoReport:
 
 def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathLike[str],
                   size: Sequence[int] | None = None, scale: Scale | None = None, *,
-                  precision: str | None = None, codec: str = DEFAULT_CODEC, crf: int | None = None,
+                  precision: str | None = None, codec: str | None = None, crf: int | None = None,
                   preset: str | None = None, progress: bool = False, report: VideoReport | None = None,
                   note: Callable[[str], None] | None = None) -> VideoReport:
     """Upscale the video ``src`` into ``dst`` (container chosen by its suffix); ``size`` is
-    (height, width), ``scale`` a factor or (sy, sx), both in displayed orientation. ``crf`` and
-    ``preset`` default to 18 and ``medium`` for the x264/x265 encoders and to the encoder's own
-    defaults elsewhere. ``note`` receives remarks (rounded sizes, skipped data streams). The output
-    is written to a temp file and renamed: a failure or an interrupt leaves no file. Returns a
+    (height, width), ``scale`` a factor or (sy, sx), both in displayed orientation. ``codec`` is the
+    video encoder: by default libx264, or libvpx-vp9 where the container does not take H.264
+    (.webm); one the container does not take is refused. ``crf`` and ``preset`` default to 18 and
+    ``medium`` for the x264/x265 encoders and to the encoder's own defaults elsewhere. ``note``
+    receives remarks (rounded sizes, skipped data streams, the encoder chosen). The output is written
+    to a temp file and renamed: a failure or an interrupt leaves no file. Returns a
     :class:`VideoReport`; pass your own ``report`` to read ``frames_done`` after an exception."""
     av = require_av()
     src, dst = Path(src), Path(dst)
@@ -77,6 +80,7 @@ def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathL
         raise LiifError(f"input is not a file: {src}")
     if dst.exists() and dst.resolve() == src.resolve():
         raise LiifError(f"output {dst} would overwrite the input")
+    check_writable(dst)  # before any work: a folder, a file where its folder should be, no permission
     _peek_size(av, src, up.max_input_pixels)
     try:
         inp = av.open(str(src), metadata_errors="replace")
@@ -90,7 +94,7 @@ def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathL
 
 
 def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: str | None,
-         size: Sequence[int] | None, scale: Scale | None, codec: str, crf: int | None, preset: str | None,
+         size: Sequence[int] | None, scale: Scale | None, codec: str | None, crf: int | None, preset: str | None,
          progress: bool, say: Callable[[str], None]) -> VideoReport:
     src, dst = rep.src, rep.dst
     if not inp.streams.video and not inp.streams.audio:
@@ -102,7 +106,8 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
         raise LiifError(f"unsupported video codec in {src}: no decoder for it in this FFmpeg build")
     _check_size(vs, up.max_input_pixels, src)  # (where the peek could not tell) before a frame is decoded
     vs.codec_context.thread_type = "AUTO"  # frame + slice threads for decoding
-    enc = encoder(av, codec)
+    suffix = dst.suffix.lower()
+    enc = choose_encoder(av, suffix, codec, say)
     copied = [s for s in inp.streams if s is not vs and s.type in ("audio", "subtitle", "video", "attachment")]
     for s in inp.streams:
         if s is not vs and s not in copied:
@@ -139,8 +144,8 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
     colour_in = input_colour(first, coded_hw)
     colour_out = output_colour(first, colour_in, out_hw, av.VideoFormat(pix_fmt).is_rgb)
 
-    with atomic_path(dst) as tmp:
-        out = av.open(str(tmp), "w", format=MUXERS[dst.suffix.lower()], metadata_errors="replace")
+    with _output(dst) as tmp:
+        out = av.open(str(tmp), "w", format=MUXERS[suffix], metadata_errors="replace")
         done = False
         try:
             _copy_metadata(inp.metadata, out.metadata)
@@ -175,6 +180,25 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
         say(f"{src} declares {vs.frames} frames; {rep.frames_written} were decoded and written")
 
     return rep
+
+
+@contextmanager
+def _output(dst: Path) -> Iterator[Path]:
+    """:class:`liif.fileio.atomic_path`, where a failed rename onto ``dst`` (a folder appeared there
+    meanwhile, say) is a one-line error and leaves no temp file either."""
+    tmp: Path | None = None
+    written = False
+    try:
+        with atomic_path(dst) as tmp:
+            yield tmp
+            written = True
+    except OSError as e:
+        if not written:
+            raise
+        raise LiifError(f"cannot write {dst}: {reason(e)}") from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # gone after the rename; left by a failed one
 
 
 def _video(av: ModuleType, inp: Any) -> Any:
