@@ -1,10 +1,15 @@
-"""Video jobs refused before any work: encoders the output container does not take and
-destinations that cannot be written. Each is one line, a non-zero exit and no file (temp files
-included)."""
+"""Video jobs refused before any work: streams the output container cannot hold, encoders it
+does not take and destinations that cannot be written. Each is one line, a non-zero exit and no
+file (temp files included)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 av = pytest.importorskip("av", reason="PyAV (liif[video]) is not installed")
@@ -15,7 +20,32 @@ from test_video import cli, make_clip, read  # noqa: E402
 from liif import video  # noqa: E402
 from liif.errors import LiifError  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 tiny = test_video.tiny  # the fixture: a small random LIIF
+
+
+def pcm_clip(path: Path, rate: int, frames: int = 3) -> None:
+    """H.264 video with one mono pcm_s16le track (Matroska stores no channel layout)."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 48, 32, "yuv420p"
+        a = out.add_stream("pcm_s16le", rate=rate)
+        a.layout = "mono"
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 40 * i, np.uint8), format="rgb24")
+            f = f.reformat(format="yuv420p")
+            f.pts = i
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+        for t in range(0, rate * frames // 25, 1024):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.int16), format="s16", layout="mono")
+            af.sample_rate, af.pts = rate, t
+            for p in a.encode(af):
+                out.mux(p)
+        for p in a.encode(None):
+            out.mux(p)
 
 
 def entries(folder: Path) -> list[str]:
@@ -26,6 +56,48 @@ def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     return lines[0]
+
+
+def test_pcm_audio_into_flv_is_refused_in_one_line_not_an_abort(tiny, tmp_path):
+    """FFmpeg's flv muxer stops on an assertion (SIGABRT, no message, a 0-byte temp file) when a
+    copied PCM track has no channel layout; the dry run in a child process catches it. Run as a
+    process of its own, since the old code killed its process."""
+    _, weights = tiny
+    src, out = tmp_path / "pcm.mkv", tmp_path / "out"
+    pcm_clip(src, 44100)
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from liif.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "upscale", str(src), "-o", str(out / "o.flv"), "--scale", "2", "--weights", str(weights),
+                           "--device", "cpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert one_line(proc.stderr) == ("liif: error: cannot copy stream 1 (audio, pcm_s16le) into .flv: FFmpeg's flv "
+                                     f"muxer aborts on it (signal {int(signal.SIGABRT)}); try .mkv")
+    assert entries(out) == []
+
+
+@pytest.mark.parametrize("kind,suffix,message", [
+    # FFmpeg refuses this one with an error, at the header: it used to be blamed on the video encoder
+    ("pcm48k", ".flv", "cannot copy stream 1 (audio, pcm_s16le) into .flv: Function not implemented; try .mkv"),
+    ("aac", ".webm", "cannot copy stream 1 (audio, aac) into .webm: 'webm' format does not support 'aac' codec; "
+                     "try .mkv"),
+])
+def test_copied_stream_the_container_refuses_is_named_before_any_render(tiny, tmp_path, capsys, monkeypatch,
+                                                                      kind, suffix, message):
+    _, weights = tiny
+    src = tmp_path / "in.mkv"
+    if kind == "pcm48k":
+        pcm_clip(src, 48000)
+    else:
+        make_clip(src, n=2)
+    rendered = []
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", lambda self, frame: rendered.append(1))
+    rc, _, err = cli(["upscale", str(src), "-o", str(tmp_path / f"o{suffix}"), "--scale", "2", "--weights",
+                      str(weights)], capsys)
+    lines = err.strip().splitlines()  # .webm: the note on the encoder chosen, then the error
+    assert rc == 1 and lines[-1].startswith("liif: error: ") and lines[-1].endswith(message), err
+    assert len(lines) == (2 if suffix == ".webm" else 1)
+    assert rendered == [] and entries(tmp_path) == ["in.mkv"]
 
 
 def test_webm_output_gets_vp9_when_no_codec_is_named(tiny, tmp_path, capsys):

@@ -17,6 +17,7 @@ from liif.fileio import atomic_path
 from liif.imaging import check_writable
 from liif.pipeline import Scale, output_size
 from liif.video.colour import Colour, input_colour, output_colour
+from liif.video.copies import check_copies
 from liif.video.formats import (
     DEFAULT_CRF,
     DEFAULT_PRESET,
@@ -143,6 +144,8 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
     rgb_fmt = "rgb48le" if deep else "rgb24"
     colour_in = input_colour(first, coded_hw)
     colour_out = output_colour(first, colour_in, out_hw, av.VideoFormat(pix_fmt).is_rgb)
+    # Before the output is opened: the container takes every copied stream (a dry run in a child).
+    check_copies(src, suffix, MUXERS[suffix], enc.name, out_hw, pix_fmt, _rate(vs), copied)
 
     with _output(dst) as tmp:
         out = av.open(str(tmp), "w", format=MUXERS[suffix], metadata_errors="replace")
@@ -254,6 +257,10 @@ def _frame_total(inp: Any, vs: Any) -> int | None:
     return None
 
 
+def _rate(vs: Any) -> Fraction:
+    return Fraction(vs.average_rate or vs.guessed_rate or 25)
+
+
 def _copy_metadata(src: dict[str, str], dst: dict[str, str]) -> None:
     for k, v in src.items():
         if k.lower() not in ("encoder", "major_brand", "minor_version", "compatible_brands", "duration"):
@@ -262,8 +269,7 @@ def _copy_metadata(src: dict[str, str], dst: dict[str, str]) -> None:
 
 def _video_stream(out: Any, vs: Any, enc: Any, pix_fmt: str, out_hw: tuple[int, int], coded_hw: tuple[int, int],
                   colour: Colour, rotation: int, crf: int | None, preset: str | None) -> Any:
-    rate = vs.average_rate or vs.guessed_rate or Fraction(25)
-    ovs = out.add_stream(enc.name, rate=rate)
+    ovs = out.add_stream(enc.name, rate=_rate(vs))
     ovs.width, ovs.height = out_hw[1], out_hw[0]
     ovs.pix_fmt = pix_fmt
     ovs.time_base = vs.time_base  # frames keep their pts exactly
