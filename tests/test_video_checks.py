@@ -1,6 +1,6 @@
-"""Video jobs refused before any work: streams the output container cannot hold, encoders it
-does not take and destinations that cannot be written. Each is one line, a non-zero exit and no
-file (temp files included)."""
+"""Video jobs refused before any work, or told short: streams the output container cannot hold,
+encoders it does not take, destinations that cannot be written, truncated or damaged inputs. Each
+is one line, a non-zero exit and no file (temp files included)."""
 from __future__ import annotations
 
 import os
@@ -171,3 +171,99 @@ def test_failed_rename_leaves_no_temp_file(tiny, tmp_path, monkeypatch):
     with pytest.raises(LiifError, match=f"^cannot write {dst}: Is a directory$"):
         up.upscale_video(src, dst, scale=2)
     assert entries(tmp_path) == ["in.mkv", "out.mp4"] and entries(dst) == []
+
+
+def flat(self, frame: np.ndarray) -> np.ndarray:
+    """A stand-in render of the output size (FrameUpscaler.size): these tests count frames."""
+    return np.zeros((*self.size, 3), frame.dtype)
+
+
+def decodable(path: Path) -> int:
+    """Frames FFmpeg decodes from ``path`` before it stops (the reference count)."""
+    n = 0
+    with av.open(str(path)) as c:
+        try:
+            for _ in c.decode(video=0):
+                n += 1
+        except av.FFmpegError:
+            pass
+    return n
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> dict[str, Path]:
+    """A 30-frame Matroska clip (1.00 s) cut at 2/5 of its bytes, and one with 2,000 bytes zeroed at 3/10."""
+    d = tmp_path_factory.mktemp("damaged")
+    full = d / "full.mkv"
+    make_clip(full, n=30)
+    data = full.read_bytes()
+    cut, zeroed = d / "cut.mkv", d / "zeroed.mkv"
+    cut.write_bytes(data[:len(data) * 2 // 5])
+    at = len(data) * 3 // 10
+    zeroed.write_bytes(data[:at] + bytes(2000) + data[at + 2000:])
+    return {"cut": cut, "zeroed": zeroed}
+
+
+@pytest.mark.parametrize("kind", ["cut", "zeroed"])
+def test_truncated_or_damaged_matroska_is_refused_unless_allow_partial(tiny, damaged, tmp_path, capsys, monkeypatch,
+                                                                       kind):
+    _, weights = tiny
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", flat)
+    src, dst = damaged[kind], tmp_path / "out.mkv"
+    n = decodable(src)
+    assert 5 < n < 20  # well short of the 30 frames (1.00 s) the file's duration promises
+    args = ["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)]
+    rc, _, err = cli(args, capsys)
+    line = one_line(err)
+    assert rc == 1 and line.startswith(f"liif: error: {src} ends after {n} of ~30 frames (") and \
+        line.endswith(f" of 1.00 s; truncated or corrupt?); no output written (--allow-partial / allow_partial=True "
+                      f"writes the {n} frames decoded)"), err
+    assert entries(tmp_path) == []
+    rc, out, err = cli([*args, "--allow-partial"], capsys)
+    assert rc == 0 and out.strip() == f"{src} -> {dst} (72x48, {n} frames)", err
+    assert one_line(err).startswith(f"liif: note: {src} ends after {n} of ~30 frames (") and \
+        err.strip().endswith(f"the output has the {n} frames decoded (--allow-partial)")
+    assert len(read(dst)["rgb"]) == n and entries(tmp_path) == ["out.mkv"]
+
+
+def test_allow_partial_in_the_api(tiny, damaged, tmp_path, monkeypatch):
+    up, _ = tiny
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", flat)
+    n = decodable(damaged["cut"])
+    with pytest.raises(LiifError, match=f"ends after {n} of ~30 frames"):
+        up.upscale_video(damaged["cut"], tmp_path / "a.mkv", scale=1.5)
+    notes = []
+    rep = up.upscale_video(damaged["cut"], tmp_path / "b.mkv", scale=1.5, allow_partial=True, note=notes.append)
+    assert (rep.frames_written, rep.frames_total, rep.estimated) == (n, 30, True)
+    assert len(notes) == 1 and f"ends after {n} of ~30 frames" in notes[0]
+    assert entries(tmp_path) == ["b.mkv"]
+
+
+def test_allow_partial_is_for_videos_only(tmp_path, capsys):
+    png = tmp_path / "x.png"
+    png.write_bytes(b"")
+    rc, _, err = cli(["upscale", str(png), "-o", str(tmp_path / "o.png"), "--scale", "2", "--allow-partial"], capsys)
+    assert rc == 1 and one_line(err) == "liif: error: --allow-partial applies to video inputs only"
+
+
+@pytest.mark.parametrize("frames,end,short", [
+    (60, 2.0, False),
+    (59, 1.97, False),  # within two frame periods
+    (30, 2.0, False),  # variable frame rate: half the estimated count, the whole duration
+    (22, 0.73, True),
+    (55, 1.83, True),  # 5 frames missing at the end
+])
+def test_shortfall_compares_the_time_covered_with_the_duration(frames, end, short):
+    from liif.video.length import Decoded, Expected, shortfall
+
+    got = Decoded(frames, 0.0, end)
+    exp = Expected(frames=60, declared=False, seconds=2.0, period=1 / 30)
+    said = shortfall(Path("v.mkv"), exp, got)
+    assert (said is not None) == short
+    if short:
+        assert said == (f"v.mkv ends after {got.frames} of ~60 frames ({got.end:.2f} of 2.00 s; "
+                        "truncated or corrupt?)")
+    declared = Expected(frames=60, declared=True)
+    assert shortfall(Path("v.mp4"), declared, Decoded(59)) == \
+        "v.mp4 ends after 59 of the 60 frames it declares (truncated or corrupt?)"
+    assert shortfall(Path("v.mp4"), declared, Decoded(61)) is None

@@ -23,7 +23,8 @@ def wants_video(inputs: Sequence[str], output: str) -> bool:
 
 
 def refuse_video_options(args: argparse.Namespace) -> None:
-    for flag, value in (("--codec", args.codec), ("--crf", args.crf), ("--preset", args.preset)):
+    for flag, value in (("--codec", args.codec), ("--crf", args.crf), ("--preset", args.preset),
+                        ("--allow-partial", args.allow_partial or None)):
         if value is not None:
             raise LiifError(f"{flag} applies to video inputs only")
 
@@ -49,9 +50,9 @@ def cli_upscale(args: argparse.Namespace, size: tuple[int, int] | None, scale: S
     rep = VideoReport(src, dst)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        upscale_video(up, src, dst, size, scale, codec=args.codec, crf=args.crf,
-                      preset=args.preset, progress=progress, report=rep,
-                      note=lambda m: print(f"liif: note: {m}", file=sys.stderr))
+        upscale_video(up, src, dst, size, scale, codec=args.codec, crf=args.crf, preset=args.preset,
+                      progress=progress, report=rep, note=lambda m: print(f"liif: note: {m}", file=sys.stderr),
+                      allow_partial=args.allow_partial)
     except KeyboardInterrupt:
         print(f"liif: interrupted {rep.progress()}; no output written", file=sys.stderr)
         return 130

@@ -31,6 +31,7 @@ from liif.video.formats import (
     require_av,
 )
 from liif.video.frames import FrameUpscaler
+from liif.video.length import Decoded, Expected, expected, shortfall
 from liif.video.threads import run_threads
 
 if TYPE_CHECKING:
@@ -59,14 +60,16 @@ def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathL
                   size: Sequence[int] | None = None, scale: Scale | None = None, *,
                   precision: str | None = None, codec: str | None = None, crf: int | None = None,
                   preset: str | None = None, progress: bool = False, report: VideoReport | None = None,
-                  note: Callable[[str], None] | None = None) -> VideoReport:
+                  note: Callable[[str], None] | None = None, allow_partial: bool = False) -> VideoReport:
     """Upscale the video ``src`` into ``dst`` (container chosen by its suffix); ``size`` is
     (height, width), ``scale`` a factor or (sy, sx), both in displayed orientation. ``codec`` is the
     video encoder: by default libx264, or libvpx-vp9 where the container does not take H.264
     (.webm); one the container does not take is refused. ``crf`` and ``preset`` default to 18 and
     ``medium`` for the x264/x265 encoders and to the encoder's own defaults elsewhere. ``note``
     receives remarks (rounded sizes, skipped data streams, the encoder chosen). The output is written
-    to a temp file and renamed: a failure or an interrupt leaves no file. Returns a
+    to a temp file and renamed: a failure or an interrupt leaves no file. A file that ends clearly
+    before the frame count it declares (or its duration implies), or cannot be decoded to its end, is
+    refused, unless ``allow_partial``: then the frames decoded are written, with a note. Returns a
     :class:`VideoReport`; pass your own ``report`` to read ``frames_done`` after an exception."""
     av = require_av()
     src, dst = Path(src), Path(dst)
@@ -89,14 +92,14 @@ def upscale_video(up: Upscaler, src: str | os.PathLike[str], dst: str | os.PathL
         raise LiifError(f"cannot read {src} as a video (not a video, truncated, or an unsupported format): "
                         f"{reason(e)}") from None
     try:
-        return _run(av, up, inp, rep, precision, size, scale, codec, crf, preset, progress, say)
+        return _run(av, up, inp, rep, precision, size, scale, codec, crf, preset, progress, say, allow_partial)
     finally:
         inp.close()
 
 
 def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: str | None,
          size: Sequence[int] | None, scale: Scale | None, codec: str | None, crf: int | None, preset: str | None,
-         progress: bool, say: Callable[[str], None]) -> VideoReport:
+         progress: bool, say: Callable[[str], None], allow_partial: bool) -> VideoReport:
     src, dst = rep.src, rep.dst
     if not inp.streams.video and not inp.streams.audio:
         raise LiifError(f"cannot read {src} as a video: no audio or video streams found (truncated?)")
@@ -114,7 +117,8 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
         if s is not vs and s not in copied:
             say(f"stream {s.index} ({s.type}) is not copied")
 
-    items = _demux(av, inp, vs, copied, src)
+    exp, got = expected(inp, vs), Decoded()
+    items = _demux(av, inp, vs, copied, src, exp, got, allow_partial)
     head: list[Any] = []  # packets of other streams that come before the first frame
     first = None
     for kind, obj in items:
@@ -123,7 +127,7 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
             break
         head.append(obj)
     if first is None:
-        raise LiifError(f"no video frame could be decoded from {src}")
+        raise LiifError(f"no video frame could be decoded from {src}" + (f": {got.error}" if got.error else ""))
 
     # Geometry: the request is in displayed orientation; frames are rendered in coded orientation.
     rotation = int(first.rotation or 0)
@@ -138,7 +142,7 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
     fu.plan(coded_hw)  # the plan, and the pixel limit checked before anything is written
     rep.in_size = (shown_hw[1], shown_hw[0])
     rep.out_size = (out_hw[0], out_hw[1]) if swap else (out_hw[1], out_hw[0])
-    rep.frames_total, rep.estimated = _frame_total(inp, vs), not vs.frames
+    rep.frames_total, rep.estimated = exp.frames, not exp.declared
     deep = max(c.bits for c in first.format.components) > 8 and \
         max(c.bits for c in av.VideoFormat(pix_fmt).components) > 8
     rgb_fmt = "rgb48le" if deep else "rgb24"
@@ -169,9 +173,11 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
                       progress)
             if rep.frames_written != rep.frames_done:
                 raise LiifError(f"the encoder wrote {rep.frames_written} of {rep.frames_done} frames")
-            if vs.frames and rep.frames_written < vs.frames:
-                raise LiifError(f"{src} ends after {rep.frames_written} of the {vs.frames} frames it declares "
-                                f"(truncated?); no output written")
+            short = shortfall(src, exp, got)
+            if short is not None and not allow_partial:
+                raise LiifError(_refusal(short, got))
+            if short is not None:
+                say(f"{short}; the output has the {rep.frames_written} frames decoded (--allow-partial)")
             done = True
         finally:
             try:
@@ -179,9 +185,8 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
             except av.FFmpegError as e:
                 if done:
                     raise LiifError(f"cannot write {dst}: {reason(e)}") from None
-    if vs.frames and vs.frames != rep.frames_written:
-        say(f"{src} declares {vs.frames} frames; {rep.frames_written} were decoded and written")
-
+    if exp.declared and exp.frames is not None and exp.frames < rep.frames_written:
+        say(f"{src} declares {exp.frames} frames; {rep.frames_written} were decoded and written")
     return rep
 
 
@@ -231,30 +236,26 @@ def _peek_size(av: ModuleType, src: Path, limit: int) -> None:
             _check_size(vs, limit, src)
 
 
-def _demux(av: ModuleType, inp: Any, vs: Any, copied: list[Any], src: Path) -> Iterator[tuple[str, Any]]:
-    """Packets of the copied streams and decoded frames of ``vs``, in file order."""
-    n = 0
+def _refusal(short: str, got: Decoded) -> str:
+    return f"{short}; no output written (--allow-partial / allow_partial=True writes the {got.frames} frames decoded)"
+
+
+def _demux(av: ModuleType, inp: Any, vs: Any, copied: list[Any], src: Path, exp: Expected, got: Decoded,
+           allow_partial: bool) -> Iterator[tuple[str, Any]]:
+    """Packets of the copied streams and decoded frames of ``vs``, in file order (counted in ``got``).
+    A decode error ends the video: refused, or with ``allow_partial`` the frames so far are kept."""
     try:
         for packet in inp.demux([vs, *copied]):
             if packet.stream is vs:
                 for frame in packet.decode():
-                    n += 1
+                    got.add(frame, exp.period)
                     yield "frame", frame
             elif packet.dts is not None or packet.size:
                 yield "packet", packet
     except av.FFmpegError as e:
-        raise LiifError(f"cannot decode {src} after {n} frames (truncated or corrupt?): {reason(e)}") from None
-
-
-def _frame_total(inp: Any, vs: Any) -> int | None:
-    if vs.frames:
-        return int(vs.frames)
-    rate = vs.average_rate or vs.guessed_rate
-    if vs.duration is not None and vs.time_base is not None and rate:
-        return int(round(float(vs.duration * vs.time_base * rate)))
-    if inp.duration is not None and rate:
-        return int(round(inp.duration / 1_000_000 * float(rate)))
-    return None
+        got.error = reason(e)
+        if not allow_partial:
+            raise LiifError(_refusal(shortfall(src, exp, got) or got.error, got)) from None
 
 
 def _rate(vs: Any) -> Fraction:
