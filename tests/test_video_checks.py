@@ -1,6 +1,6 @@
 """Video jobs refused before any work, or told short: streams the output container cannot hold,
-encoders it does not take, destinations that cannot be written, truncated or damaged inputs. Each
-is one line, a non-zero exit and no file (temp files included)."""
+encoders it does not take, destinations that cannot be written, truncated or damaged inputs, and
+SIGTERM. Each is one line, a non-zero exit and no file (temp files included)."""
 from __future__ import annotations
 
 import os
@@ -267,3 +267,23 @@ def test_shortfall_compares_the_time_covered_with_the_duration(frames, end, shor
     assert shortfall(Path("v.mp4"), declared, Decoded(59)) == \
         "v.mp4 ends after 59 of the 60 frames it declares (truncated or corrupt?)"
     assert shortfall(Path("v.mp4"), declared, Decoded(61)) is None
+
+
+def test_sigterm_says_how_far_and_leaves_no_output(tiny, tmp_path, capsys, monkeypatch):
+    _, weights = tiny
+    src, dst = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_clip(src)
+    dst.write_bytes(b"old")
+    real = video.FrameUpscaler.__call__
+    calls = []
+
+    def render(self, frame):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # liif's handler unwinds the job from here
+        return real(self, frame)
+
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", render)
+    rc, _, err = cli(["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)], capsys)
+    assert rc == 143 and one_line(err) == "liif: terminated after 4 of ~12 frames; no output written"
+    assert dst.read_bytes() == b"old" and entries(tmp_path) == ["in.mkv", "out.mkv"]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liif.errors import LiifError
+from liif.errors import LiifError, Terminated
 from liif.imaging import check_writable
 from liif.pipeline import Scale
 from liif.video.formats import VIDEO_SUFFIXES, is_video, require_av
@@ -56,6 +56,9 @@ def cli_upscale(args: argparse.Namespace, size: tuple[int, int] | None, scale: S
     except KeyboardInterrupt:
         print(f"liif: interrupted {rep.progress()}; no output written", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM (see liif.errors.run_reporting_errors): unwound like Ctrl-C
+        print(f"liif: terminated {rep.progress()}; no output written", file=sys.stderr)
+        return 143
     except LiifError as e:
         if rep.frames_done and "frames" not in str(e):
             raise LiifError(f"{e} ({rep.progress()}; no output written)") from None
