@@ -129,6 +129,19 @@ def test_encoder_the_container_does_not_take_is_refused(tiny, tmp_path, capsys, 
         tiny[0].upscale_video(src, tmp_path / f"o{suffix}", scale=2, codec=codec)
 
 
+def test_no_default_encoder_for_ogg_is_one_line(tiny, tmp_path, capsys):
+    """.ogv: FFmpeg's ogg muxer lists no codecs and refuses H.264 and VP9 only when writing the header
+    ('cannot start encoding ... Invalid argument' used to blame libx264)."""
+    _, weights = tiny
+    src = tmp_path / "in.mkv"
+    make_clip(src, n=2, audio=False)
+    rc, _, err = cli(["upscale", str(src), "-o", str(tmp_path / "o.ogv"), "--scale", "2", "--weights", str(weights)],
+                     capsys)
+    assert rc == 1 and one_line(err) == ("liif: error: no default video encoder for .ogv (ogg takes none of libx264, "
+                                         "libvpx-vp9): give --codec")
+    assert entries(tmp_path) == ["in.mkv"]
+
+
 @pytest.mark.parametrize("where,message", [
     ("folder", "cannot write {dst}: it is a folder"),
     ("under-a-file", "cannot write {dst}: {parent} is not a folder"),
@@ -256,7 +269,7 @@ def test_allow_partial_is_for_videos_only(tmp_path, capsys):
 def test_shortfall_compares_the_time_covered_with_the_duration(frames, end, short):
     from liif.video.length import Decoded, Expected, shortfall
 
-    got = Decoded(frames, 0.0, end)
+    got = Decoded(frames, end)
     exp = Expected(frames=60, declared=False, seconds=2.0, period=1 / 30)
     said = shortfall(Path("v.mkv"), exp, got)
     assert (said is not None) == short

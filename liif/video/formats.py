@@ -74,14 +74,22 @@ def encoder(av: ModuleType, name: str) -> Any:
     return codec
 
 
-def takes(av: ModuleType, muxer: str, codec: str) -> bool:
+def takes(av: ModuleType, muxer: str, codec: str, header: bool = False) -> bool:
     """Whether FFmpeg's ``muxer`` accepts a stream of the encoder ``codec``: the check PyAV makes when
-    the stream is added, run on a container in memory (nothing is written, no header)."""
+    the stream is added, on a container in memory. ``header``: also open the encoder (64x64) and
+    write the header into memory, for muxers that list no codecs and refuse only there (ogg). Used
+    with header=True only for the default encoders, whose headers were tried in every muxer of
+    :data:`MUXERS` (an unknown pair could abort the process in FFmpeg; see liif.video.copies)."""
     out = av.open(io.BytesIO(), "w", format=muxer)
     try:
-        out.add_stream(codec)
+        stream = out.add_stream(codec, rate=25)
+        if header:
+            formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+            stream.width = stream.height = 64
+            stream.pix_fmt = "yuv420p" if not formats or "yuv420p" in formats else formats[0]
+            out.start_encoding()
         return True
-    except ValueError:  # "'webm' format does not support 'libx264' codec"
+    except (av.FFmpegError, ValueError):  # "'webm' format does not support 'libx264' codec"
         return False
     finally:
         out.close()
@@ -98,12 +106,12 @@ def choose_encoder(av: ModuleType, suffix: str, name: str | None, say: Callable[
                             f"choose another --codec or output suffix")
         return enc
     for candidate in (DEFAULT_CODEC, *FALLBACK_CODECS):
-        if candidate in av.codecs_available and takes(av, muxer, candidate):
+        if candidate in av.codecs_available and takes(av, muxer, candidate, header=True):
             if candidate != DEFAULT_CODEC:
                 say(f"a {suffix} file cannot hold {DEFAULT_CODEC} video: encoding with {candidate}")
             return encoder(av, candidate)
     raise LiifError(f"no default video encoder for {suffix} ({muxer} takes none of "
-                    f"{', '.join((DEFAULT_CODEC, *FALLBACK_CODECS))} in this build): give --codec")
+                    f"{', '.join((DEFAULT_CODEC, *FALLBACK_CODECS))}): give --codec")
 
 
 def pixel_format(av: ModuleType, enc: Any, fmt: Any) -> str:

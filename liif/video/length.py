@@ -6,9 +6,11 @@ the container's (which includes the audio). A truncated or damaged file decodes 
 that and then simply ends, so the decoded frames are compared with it:
 
 - a declared count: fewer frames decoded than declared is short;
-- a duration: the decoded frames (first timestamp to the end of the last frame) cover clearly less
-  of it, by more than two frame periods and 2 % of the duration (timestamps round, audio may run a
-  little longer than the video), is short. The count in messages is estimated as duration x rate.
+- a duration: the decoded frames end clearly before it does (the end of the last frame, from where
+  the duration counts: the stream's or the container's start time, 0 for Matroska's tag), by more
+  than two frame periods and 2 % of the duration (timestamps round, audio may run a little longer
+  than the video), is short. The count in messages is estimated as the time from the first frame to
+  the end of the duration, times the average rate.
 
 Times rather than counts decide for durations, so a variable frame rate is not mistaken for a gap.
 """
@@ -27,7 +29,13 @@ class Expected:
     frames: int | None = None  # declared, or estimated from ``seconds``; None if unknown
     declared: bool = False
     seconds: float | None = None  # the duration the estimate comes from
+    start: float = 0.0  # the time it counts from
     period: float | None = None  # seconds per frame at the stream's average rate
+
+    def first_frame_at(self, t: float | None) -> None:
+        """Estimate the count from the first frame's time on (a video may start after its audio)."""
+        if not self.declared and self.seconds is not None and self.period and t is not None:
+            self.frames = max(1, int(round((self.start + self.seconds - t) / self.period)))
 
     def total(self) -> str:
         """``60``, ``~60`` or ``?`` for messages."""
@@ -36,21 +44,23 @@ class Expected:
 
 @dataclass
 class Decoded:
-    """What decoding gave: frames, the time they cover, and why it stopped early (a decode error)."""
+    """What decoding gave: frames, where the last one ends, and why it stopped early (a decode error)."""
 
     frames: int = 0
-    start: float | None = None
     end: float | None = None
     error: str | None = None
 
     def add(self, frame: Any, period: float | None) -> None:
         self.frames += 1
-        if frame.pts is None or frame.time_base is None:
+        t = frame_time(frame)
+        if t is None:
             return
-        t = float(frame.pts * frame.time_base)
         length = float(frame.duration * frame.time_base) if frame.duration else (period or 0.0)
-        self.start = t if self.start is None else min(self.start, t)
         self.end = t + length if self.end is None else max(self.end, t + length)
+
+
+def frame_time(frame: Any) -> float | None:
+    return None if frame.pts is None or frame.time_base is None else float(frame.pts * frame.time_base)
 
 
 def _tag_seconds(text: str | None) -> float | None:
@@ -63,18 +73,20 @@ def expected(inp: Any, vs: Any) -> Expected:
     rate = vs.average_rate or vs.guessed_rate
     period = 1 / float(rate) if rate else None
     if vs.frames:
-        return Expected(int(vs.frames), True, None, period)
-    seconds = None
+        return Expected(int(vs.frames), True, period=period)
+    seconds, start = None, 0.0
     if vs.duration and vs.time_base is not None:
         seconds = float(vs.duration * vs.time_base)
-    if seconds is None:
+        start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+    if seconds is None:  # Matroska: the track's end time, written by the muxer
         tags = {k.upper(): v for k, v in vs.metadata.items()}
         seconds = _tag_seconds(tags.get("DURATION"))
     if seconds is None and inp.duration:
         seconds = inp.duration / 1_000_000
+        start = inp.start_time / 1_000_000 if inp.start_time is not None else 0.0
     if seconds is None or not seconds > 0 or not rate:
-        return Expected(None, False, seconds, period)
-    return Expected(max(1, int(round(seconds * float(rate)))), False, seconds, period)
+        return Expected(None, False, seconds, start, period)
+    return Expected(max(1, int(round(seconds * float(rate)))), False, seconds, start, period)
 
 
 def shortfall(src: Path, exp: Expected, got: Decoded) -> str | None:
@@ -91,8 +103,8 @@ def shortfall(src: Path, exp: Expected, got: Decoded) -> str | None:
         return f"{src} ends after {n} of the {exp.frames} frames it declares (truncated or corrupt?)"
     assert exp.seconds is not None
     slack = max(SLACK_PERIODS * (exp.period or 0.0), SLACK_SHARE * exp.seconds)
-    if got.start is not None and got.end is not None:
-        covered = got.end - got.start
+    if got.end is not None:
+        covered = got.end - exp.start
         if covered >= exp.seconds - slack:
             return None
         return (f"{src} ends after {n} of ~{exp.frames} frames ({covered:.2f} of {exp.seconds:.2f} s; "

@@ -31,7 +31,7 @@ from liif.video.formats import (
     require_av,
 )
 from liif.video.frames import FrameUpscaler
-from liif.video.length import Decoded, Expected, expected, shortfall
+from liif.video.length import Decoded, Expected, expected, frame_time, shortfall
 from liif.video.threads import run_threads
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
     fu.plan(coded_hw)  # the plan, and the pixel limit checked before anything is written
     rep.in_size = (shown_hw[1], shown_hw[0])
     rep.out_size = (out_hw[0], out_hw[1]) if swap else (out_hw[1], out_hw[0])
+    exp.first_frame_at(frame_time(first))
     rep.frames_total, rep.estimated = exp.frames, not exp.declared
     deep = max(c.bits for c in first.format.components) > 8 and \
         max(c.bits for c in av.VideoFormat(pix_fmt).components) > 8
@@ -152,7 +153,10 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
     check_copies(src, suffix, MUXERS[suffix], enc.name, out_hw, pix_fmt, _rate(vs), copied)
 
     with _output(dst) as tmp:
-        out = av.open(str(tmp), "w", format=MUXERS[suffix], metadata_errors="replace")
+        try:
+            out = av.open(str(tmp), "w", format=MUXERS[suffix], metadata_errors="replace")
+        except av.FFmpegError as e:
+            raise LiifError(f"cannot write {dst}: {reason(e)}") from None
         done = False
         try:
             _copy_metadata(inp.metadata, out.metadata)
@@ -192,16 +196,17 @@ def _run(av: ModuleType, up: Upscaler, inp: Any, rep: VideoReport, precision: st
 
 @contextmanager
 def _output(dst: Path) -> Iterator[Path]:
-    """:class:`liif.fileio.atomic_path`, where a failed rename onto ``dst`` (a folder appeared there
-    meanwhile, say) is a one-line error and leaves no temp file either."""
+    """:class:`liif.fileio.atomic_path`, where failing to make the temp file or to rename it onto
+    ``dst`` (a folder appeared there meanwhile, say) is a one-line error and leaves no temp file."""
     tmp: Path | None = None
-    written = False
+    stage = "open"
     try:
         with atomic_path(dst) as tmp:
+            stage = "write"
             yield tmp
-            written = True
+            stage = "rename"
     except OSError as e:
-        if not written:
+        if stage == "write":  # the caller's own error
             raise
         raise LiifError(f"cannot write {dst}: {reason(e)}") from None
     finally:
