@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-v", "--verbose", action="store_true",
                     help="print the device, CPU capability and the precision that actually runs")
     v = up.add_argument_group("video (an input video by suffix or content; needs liif[video])")
-    v.add_argument("--codec", help="video encoder (default libx264; e.g. libx265, libvpx-vp9, ffv1)")
+    v.add_argument("--codec", help="video encoder (default libx264, .webm libvpx-vp9; e.g. libx265, ffv1)")
     v.add_argument("--crf", type=int, help="constant quality, lower is better (default 18 for x264/x265)")
     v.add_argument("--preset", help="encoder speed preset (default medium for x264/x265)")
+    v.add_argument("--allow-partial", action="store_true",
+                   help="write a truncated or damaged video's decodable frames instead of refusing it")
     up.set_defaults(func=cmd_upscale)
 
     w = sub.add_parser("weights", help="list or fetch pretrained weights")
