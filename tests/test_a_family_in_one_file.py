@@ -11,13 +11,14 @@ import toy_family
 
 from liif import checkpoints
 from liif.cli import main
+from liif.compute import Compute
 from liif.errors import LiifError
 from liif.models import ModelSpec, build, family
 from liif.models.decoder import fast_forward
 from liif.models.spec import VARIANTS
 from liif.render import Window, plan_axis, plan_tiles, render, render_tiles, working_set
 from liif.render.plan import encoder_halo, stripe_plan
-from liif.train.loop import Step, train_step
+from liif.train.step import Step, train_step
 
 ENC = {"n_resblocks": 2, "n_feats": 16}
 HALF = [0.5, 0.5, 0.5]
@@ -153,7 +154,7 @@ def test_a_family_in_one_file_trains_through_the_fold(toy):
     before = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=1e-3)
     loss = train_step(Step(model, fold=True), model, opt, torch.amp.GradScaler("cpu", enabled=False), batch,
-                      torch.device("cpu"), None)
+                      Compute.exact(torch.device("cpu"), "fp32"))
     assert loss == pytest.approx(losses[0], rel=1e-6)
     assert all(not torch.equal(p, q) for p, q in zip(params, before, strict=True))
 
