@@ -231,10 +231,12 @@ def test_sizing_a_model_on_the_meta_device_stays_cheap():
     code = ("import sys, torch\n"
             "from liif.models import ModelSpec\n"
             "from liif.models.spec import VARIANTS, shapes\n"
-            "n = {name: sum(1 for _ in shapes(ModelSpec.variant(name))) for name in VARIANTS}\n"
+            "n = {name: len(shapes(ModelSpec.variant(name))) for name in VARIANTS}\n"
             "print(n, 'torch._dynamo' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == ("{'edsr-baseline-liif': 82, 'rdn-liif': 306, 'edsr-baseline-lte': 85, "
-                                  "'rdn-lte': 309} False")
+    counts, dynamo = res.stdout.rsplit(" ", 1)
+    assert dynamo.strip() == "False"
+    assert {"'edsr-baseline-liif': 82", "'rdn-liif': 306", "'edsr-baseline-lte': 85", "'rdn-lte': 309"} <= \
+        set(counts.strip("{}").split(", ")), counts

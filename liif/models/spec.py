@@ -8,6 +8,7 @@ shapes, so a checkpoint is compared with its spec before the model is built for 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,17 +138,26 @@ def _build(spec: ModelSpec) -> ImplicitDecoder:
     return model
 
 
-def shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+def meta_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """The state dict's tensor shapes of the model of ``spec``, found by building it on the ``meta``
-    device (no data is allocated); ValueError when the model would have more than ``MAX_PARAMS``
-    parameters."""
+    device (no data is allocated), whatever its size; see :func:`shapes`."""
     with torch.device("meta"):
-        sd = _build(spec).state_dict()
-    n = sum(t.numel() for t in sd.values())
+        return {k: tuple(t.shape) for k, t in _build(spec).state_dict().items()}
+
+
+def parameters(sizes: Mapping[str, tuple[int, ...]]) -> int:
+    """The number of values in tensors of these shapes."""
+    return sum(math.prod(s) for s in sizes.values())
+
+
+def shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """:func:`meta_shapes`, or ValueError when the model would have more than ``MAX_PARAMS`` parameters."""
+    sizes = meta_shapes(spec)
+    n = parameters(sizes)
     if n > validate.MAX_PARAMS:
         raise ValueError(f"the model of this spec would have {n:,} parameters ({4 * n / 2**30:.1f} GiB in fp32); "
                          f"at most {validate.MAX_PARAMS:,}")
-    return {k: tuple(t.shape) for k, t in sd.items()}
+    return sizes
 
 
 def build(spec: ModelSpec) -> ImplicitDecoder:

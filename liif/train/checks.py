@@ -1,8 +1,8 @@
 """The value checks of a training config, run before anything is built or written: ranges of the
 numbers, the model's arguments, every image's header and the validation images' sizes (``check``, run
-by ``config.load``); the model's size, built on the meta device (``check_model_size``, run by the loop
-before it builds the model: a meta build imports torch._dynamo, seconds that a config error should not
-cost); whether the run folder can be written (``check_folder``).
+by ``config.load``; the model section's types and ranges are also those every model spec checks,
+``liif.models.validate``); the model's size, counted on the meta device (``check_model_size``, run by
+the loop before it builds the model); whether the run folder can be written (``check_folder``).
 
 Each problem is one :class:`LiifError` that names its config key (``config key train.lr ...``), the file
 or the folder, so a bad value never costs a traceback after an epoch of training.
@@ -19,13 +19,12 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from liif.compute import CHOICES as PRECISIONS
 from liif.errors import LiifError
 from liif.models import edsr, family, rdn
-from liif.models.spec import MEANS, ModelSpec, build
+from liif.models.spec import ENCODERS, MEANS, ModelSpec, meta_shapes, parameters
 
 if TYPE_CHECKING:
     from liif.train.config import Config
@@ -106,15 +105,19 @@ def check_model(model: dict[str, Any]) -> ModelSpec:
             raise LiifError(f"config key model.{name} must be 3 finite numbers (R, G, B), got {_short(values)}")
         if name.endswith("std") and min(values) <= 0:
             raise LiifError(f"config key model.{name} must be positive (it divides), got {values}")
+    # The training caps first, on the raw section, so their messages name the key; then the spec's own
+    # checks (liif.models.validate: types, ranges, the family's fields), which hold for every spec.
+    _check_hidden(model.get("hidden"))
+    encoder = model.get("encoder", "edsr-baseline")
+    if isinstance(encoder, str) and encoder in ENCODERS:
+        _check_encoder_args(encoder, {} if model.get("encoder_args") is None else model["encoder_args"])
     try:
         spec = ModelSpec.from_dict(model)
     except (ValueError, TypeError) as e:
         raise LiifError(f"config key model: {e}") from None
-    _check_hidden(spec.hidden)
     fam = family.get(spec.method)
     for name, default in fam.spec_fields.items():
         _check_value(f"model.{name}", spec.own[name], type(default) if default is not None else typing.Any)
-    _check_encoder_args(spec)
     return spec
 
 
@@ -122,9 +125,9 @@ def check_model_size(spec: ModelSpec) -> None:
     """The model of ``spec``, built on the meta device (shapes only, no memory), builds and has at most
     ``MAX_PARAMS`` parameters."""
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params = sum(p.numel() for p in build(spec).parameters())
+            params = parameters(meta_shapes(spec))  # uncapped: the training cap is named here
     except (ValueError, TypeError, RuntimeError, KeyError, IndexError, AssertionError) as e:
         raise LiifError(f"config key model: cannot build it ({type(e).__name__}: {_first_line(e)})") from None
     if params > MAX_PARAMS:
@@ -142,17 +145,16 @@ def _check_hidden(hidden: Any) -> None:
         _check_value(f"model.hidden[{i}]", width, int)
 
 
-def _check_encoder_args(spec: ModelSpec) -> None:
+def _check_encoder_args(encoder: str, args: Any) -> None:
     """Every ``encoder_args`` key is an argument of the encoder's class, of the type it declares."""
-    args = spec.encoder_args
     if not isinstance(args, dict):
         raise LiifError(f"config key model.encoder_args must be a mapping, got {_short(args)}")
-    cls = rdn.RDN if spec.encoder in rdn.VARIANTS else edsr.EDSR  # as liif.models.spec.build_encoder picks
+    cls = rdn.RDN if encoder in rdn.VARIANTS else edsr.EDSR  # as liif.models.spec.build_encoder picks
     hints = typing.get_type_hints(cls.__init__)
     known = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     for name, value in args.items():
         if name not in known:
-            raise LiifError(f"config key model.encoder_args: {spec.encoder} takes no argument {name!r} "
+            raise LiifError(f"config key model.encoder_args: {encoder} takes no argument {name!r} "
                             f"(it takes {', '.join(known)})")
         _check_value(f"model.encoder_args.{name}", value, hints.get(name, typing.Any), MAX_ENCODER)
 
