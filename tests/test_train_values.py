@@ -82,6 +82,19 @@ def test_bad_training_values_are_one_config_error_before_anything(tmp_path: Path
     assert not out.exists()
 
 
+def test_family_fields_take_every_value_their_class_declares(tmp_path: Path) -> None:
+    # LTE's cell_clip_scale is ``float | None`` (None: no clipping); the check once took the type of the
+    # default (float) and refused a valid null
+    path = tiny_config(tmp_path, **{"model.method": "lte", "model.hidden_dim": 8})
+    spec = config.load(path, ["model.cell_clip_scale=null"]).model_spec()
+    assert spec.own["cell_clip_scale"] is None
+    assert config.load(path, ["model.cell_clip_scale=2"]).model_spec().own["cell_clip_scale"] == 2
+    with pytest.raises(LiifError, match=r"^config key model\.cell_clip_scale must be a finite number > 0, got 0$"):
+        config.load(path, ["model.cell_clip_scale=0"])
+    with pytest.raises(LiifError, match=r"^config key model\.global_term must be true or false, got 'yes'$"):
+        config.load(path, ["model.global_term='yes'"])
+
+
 @pytest.mark.parametrize("override,message", [
     ("model.hidden=null", "config key model: the model does not run: this LIIF model has no MLP decoder "
                           "(nearest sampling only)"),
