@@ -5,7 +5,10 @@ video stream's own (``stream.duration``; Matroska's per-track ``DURATION`` tag) 
 the container's (which includes the audio). A truncated or damaged file decodes fewer frames than
 that and then simply ends, so the decoded frames are compared with it:
 
-- a declared count: fewer frames decoded than declared is short;
+- a declared count: fewer frames decoded than declared is short, the frames an edit list cuts
+  excepted (MP4 and MOV count every sample they hold, also those before the start of their edit
+  list, which the demuxer marks as discarded and the decoder never shows: a stream-copy cut,
+  ``ffmpeg -ss 5 -c copy``, keeps the frames back to the previous keyframe that way);
 - a duration: the decoded frames end clearly before it does (the end of the last frame, from where
   the duration counts: the stream's or the container's start time, 0 for Matroska's tag), by more
   than two frame periods and 2 % of the duration (timestamps round, audio may run a little longer
@@ -49,6 +52,7 @@ class Decoded:
     frames: int = 0
     end: float | None = None
     error: str | None = None
+    discarded: int = 0  # packets the demuxer marked as never shown (cut by an edit list)
 
     def add(self, frame: Any, period: float | None) -> None:
         self.frames += 1
@@ -98,9 +102,11 @@ def shortfall(src: Path, exp: Expected, got: Decoded) -> str | None:
     if exp.frames is None:
         return None
     if exp.declared:
-        if n >= exp.frames:
+        shown = exp.frames - got.discarded
+        if n >= shown:
             return None
-        return f"{src} ends after {n} of the {exp.frames} frames it declares (truncated or corrupt?)"
+        cut = f", {got.discarded} more cut by its edit list" if got.discarded else ""
+        return f"{src} ends after {n} of the {shown} frames it declares{cut} (truncated or corrupt?)"
     assert exp.seconds is not None
     slack = max(SLACK_PERIODS * (exp.period or 0.0), SLACK_SHARE * exp.seconds)
     if got.end is not None:
