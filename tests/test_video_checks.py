@@ -279,6 +279,34 @@ def test_a_stream_copy_cut_mp4_with_an_edit_list_is_whole(tiny, tmp_path, capsys
         "v.mp4 ends after 19 of the 20 frames it declares, 10 more cut by its edit list (truncated or corrupt?)"
 
 
+def test_an_avi_with_a_variable_frame_rate_is_whole(tiny, tmp_path, capsys, monkeypatch):
+    # AVI stores a gap in the timestamps as empty entries (repeat the frame before): its frame count
+    # (11) counts them, the decoder shows the 4 real frames, which reach the end of the stream (0.44 s)
+    _, weights = tiny
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", flat)
+    src, dst = tmp_path / "vfr.avi", tmp_path / "out.mkv"
+    with av.open(str(src), "w") as o:
+        v = o.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = 48, 32, "yuv420p"
+        for i, pts in enumerate([0, 1, 2, 10]):
+            f = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 60 * i, np.uint8), format="rgb24")
+            f.pts = pts
+            for pk in v.encode(f):
+                o.mux(pk)
+        for pk in v.encode():
+            o.mux(pk)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].frames == 11
+    assert decodable(src) == 4
+    rc, out, err = cli(["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)], capsys)
+    assert rc == 0 and out.strip() == f"{src} -> {dst} (72x48, 4 frames)", err
+    from liif.video.length import Decoded, Expected, shortfall
+    declared = Expected(frames=11, declared=True, seconds=0.44, period=0.04)
+    assert shortfall(Path("v.avi"), declared, Decoded(4, 0.44)) is None
+    assert shortfall(Path("v.avi"), declared, Decoded(4, 0.2)) == \
+        "v.avi ends after 4 of the 11 frames it declares (truncated or corrupt?)"
+
+
 def test_allow_partial_is_for_videos_only(tmp_path, capsys):
     png = tmp_path / "x.png"
     png.write_bytes(b"")
