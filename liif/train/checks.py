@@ -134,7 +134,7 @@ def check_model_size(spec: ModelSpec) -> None:
                         f"takes (encoder_args {spec.encoder_args}, hidden {spec.hidden})")
 
 
-def _init_hints(cls: type) -> dict[str, Any]:
+def _init_hints(cls: Any) -> dict[str, Any]:
     """The type hints of ``cls.__init__``; none where they do not resolve."""
     try:
         return typing.get_type_hints(cls.__init__)
