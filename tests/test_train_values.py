@@ -82,6 +82,19 @@ def test_bad_training_values_are_one_config_error_before_anything(tmp_path: Path
     assert not out.exists()
 
 
+def test_family_fields_take_every_value_their_class_declares(tmp_path: Path) -> None:
+    # LTE's cell_clip_scale is ``float | None`` (None: no clipping); the check once took the type of the
+    # default (float) and refused a valid null
+    path = tiny_config(tmp_path, **{"model.method": "lte", "model.hidden_dim": 8})
+    spec = config.load(path, ["model.cell_clip_scale=null"]).model_spec()
+    assert spec.own["cell_clip_scale"] is None
+    assert config.load(path, ["model.cell_clip_scale=2"]).model_spec().own["cell_clip_scale"] == 2
+    with pytest.raises(LiifError, match=r"^config key model\.cell_clip_scale must be a finite number > 0, got 0$"):
+        config.load(path, ["model.cell_clip_scale=0"])
+    with pytest.raises(LiifError, match=r"^config key model\.global_term must be true or false, got 'yes'$"):
+        config.load(path, ["model.global_term='yes'"])
+
+
 @pytest.mark.parametrize("override,message", [
     ("model.hidden=null", "config key model: the model does not run: this LIIF model has no MLP decoder "
                           "(nearest sampling only)"),
@@ -335,3 +348,26 @@ def test_resume_names_the_settings_that_changed_and_applies_them(tmp_path: Path,
     rc, _, err = run_cli(_train_cli(path, out, "--resume", "--set", "train.epochs=3", "--set", "train.lr=2e-4"),
                          capsys)
     assert rc == 0 and "differs" not in err
+
+
+def test_under_fp16_a_few_overflowing_steps_are_the_scalers_and_a_streak_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the fp16 gradient scaler on, a step whose loss overflows is skipped by the scaler (the weights
+    stay finite): three such steps do not stop the run; FP16_SKIPS of them in a row do."""
+    monkeypatch.setattr(torch.amp.GradScaler, "is_enabled", lambda self: True)  # as under fp16 on CUDA
+    real, done = loop.train_step, [0]
+
+    def overflow_at_2_to_4(*args: Any) -> float:
+        value = real(*args)
+        done[0] += 1
+        return float("inf") if 2 <= done[0] <= 4 else value
+
+    monkeypatch.setattr(loop, "train_step", overflow_at_2_to_4)
+    path = tiny_config(tmp_path, **{"train.epochs": 2})
+    rc, _, err = run_cli(_train_cli(path, tmp_path / "run"), capsys)
+    assert rc == 0 and done[0] == 6, err
+    done[0] = 0
+    monkeypatch.setattr(loop, "FP16_SKIPS", 3)
+    rc, _, err = run_cli(_train_cli(path, tmp_path / "run2"), capsys)
+    assert rc == 1 and done[0] == 4
+    assert "liif: error: the loss became inf (3 steps in a row) at step 4 (epoch 2, iteration 1)" in err

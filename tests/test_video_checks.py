@@ -252,6 +252,61 @@ def test_allow_partial_in_the_api(tiny, damaged, tmp_path, monkeypatch):
     assert entries(tmp_path) == ["b.mkv"]
 
 
+def test_a_stream_copy_cut_mp4_with_an_edit_list_is_whole(tiny, tmp_path, capsys, monkeypatch):
+    # ``ffmpeg -ss T -c copy`` keeps the frames back to the previous keyframe before an edit list's
+    # start: MP4 counts them in its frame count, the demuxer marks them discarded, nothing shows them
+    _, weights = tiny
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", flat)
+    full, src, dst = tmp_path / "full.mp4", tmp_path / "cut.mp4", tmp_path / "out.mp4"
+    make_clip(full, n=30, audio=False)
+    with av.open(str(full)) as i, av.open(str(src), "w") as o:
+        s = i.streams.video[0]
+        t = o.add_stream_from_template(s)
+        shift = int(10 * s.time_base.denominator / s.time_base.numerator / s.average_rate)  # 10 frames earlier
+        for pk in i.demux(s):
+            if pk.dts is not None:
+                pk.pts, pk.dts, pk.stream = pk.pts - shift, pk.dts - shift, t
+                o.mux(pk)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].frames == 30
+    n = decodable(src)
+    assert n == 20
+    rc, out, err = cli(["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)], capsys)
+    assert rc == 0 and out.strip() == f"{src} -> {dst} (72x48, 20 frames)", err
+    assert len(read(dst)["rgb"]) == 20
+    from liif.video.length import Decoded, Expected, shortfall
+    assert shortfall(Path("v.mp4"), Expected(frames=30, declared=True), Decoded(19, discarded=10)) == \
+        "v.mp4 ends after 19 of the 20 frames it declares, 10 more cut by its edit list (truncated or corrupt?)"
+
+
+def test_an_avi_with_a_variable_frame_rate_is_whole(tiny, tmp_path, capsys, monkeypatch):
+    # AVI stores a gap in the timestamps as empty entries (repeat the frame before): its frame count
+    # (11) counts them, the decoder shows the 4 real frames, which reach the end of the stream (0.44 s)
+    _, weights = tiny
+    monkeypatch.setattr(video.FrameUpscaler, "__call__", flat)
+    src, dst = tmp_path / "vfr.avi", tmp_path / "out.mkv"
+    with av.open(str(src), "w") as o:
+        v = o.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = 48, 32, "yuv420p"
+        for i, pts in enumerate([0, 1, 2, 10]):
+            f = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 60 * i, np.uint8), format="rgb24")
+            f.pts = pts
+            for pk in v.encode(f):
+                o.mux(pk)
+        for pk in v.encode():
+            o.mux(pk)
+    with av.open(str(src)) as c:
+        assert c.streams.video[0].frames == 11
+    assert decodable(src) == 4
+    rc, out, err = cli(["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)], capsys)
+    assert rc == 0 and out.strip() == f"{src} -> {dst} (72x48, 4 frames)", err
+    from liif.video.length import Decoded, Expected, shortfall
+    declared = Expected(frames=11, declared=True, seconds=0.44, period=0.04)
+    assert shortfall(Path("v.avi"), declared, Decoded(4, 0.44)) is None
+    assert shortfall(Path("v.avi"), declared, Decoded(4, 0.2)) == \
+        "v.avi ends after 4 of the 11 frames it declares (truncated or corrupt?)"
+
+
 def test_allow_partial_is_for_videos_only(tmp_path, capsys):
     png = tmp_path / "x.png"
     png.write_bytes(b"")

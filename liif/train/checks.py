@@ -116,8 +116,10 @@ def check_model(model: dict[str, Any]) -> ModelSpec:
     except (ValueError, TypeError) as e:
         raise LiifError(f"config key model: {e}") from None
     fam = family.get(spec.method)
-    for name, default in fam.spec_fields.items():
-        _check_value(f"model.{name}", spec.own[name], type(default) if default is not None else typing.Any)
+    hints = _init_hints(fam.model)
+    for name, default in fam.spec_fields.items():  # the type the class declares (LTE: cell_clip_scale may be None)
+        tp = hints.get(name, type(default) if default is not None else typing.Any)
+        _check_value(f"model.{name}", spec.own[name], tp)
     return spec
 
 
@@ -133,6 +135,14 @@ def check_model_size(spec: ModelSpec) -> None:
     if params > MAX_PARAMS:
         raise LiifError(f"config key model: {params:,} parameters, more than the {MAX_PARAMS:,} a training run "
                         f"takes (encoder_args {spec.encoder_args}, hidden {spec.hidden})")
+
+
+def _init_hints(cls: Any) -> dict[str, Any]:
+    """The type hints of ``cls.__init__``; none where they do not resolve."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError, AttributeError):
+        return {}
 
 
 def _check_hidden(hidden: Any) -> None:

@@ -36,6 +36,7 @@ from liif.train.resume import choose_checkpoint, epoch_and_iteration, load_check
 from liif.train.run import Optimization, Run, Setup, Window, checkpoint_state
 from liif.train.step import Step, probe, train_step, validate
 
+FP16_SKIPS = 20  # consecutive non-finite fp16 steps (each skipped by the scaler) that stop a run
 
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
           progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
@@ -160,9 +161,13 @@ def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
         s.output.stepped()
         now = time.monotonic()
         run.stopped, save_by_time, spent, drops, diverged = decide(s, run, now, loss)
-        if diverged:  # this rank's loss, or another rank's (every rank stops at this step)
+        # A non-finite loss (this rank's or another's) stops every rank at this step; under fp16 the
+        # gradient scaler skips such a step and lowers its scale, so only a run of them stops training.
+        run.nonfinite = run.nonfinite + 1 if diverged else 0
+        if diverged and (not s.optim.scaler.is_enabled() or run.nonfinite >= FP16_SKIPS):
             where = f"{loss}" if not math.isfinite(loss) else "non-finite on another rank"
-            raise stop_diverged(s, run, f"the loss became {where}")
+            streak = f" ({run.nonfinite} steps in a row)" if run.nonfinite > 1 else ""
+            raise stop_diverged(s, run, f"the loss became {where}{streak}")
         if s.budget_s:
             set_budget_lr(s, drops)
             run.budget_spent = spent

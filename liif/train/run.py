@@ -51,6 +51,7 @@ class Run:
     last_saved: float = 0.0  # monotonic time 'last' was last written
     saved: str = ""  # the newest checkpoint this run wrote or resumed from, with its step ("" before any)
     window: Window = field(default_factory=Window)
+    nonfinite: int = 0  # steps in a row whose loss was not finite on some rank
 
     def count(self, loss: float) -> None:
         """One more step done, with this rank's ``loss``."""

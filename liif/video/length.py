@@ -5,7 +5,12 @@ video stream's own (``stream.duration``; Matroska's per-track ``DURATION`` tag) 
 the container's (which includes the audio). A truncated or damaged file decodes fewer frames than
 that and then simply ends, so the decoded frames are compared with it:
 
-- a declared count: fewer frames decoded than declared is short;
+- a declared count: fewer frames decoded than declared is short, the frames an edit list cuts
+  excepted (MP4 and MOV count every sample they hold, also those before the start of their edit
+  list, which the demuxer marks as discarded and the decoder never shows: a stream-copy cut,
+  ``ffmpeg -ss 5 -c copy``, keeps the frames back to the previous keyframe that way), and unless
+  the frames decoded cover the stream's own duration (AVI counts the empty entries by which it
+  stores a variable frame rate: frames that repeat the one before, never decoded);
 - a duration: the decoded frames end clearly before it does (the end of the last frame, from where
   the duration counts: the stream's or the container's start time, 0 for Matroska's tag), by more
   than two frame periods and 2 % of the duration (timestamps round, audio may run a little longer
@@ -49,6 +54,7 @@ class Decoded:
     frames: int = 0
     end: float | None = None
     error: str | None = None
+    discarded: int = 0  # packets the demuxer marked as never shown (cut by an edit list)
 
     def add(self, frame: Any, period: float | None) -> None:
         self.frames += 1
@@ -72,12 +78,12 @@ def _tag_seconds(text: str | None) -> float | None:
 def expected(inp: Any, vs: Any) -> Expected:
     rate = vs.average_rate or vs.guessed_rate
     period = 1 / float(rate) if rate else None
-    if vs.frames:
-        return Expected(int(vs.frames), True, period=period)
     seconds, start = None, 0.0
     if vs.duration and vs.time_base is not None:
         seconds = float(vs.duration * vs.time_base)
         start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+    if vs.frames:
+        return Expected(int(vs.frames), True, seconds, start, period)
     if seconds is None:  # Matroska: the track's end time, written by the muxer
         tags = {k.upper(): v for k, v in vs.metadata.items()}
         seconds = _tag_seconds(tags.get("DURATION"))
@@ -97,12 +103,16 @@ def shortfall(src: Path, exp: Expected, got: Decoded) -> str | None:
         return f"cannot decode {src} after {n} of {exp.total()} frames (truncated or corrupt?): {got.error}"
     if exp.frames is None:
         return None
+    slack = max(SLACK_PERIODS * (exp.period or 0.0), SLACK_SHARE * (exp.seconds or 0.0))
     if exp.declared:
-        if n >= exp.frames:
+        shown = exp.frames - got.discarded
+        if n >= shown:
             return None
-        return f"{src} ends after {n} of the {exp.frames} frames it declares (truncated or corrupt?)"
+        if exp.seconds is not None and got.end is not None and got.end - exp.start >= exp.seconds - slack:
+            return None  # fewer frames than counted, but to the end of the stream: empty (repeat) entries
+        cut = f", {got.discarded} more cut by its edit list" if got.discarded else ""
+        return f"{src} ends after {n} of the {shown} frames it declares{cut} (truncated or corrupt?)"
     assert exp.seconds is not None
-    slack = max(SLACK_PERIODS * (exp.period or 0.0), SLACK_SHARE * exp.seconds)
     if got.end is not None:
         covered = got.end - exp.start
         if covered >= exp.seconds - slack:

@@ -252,6 +252,7 @@ def _demux(av: ModuleType, inp: Any, vs: Any, copied: list[Any], src: Path, exp:
     try:
         for packet in inp.demux([vs, *copied]):
             if packet.stream is vs:
+                got.discarded += bool(packet.is_discard)  # before the start of an edit list: never shown
                 for frame in packet.decode():
                     got.add(frame, exp.period)
                     yield "frame", frame
