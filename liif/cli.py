@@ -97,15 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-v", "--verbose", action="store_true",
                     help="print the device, CPU capability and the precision that actually runs")
     v = up.add_argument_group("video (an input video by suffix or content; needs liif[video])")
-    v.add_argument("--codec", help="video encoder (default libx264; e.g. libx265, libvpx-vp9, ffv1)")
+    v.add_argument("--codec", help="video encoder (default libx264, .webm libvpx-vp9; e.g. libx265, ffv1)")
     v.add_argument("--crf", type=int, help="constant quality, lower is better (default 18 for x264/x265)")
     v.add_argument("--preset", help="encoder speed preset (default medium for x264/x265)")
+    v.add_argument("--allow-partial", action="store_true",
+                   help="write a truncated or damaged video's decodable frames instead of refusing it")
     up.set_defaults(func=cmd_upscale)
 
     w = sub.add_parser("weights", help="list or fetch pretrained weights")
     wsub = w.add_subparsers(dest="action", required=True)
-    wsub.add_parser("list", help="known pretrained weights and whether they are cached")
-    wf = wsub.add_parser("fetch", help="download, verify and cache pretrained weights")
+    wsub.add_parser("list", help="known pretrained weights: source, licence, check and whether cached")
+    wf = wsub.add_parser("fetch", help="download (resumable), verify and cache pretrained weights")
     wf.add_argument("name")
     wf.add_argument("--force", action="store_true", help="download again even if cached")
     w.set_defaults(func=cmd_weights)
@@ -308,16 +310,18 @@ def cmd_weights(args: argparse.Namespace) -> int:
     from liif import weights
 
     if args.action == "list":
-        from liif.models.spec import VARIANTS
-
-        for name, v in VARIANTS.items():
+        for name, v in weights.known().items():
             if v.pretrained is None:  # nothing we can download and verify: the user brings the file
                 print(f"{name}\t{BY_HAND}\t{v.description}\n\t{v.weights_note}. {BY_HAND_HOW}")
                 continue
             p = v.pretrained
             state = "cached" if weights.is_cached(name) else "not cached"
-            print(f"{name}\t{state}\t{v.description}\n\tsource: {p.requirement} ({p.member}), sha256 {p.sha256}"
+            where = f"\n\turl: {p.url}" if p.url else f" ({p.member})"
+            print(f"{name}\t{state}\t{v.description}\n\tsource: {p.origin}{where}\n\tverify: {p.verify} {p.digest}"
                   f"\n\tlicense: {p.license}\n\tfile: {weights.local_file(name)}")
+            if not weights.has_family(v):
+                print(f"\tnote: fetch only; the {v.spec.get('method')} decoder family that reads it is not "
+                      f"in this version")
         return 0
     path = weights.fetch(args.name, force=args.force)
     print(path)

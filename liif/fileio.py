@@ -35,8 +35,12 @@ class atomic_path:
         if exc_type is None:
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
-            os.replace(self.tmp, self.target)
+            try:
+                os.chmod(self.tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual mode
+                os.replace(self.tmp, self.target)  # fails when the target became a folder meanwhile
+            except BaseException:
+                self.tmp.unlink(missing_ok=True)
+                raise
         else:
             self.tmp.unlink(missing_ok=True)
 

@@ -292,6 +292,8 @@ class Pipeline:
                region: Sequence[int] | None = None, *, progress: bool = False,
                cancel: Callable[[], bool] | None = None) -> torch.Tensor:
         """A float tensor (C, H, W) or (B, C, H, W) in [0, 1], C in 1, 3, 4 -> the same layout."""
+        if t.layout != torch.strided:  # sparse (or mkldnn): densifying could allocate far more than it holds
+            raise LiifError(f"tensor input must be dense; got layout {t.layout} (convert it with t.to_dense())")
         if not t.is_floating_point() or t.dim() not in (3, 4) or t.shape[-3] not in (1, 3, 4):
             raise LiifError(f"tensor input must be float (C, H, W) or (B, C, H, W) with C in 1, 3, 4; got "
                             f"{t.dtype} {tuple(t.shape)}")
@@ -323,6 +325,7 @@ class Pipeline:
             progress: bool | ProgressCallback = False, cancel: Callable[[], bool] | None = None) -> tuple[int, int]:
         """Stream the result into a PNG at ``path`` band by band; returns (width, height). See
         :meth:`liif.api.Upscaler.upscale_to_png`."""
+        imaging.check_writable(path)  # a folder, a file's child, an unwritable place: refused before any work
         dec = self.decode(image)
         out_hw, window = self.plan(dec.hw, size, scale, region)
         bits = 8 if dec.bits == 32 else dec.bits

@@ -129,6 +129,10 @@ def test_api_argument_types(upscaler, small):
         upscaler.upscale(torch.zeros(3, 0, 4), scale=2)
     with pytest.raises(LiifError, match="device meta"):
         upscaler.upscale(torch.zeros(3, 4, 4, device="meta"), scale=2)
+    for sparse in (torch.rand(3, 4, 4).to_sparse(), torch.rand(1, 3, 4, 4).to_sparse()):
+        with pytest.raises(LiifError, match=f"tensor input must be dense; got layout {sparse.layout} "
+                                            r"\(convert it with t.to_dense\(\)\)"):
+            upscaler.upscale(sparse, scale=2)
     with pytest.raises(LiifError, match="unknown method"):
         api.Upscaler(upscaler.model, upscaler.spec, method="bogus")
     with pytest.raises(LiifError, match="unknown device"):

@@ -251,4 +251,4 @@ def test_weights_list_says_how_to_use_weights_it_cannot_download(capsys):
     assert lines[i].startswith("rdn-liif\tdownload by hand\tRDN-LIIF")
     assert lines[i + 1] == ("\tofficial weights: Google Drive links in yinboc/liif. `liif weights fetch` cannot get "
                             "them: download the file yourself, then use --weights PATH")
-    assert out.count("\tdownload by hand\t") == 5  # rdn-liif, edsr-baseline-lte, rdn-lte, lm-liif, lm-lte
+    assert out.count("\tdownload by hand\t") == 3  # rdn-liif, edsr-baseline-lte, rdn-lte

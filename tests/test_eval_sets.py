@@ -19,6 +19,7 @@ from conftest import DATA
 from liif import cli
 from liif.data import eval_sets
 from liif.data.eval_sets import Archive, DatasetInfo
+from liif.download import download, sha256_check, size_check
 from liif.errors import LiifError
 
 
@@ -107,7 +108,7 @@ def test_download_resumes_with_http_range(tmp_path: Path, server: str) -> None:
     _RangeHandler.files["/blob.bin"] = data
     dest = tmp_path / "blob.bin"
     (tmp_path / "blob.bin.part").write_bytes(data[:300_001])
-    eval_sets.download(server + "/blob.bin", dest, hashlib.sha256(data).hexdigest(), None, progress=False)
+    download(server + "/blob.bin", dest, sha256_check(hashlib.sha256(data).hexdigest(), "blob.bin"), progress=False)
     assert _RangeHandler.ranges == ["bytes=300001-"]
     assert dest.read_bytes() == data
     assert not (tmp_path / "blob.bin.part").exists()
@@ -129,9 +130,9 @@ def test_size_check_when_no_checksum_is_known(tmp_path: Path) -> None:
     src = tmp_path / "src.tar"
     data = _benchmark_tar(src)
     with pytest.raises(LiifError, match="size mismatch"):
-        eval_sets.download(src.as_uri(), tmp_path / "out.tar", None, len(data) + 1, progress=False)
+        download(src.as_uri(), tmp_path / "out.tar", size_check(len(data) + 1, "out.tar"), progress=False)
     assert list(tmp_path.glob("out.tar*")) == []
-    eval_sets.download(src.as_uri(), tmp_path / "out.tar", None, len(data), progress=False)
+    download(src.as_uri(), tmp_path / "out.tar", size_check(len(data), "out.tar"), progress=False)
     assert (tmp_path / "out.tar").read_bytes() == data
 
 

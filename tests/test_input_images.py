@@ -81,3 +81,20 @@ def test_multi_frame_input_warns(tmp_path, capsys, weights_arg, upscaler):
     rc, _, err = run_cli(["upscale", str(gif), "-o", str(tmp_path / "o.png"), "--scale", "2", *weights_arg], capsys)
     warn = [line for line in err.splitlines() if "frames" in line]
     assert rc == 0 and len(warn) == 1 and warn[0].startswith("liif: warning: ") and "only the first" in warn[0]
+
+
+def test_premultiplied_gray_alpha_works_like_la(upscaler, comic, tmp_path):
+    """Pillow's La (gray premultiplied by alpha) converts only to LA: it is un-premultiplied first, then
+    upscaled as LA (gray, alpha resized), in memory and streamed to a PNG."""
+    la = comic.convert("LA")
+    a = np.zeros((32, 40), np.uint8)
+    a[:, 20:] = 255
+    a[:, 10:20] = 128
+    la.putalpha(Image.fromarray(a))
+    premultiplied = la.convert("La")
+    assert premultiplied.mode == "La"
+    out = upscaler.upscale(premultiplied, scale=2)
+    want = upscaler.upscale(premultiplied.convert("LA"), scale=2)
+    assert out.mode == "LA" and out.size == (80, 64) and np.array_equal(np.asarray(out), np.asarray(want))
+    assert upscaler.upscale_to_png(premultiplied, tmp_path / "o.png", scale=2) == (80, 64)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(want))

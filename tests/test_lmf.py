@@ -207,6 +207,17 @@ def test_specs_and_variants():
         build(ModelSpec(method="lmliif", hidden=[16, 8]))
 
 
+@pytest.mark.parametrize("fields,message", [
+    ({"method": "lmliif", "hypernet_hidden": "x"}, "hypernet_hidden must be a list of layer widths"),
+    ({"method": "lmliif", "hypernet_hidden": []}, "an LMF model needs a hypernet"),
+    ({"method": "lmlte", "hidden_dim": 7}, "LM-LTE's hidden_dim and render width must be even, got 7 and 16"),
+    ({"method": "lmlte", "cell_clip_scale": float("nan")}, "cell_clip_scale must be a finite number"),
+])
+def test_bad_spec_fields_are_one_line_errors(fields, message):
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_dict(fields)
+
+
 def test_multiply_adds_per_pixel(official_lmf):
     """The figures ``liif bench infer`` prints: LM-LIIF's render MLP is 4 x 1,728 multiply-adds per pixel on
     the official structure (the spec's 6.6 K plus one scale product per modulated unit), 4 x 1,440 folded;

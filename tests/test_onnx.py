@@ -3,6 +3,7 @@ and with the torch path, the Upscaler/CLI plumbing and its errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,80 @@ def test_cli_export_and_upscale(official_path, tmp_path, capsys):
                  "-o", str(tmp_path / "x.png")]) == 1
     assert "not a liif ONNX export" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def copy_export(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[1, 2]", "is not a liif ONNX manifest: a JSON object is expected, found list"),
+    ("null", "is not a liif ONNX manifest: a JSON object is expected, found null"),
+    ('{"format": 2, "graphs": [["encoder.onnx"]]}', "lists unexpected graphs [['encoder.onnx']]"),
+    ("[" * 100_000, "JSON nested too deeply"),
+    (b"\xff\xfe{}", "'utf-8' codec can't decode byte 0xff"),
+])
+def test_bad_manifests_are_one_line(export_dir, tmp_path, text, message):
+    d = copy_export(export_dir, tmp_path / "e")
+    (d / MANIFEST).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(LiifError) as e:
+        OrtBackend(d)
+    assert str(d / MANIFEST) in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda d: (d / "decoder.onnx").write_bytes(b"\x08\x07garbage" * 50), "decoder.onnx: not a valid ONNX graph"),
+    (lambda d: (d / "encoder.onnx").write_bytes(b""), "encoder.onnx: not a valid ONNX graph"),
+    (lambda d: (d / "maps.onnx").write_bytes((d / "maps.onnx").read_bytes()[:5000]), "maps.onnx: not a valid ONNX"),
+    (lambda d: [(d / a).write_bytes((d.parent / "orig" / b).read_bytes())
+                for a, b in (("encoder.onnx", "maps.onnx"), ("maps.onnx", "encoder.onnx"))],
+     "encoder.onnx is not liif's encoder graph: it takes ['feat'] and gives ['maps'], expected ['image'] -> "
+     "['feat']"),
+    (lambda d: (d / "maps.onnx").write_bytes((d.parent / "small" / "maps.onnx").read_bytes()),
+     "come from different models: encoder.onnx gives 64 channels, maps.onnx takes 16"),
+])
+def test_damaged_graphs_are_one_line(official, export_dir, tmp_path, damage, message):
+    copy_export(export_dir, tmp_path / "orig")
+    small = ModelSpec(encoder_args={"n_resblocks": 1, "n_feats": 16}, hidden=[8])
+    export(build(small), small, tmp_path / "small")
+    d = copy_export(export_dir, tmp_path / "e")
+    damage(d)
+    model, spec = official
+    with pytest.raises(LiifError) as e:
+        Upscaler(model, spec, backend="onnxruntime", onnx_dir=d)
+    assert str(d) in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_export_target_is_checked_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from conftest import one_error_line
+    from liif import checkpoints
+
+    def no_load(*a, **kw):
+        raise AssertionError("the model was loaded before the export target was checked")
+
+    monkeypatch.setattr(checkpoints, "load", no_load)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a folder")
+    for out, why in ((clip / "x", f"cannot write {clip / 'x' / MANIFEST}: {clip} is not a folder"),
+                     (clip, f"export target exists and is not a folder: {clip}"),
+                     ("/proc/x", f"cannot write /proc/x/{MANIFEST}: ")):
+        rc = main(["export", "onnx", "--weights", str(clip), "-o", str(out)])
+        assert rc == 1 and why in one_error_line(capsys.readouterr().err)
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"] and not Path("/proc/x").exists()
+
+
+def test_a_failing_graph_run_is_one_line(export_dir):
+    backend = OrtBackend(export_dir)
+
+    class Broken:
+        def run(self, *a, **kw):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\nmore detail")
+
+    backend.sessions["maps.onnx"] = Broken()
+    with pytest.raises(LiifError) as e:
+        backend.lr_maps(torch.zeros(1, 64, 4, 4))
+    assert str(e.value) == (f"ONNX Runtime failed on {export_dir / 'maps.onnx'}: RuntimeError: [ONNXRuntimeError] : "
+                            "2 : INVALID_ARGUMENT : Got invalid dimensions")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from conftest import COMIC, one_error_line, run_cli
-from liif import api, imaging, pipeline
+from liif import LiifError, api, imaging, pipeline
 
 
 def test_output_never_replaces_an_input(tmp_path, capsys, weights_arg):
@@ -112,3 +112,29 @@ def test_cli_output_memory_does_not_grow_with_the_image(tmp_path, capsys):
     assert Image.open(out).size == (1200, 2400)
     assert peak < 0.5 * 1200 * 2400 * 3, peak
     print(f"traced peak {peak / 2**20:.1f} MiB for a {1200 * 2400 * 3 / 2**20:.1f} MiB output")
+
+
+def test_png_onto_a_folder_is_refused_before_rendering(upscaler, comic, tmp_path, monkeypatch):
+    def no_render(*a, **kw):
+        raise AssertionError("rendered before the output was checked")
+
+    monkeypatch.setattr(pipeline.Pipeline, "bands", no_render)
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(LiifError, match=f"cannot write {tmp_path / 'out.png'}: it is a folder"):
+        upscaler.upscale_to_png(comic, tmp_path / "out.png", scale=2)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(LiifError, match=f"cannot write {tmp_path / 'file' / 'o.png'}: {tmp_path / 'file'} is not a"):
+        upscaler.upscale_to_png(comic, tmp_path / "file" / "o.png", scale=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out.png"]  # no .out.png.*.tmp
+    assert not any((tmp_path / "out.png").iterdir())
+
+
+def test_a_failed_rename_leaves_no_temp_file(tmp_path):
+    """The target became a folder while the file was written: the rename fails and the temp file goes."""
+    from liif.fileio import atomic_path
+
+    with pytest.raises(IsADirectoryError), atomic_path(tmp_path / "o.png") as tmp:
+        tmp.write_bytes(b"data")
+        (tmp_path / "o.png").mkdir()
+        (tmp_path / "o.png" / "inside").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]

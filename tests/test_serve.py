@@ -409,7 +409,8 @@ def test_host_origin_checks_and_security_headers(client):
     for host in ["evil.example", "evil.example:8000", "localhost.evil.example", "evil@localhost", ""]:
         r = client.get("/api/config", headers={"Host": host})
         assert r.status_code == 400 and r.headers["x-frame-options"] == "DENY", host
-    assert client.post("/api/upload", files=upload, headers={"Origin": "http://localhost:8000"}).status_code == 200
+    assert client.post("/api/upload", files=upload, headers={"Origin": "http://localhost:8000",
+                                                             "Host": "localhost:8000"}).status_code == 200
     assert client.post("/api/upload", files=upload).status_code == 200  # no Origin: not from a browser page
     for headers in [{"Origin": "http://evil.example"}, {"Origin": "null"},
                     {"Origin": "http://localhost:8000", "Sec-Fetch-Site": "cross-site"}]:

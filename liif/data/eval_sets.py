@@ -17,8 +17,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +24,9 @@ from pathlib import Path
 from PIL import Image
 
 from liif.data.roots import data_root
+from liif.download import Check, download, sha256_check, size_check
 from liif.errors import LiifError
-from liif.fileio import CHUNK, sha256_of
+from liif.fileio import CHUNK
 from liif.imaging import IMAGE_SUFFIXES
 
 MATLAB_SCALES = (2, 3, 4)  # scales for which the standard sets ship MATLAB-bicubic LR files
@@ -211,75 +210,11 @@ def first_problems(problems: list[str], k: int = 3) -> str:
     return "; ".join(problems[:k]) + more
 
 
-# -- download -----------------------------------------------------------------------------------
-
-def _open(url: str, offset: int) -> tuple[object, int | None, bool]:
-    """Open ``url`` from byte ``offset``: (stream, total size or None, whether it resumes)."""
-    if url.startswith("file://"):
-        path = Path(urllib.request.url2pathname(url[len("file://"):]))
-        if not path.is_file():
-            raise LiifError(f"download source not found: {path}")
-        f = open(path, "rb")
-        f.seek(offset)
-        return f, path.stat().st_size, True
-    req = urllib.request.Request(url, headers={"User-Agent": "liif-data-fetch"})
-    if offset:
-        req.add_header("Range", f"bytes={offset}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=60)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # the partial file is already complete (or bigger)
-            return None, None, True
-        raise LiifError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise LiifError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
-    resumed = offset > 0 and resp.status == 206
-    length = resp.headers.get("Content-Length")
-    total = (int(length) + (offset if resumed else 0)) if length and length.isdigit() else None
-    return resp, total, resumed
-
-
-def download(url: str, dest: Path, sha256: str | None, size: int | None, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` via ``dest.part`` (resumed when present), then check the
-    sha256 (or the size when no checksum is known) and rename. On a mismatch the partial file
-    is deleted and nothing is left under ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    stream, total, resumed = _open(url, offset)
-    if stream is not None:
-        if not resumed:
-            offset = 0
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=dest.name, leave=False)
-        try:
-            with stream, open(part, "ab" if offset else "wb") as out:  # type: ignore[attr-defined]
-                while block := stream.read(CHUNK):  # type: ignore[attr-defined]
-                    out.write(block)
-                    if bar is not None:
-                        bar.update(len(block))
-        except OSError as e:
-            raise LiifError(f"download of {url} interrupted ({e}); run the command again to resume") from None
-        finally:
-            if bar is not None:
-                bar.close()
-    got_size = part.stat().st_size
-    if sha256 is not None:
-        got = sha256_of(part)
-        if got != sha256:
-            part.unlink()
-            raise LiifError(f"checksum mismatch for {dest.name}: expected sha256 {sha256}, got {got}; "
-                            f"the download was deleted, run the command again")
-    elif size is not None and got_size != size:
-        part.unlink()
-        raise LiifError(f"size mismatch for {dest.name}: expected {size} bytes, got {got_size}; "
-                        f"the download was deleted, run the command again")
-    os.replace(part, dest)
-    return dest
+def _check(a: Archive) -> Check | None:
+    """The archive's sha256 where it is known, else its size where that is known."""
+    if a.sha256 is not None:
+        return sha256_check(a.sha256, a.filename)
+    return size_check(a.size, a.filename) if a.size is not None else None
 
 
 def _extract(archive: Path, members: dict[str, str], into: Path) -> None:
@@ -342,7 +277,7 @@ def fetch(key: str, root: Path | None = None, force: bool = False, progress: boo
                             f"re-fetch with --force")
         shutil.rmtree(final)
     downloads = root / "downloads"
-    files = [download(a.url, downloads / a.filename, a.sha256, a.size, progress)
+    files = [download(a.url, downloads / a.filename, _check(a), progress)
              if not (downloads / a.filename).is_file() or force else downloads / a.filename
              for a in d.archives]
     root.mkdir(parents=True, exist_ok=True)

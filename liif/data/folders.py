@@ -93,8 +93,11 @@ class ImageFolder:
             return [a.shape[:2] for a in self.cached]
         out = []
         for f in self.files:
-            with Image.open(f) as im:
-                out.append((im.height, im.width))
+            try:
+                with Image.open(f) as im:
+                    out.append((im.height, im.width))
+            except OSError as e:  # UnidentifiedImageError is one
+                raise LiifError(f"cannot read image {f}: {e}") from None
         return out
 
 

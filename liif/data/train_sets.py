@@ -19,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from liif.data.eval_sets import download, first_problems
+from liif.data.eval_sets import first_problems
+from liif.download import download
 from liif.data.roots import data_root
 from liif.errors import LiifError
 
@@ -122,7 +123,7 @@ def fetch_part(part: Part, root: Path, force: bool = False, progress: bool = Tru
     for name, _ in part.files:
         dest = downloads / name
         if force or not dest.is_file():
-            download(part.base_url + name, dest, sha256=None, size=None, progress=progress)
+            download(part.base_url + name, dest, progress=progress)
         sources.append(dest)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{part.folder}.", dir=final.parent))

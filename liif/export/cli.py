@@ -29,8 +29,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         import onnx  # noqa: F401  (torch's exporter needs it)
     except ImportError:
         raise LiifError("ONNX export needs the onnx package: pip install 'liif[onnx]'") from None
-    from liif.export.onnx import MANIFEST, export, graphs_of
+    from liif.export.onnx import MANIFEST, check_target, export, graphs_of
 
+    check_target(args.output)  # before the model loads
     model, spec = checkpoints.load(weights.path(args.weights))
     out = export(model, spec, args.output)
     for g in graphs_of(model) + (MANIFEST,):

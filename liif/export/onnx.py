@@ -35,12 +35,13 @@ from torch import nn
 
 from liif.errors import LiifError
 from liif.fileio import atomic_path
-from liif.imaging import as_float
+from liif.imaging import as_float, check_writable
 from liif.models import ImplicitDecoder, ModelSpec
 
 OPSET = 17
 FORMAT = 2  # 1: encoder/layer0/decoder graphs of LIIF only
 MANIFEST = "liif-onnx.json"
+MAX_MANIFEST_BYTES = 1 << 20
 GRAPHS = ("encoder.onnx", "maps.onnx", "decoder.onnx")
 GLOBAL = "global.onnx"
 
@@ -97,11 +98,26 @@ def weights_hash(model: ImplicitDecoder, spec: ModelSpec) -> str:
     return h.hexdigest()
 
 
-def export(model: ImplicitDecoder, spec: ModelSpec, out_dir: str | os.PathLike[str]) -> Path:
-    """Write the graphs and the manifest to ``out_dir``; each file atomically, manifest last."""
+def check_target(out_dir: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an export folder that is a file, lies under a file or cannot be written."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise LiifError(f"export target exists and is not a folder: {out}")
+    check_writable(out / MANIFEST)
+    return out
+
+
+def export(model: ImplicitDecoder, spec: ModelSpec, out_dir: str | os.PathLike[str]) -> Path:
+    """Write the graphs and the manifest to ``out_dir``; each file atomically, manifest last."""
+    out = check_target(out_dir)
+    try:
+        _export(model, spec, out)
+    except OSError as e:  # disk full, the folder removed meanwhile: no temp file is left (atomic_path)
+        raise LiifError(f"cannot write the ONNX export to {out}: {e.strerror or e}") from None
+    return out
+
+
+def _export(model: ImplicitDecoder, spec: ModelSpec, out: Path) -> None:
     model = model.eval().float().cpu()
     c = int(model.encoder.out_dim)  # type: ignore[arg-type]
     d = model.map_channels
@@ -130,7 +146,6 @@ def export(model: ImplicitDecoder, spec: ModelSpec, out_dir: str | os.PathLike[s
                 "weights_sha256": weights_hash(model, spec), "torch": torch.__version__}
     with atomic_path(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    return out
 
 
 def read_manifest(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -139,14 +154,22 @@ def read_manifest(export_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if not m.is_file():
         raise LiifError(f"not a liif ONNX export (no {MANIFEST}): {d}; create one with `liif export onnx`")
     try:
-        manifest = json.loads(m.read_text())
-    except (OSError, ValueError) as e:
+        if m.stat().st_size > MAX_MANIFEST_BYTES:
+            raise LiifError(f"{m} is {m.stat().st_size:,} bytes: not a liif ONNX manifest")
+        manifest = json.loads(m.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise LiifError(f"cannot read {m}: JSON nested too deeply") from None
+    except (OSError, ValueError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
         raise LiifError(f"cannot read {m}: {e}") from None
+    if not isinstance(manifest, dict):
+        raise LiifError(f"{m} is not a liif ONNX manifest: a JSON object is expected, found "
+                        f"{'null' if manifest is None else type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
-        raise LiifError(f"{m} has export format {manifest.get('format')!r}; this liif reads format {FORMAT}")
+        raise LiifError(f"{m} has export format {str(manifest.get('format'))[:40]!r}; this liif reads format {FORMAT}")
     graphs = manifest.get("graphs")
-    if not isinstance(graphs, list) or not set(GRAPHS) <= set(graphs) or not set(graphs) <= {*GRAPHS, GLOBAL}:
-        raise LiifError(f"{m} lists unexpected graphs {graphs!r}")
+    if (not isinstance(graphs, list) or not all(isinstance(g, str) for g in graphs)
+            or not set(GRAPHS) <= set(graphs) or not set(graphs) <= {*GRAPHS, GLOBAL}):
+        raise LiifError(f"{m} lists unexpected graphs {str(graphs)[:120]}")
     missing = [g for g in graphs if not (d / g).is_file()]
     if missing:
         raise LiifError(f"incomplete ONNX export in {d}: missing {', '.join(missing)}")
@@ -196,15 +219,17 @@ class OrtBackend:
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        self.sessions = {g: ort.InferenceSession(str(self.dir / g), opts, providers=providers)
-                         for g in self.manifest["graphs"]}
+        self.sessions = {g: _session(ort, self.dir / g, opts) for g in self.manifest["graphs"]}
         # The exporter drops inputs a model does not use (rel_cell without LIIF's cell_decode).
         self.inputs = {g: {i.name for i in s.get_inputs()} for g, s in self.sessions.items()}
+        check_graphs(self.dir, self.sessions)
 
     def _run(self, graph: str, **inputs: np.ndarray) -> torch.Tensor:
         used = {k: v for k, v in inputs.items() if k in self.inputs[graph]}
-        return torch.from_numpy(self.sessions[graph].run(None, used)[0])
+        try:
+            return torch.from_numpy(self.sessions[graph].run(None, used)[0])
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own exception types
+            raise LiifError(f"ONNX Runtime failed on {self.dir / graph}: {_first_line(e)}") from None
 
     def encode(self, crop: torch.Tensor) -> torch.Tensor:
         return self._run("encoder.onnx", image=_np(as_float(crop)))
@@ -223,6 +248,49 @@ class OrtBackend:
         if GLOBAL not in self.sessions:
             return None
         return self._run(GLOBAL, image=_np(as_float(crop)), coord=_np(coord))
+
+
+# Each graph's inputs as the export names them (the exporter drops unused ones: only rel_cell may go; the maps
+# keep it only for methods whose maps see the cell, LMF's) and its one output.
+SIGNATURES = {"encoder.onnx": ({"image"}, set(), "feat"), "maps.onnx": ({"feat"}, {"rel_cell"}, "maps"),
+              "decoder.onnx": ({"maps", "idx", "rel"}, {"rel_cell"}, "pred"),
+              GLOBAL: ({"image", "coord"}, set(), "value")}
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _session(ort: Any, path: Path, opts: Any) -> Any:
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - a corrupt, empty or foreign file
+        raise LiifError(f"cannot load {path}: not a valid ONNX graph ({_first_line(e)})") from None
+
+
+def check_graphs(export_dir: Path, sessions: dict[str, Any]) -> None:
+    """Each graph is the one its name says (inputs, output), and the widths that pass between them agree:
+    encoder -> maps (the feature channels), maps -> decoder (the map channels)."""
+    for g, s in sessions.items():
+        required, optional, output = SIGNATURES[g]
+        names = {i.name for i in s.get_inputs()}
+        outs = [o.name for o in s.get_outputs()]
+        if not required <= names <= required | optional or outs != [output]:
+            raise LiifError(f"{export_dir / g} is not liif's {g[:-5]} graph: it takes {sorted(names)} and gives "
+                            f"{outs}, expected {sorted(required | optional)} -> [{output!r}]")
+
+    def dim(g: str, which: str, name: str, axis: int) -> Any:
+        io = sessions[g].get_inputs() if which == "in" else sessions[g].get_outputs()
+        return next(x.shape[axis] for x in io if x.name == name)
+
+    for (a, name_a, axis_a), (b, name_b, axis_b) in (
+            (("encoder.onnx", "feat", 1), ("maps.onnx", "feat", 1)),
+            (("maps.onnx", "maps", 2), ("decoder.onnx", "maps", 1))):
+        da, db = dim(a, "out", name_a, axis_a), dim(b, "in", name_b, axis_b)
+        if isinstance(da, int) and isinstance(db, int) and da != db:
+            raise LiifError(f"the graphs in {export_dir} come from different models: {a} gives {da} channels, "
+                            f"{b} takes {db}; export the model again")
 
 
 BACKENDS = ("torch", "onnxruntime")
@@ -251,4 +319,5 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().float().numpy())
 
 
-__all__ = ["OPSET", "OrtBackend", "backend_for", "cached_export", "export", "read_manifest", "weights_hash"]
+__all__ = ["OPSET", "OrtBackend", "backend_for", "cached_export", "check_graphs", "check_target", "export",
+           "read_manifest", "weights_hash"]

@@ -3,8 +3,9 @@ pixels back to the policy's mode.
 
 - grayscale (L, I;16, I): channels are replicated to RGB for the model and the result is
   converted back to one channel with ITU-R 601 luma (what Pillow's convert('L') uses);
-- alpha (RGBA, LA, palette with transparency): colour goes through LIIF, alpha is resized
-  with bicubic (Pillow) to the output size and re-attached;
+- alpha (RGBA, LA, their premultiplied RGBa and La, palette with transparency): colour goes
+  through LIIF (premultiplied colour is un-premultiplied first), alpha is resized with bicubic
+  (Pillow) to the output size and re-attached;
 - 16-bit grayscale PNGs are read at full precision and written back as 16-bit PNGs; Pillow
   decodes 16-bit-per-channel colour PNGs to 8 bits, so those come out as 8-bit PNGs.
 - quantisation of the float output: clamp to [0, 1], scale to 255 (or 65535) and round to nearest.
@@ -62,6 +63,9 @@ def decode(im: Image.Image) -> Decoded:
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode
+    if mode == "La":  # premultiplied gray + alpha: Pillow converts it to LA only (un-premultiplied)
+        im = im.convert("LA")
+        mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         g = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0, 1)
         return Decoded(np.repeat(g[..., None], 3, axis=2), None, True, 16)
@@ -75,7 +79,7 @@ def decode(im: Image.Image) -> Decoded:
         la = np.asarray(im.convert("LA"))
         alpha = la[..., 1].astype(np.float32) / 255.0 if mode == "LA" else None
         return Decoded(np.repeat(la[..., :1], 3, axis=2), alpha, True, 8)
-    if mode in ("RGBA", "RGBa", "PA", "La"):
+    if mode in ("RGBA", "RGBa", "PA"):  # RGBa (premultiplied) is un-premultiplied by the conversion
         rgba = np.asarray(im.convert("RGBA"))
         return Decoded(np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0, False, 8)
     return Decoded(np.asarray(im.convert("RGB")), None, False, 8)

@@ -6,10 +6,13 @@ state dict even though LIIF never applies them) so official weights load with a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+from liif.models import validate as v
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 # Encoder variants by name: their constructor defaults (the official edsr-baseline and edsr specs).
@@ -17,6 +20,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "edsr-baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
     "edsr": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
 }
+
+
+UPSAMPLER_SCALES = (1, 2, 3, 4, 8, 16)
+
+
+def check_args(args: dict[str, Any]) -> None:
+    """ValueError for an ``encoder_args`` key :class:`EDSR` does not take or a value it cannot build."""
+    v.known_keys("EDSR encoder_args", args, ("n_resblocks", "n_feats", "res_scale", "scale", "no_upsampling",
+                                             "rgb_range", "n_colors"))
+    checks: dict[str, Callable[[str, Any], object]] = {"n_resblocks": lambda n, x: v.integer(n, x, 0, v.MAX_BLOCKS),
+              "n_feats": lambda n, x: v.integer(n, x, 1, v.MAX_CHANNELS),
+              "res_scale": v.number, "scale": lambda n, x: v.choice(n, x, UPSAMPLER_SCALES),
+              "no_upsampling": v.boolean, "rgb_range": lambda n, x: v.number(n, x, 1e-6),
+              "n_colors": lambda n, x: v.choice(n, x, (3,))}
+    for key, value in args.items():
+        checks[key](f"encoder_args.{key}", value)
 
 
 def conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
@@ -29,9 +48,11 @@ class MeanShift(nn.Conv2d):
     def __init__(self, rgb_range: float, sign: int, mean: tuple[float, ...] = DIV2K_MEAN) -> None:
         super().__init__(3, 3, kernel_size=1)
         with torch.no_grad():
-            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            # the identity from a list: torch.eye on the meta device (liif.models.spec.shapes) would
+            # import torch's Python decompositions, 80 MB and seconds for every checkpoint load
+            self.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).view(3, 3, 1, 1))
             assert self.bias is not None  # Conv2d(bias=True), the default
-            self.bias.copy_(sign * rgb_range * torch.tensor(mean))
+            self.bias.copy_(torch.tensor(mean).mul_(sign * rgb_range))  # (not __rmul__: see above)
         for p in self.parameters():
             p.requires_grad = False
 

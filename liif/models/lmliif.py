@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
-from liif.models import lmmlp
+from liif.models import lmmlp, validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
 
 REPO = "github.com/HeZongyao/LMF at commit 17e356edb6b792b293d70450d64fad4e39e1b2e4"
 VARIANTS = [
-    Variant("lm-liif", "official EDSR-baseline LM-LIIF (LMF, CVPR 2024; DIV2K, x1-x4 training scales): "
-            "about 6.6 K decoder multiply-adds per pixel instead of LIIF's 790 K",
+    Variant("lm-liif", "official EDSR-baseline LM-LIIF (LMF, CVPR 2024; DIV2K, x1-x4 training scales)",
             {"method": "lmliif", "encoder": "edsr-baseline"},
             weights_note=f"official weights: {REPO}, save/pretrained_models/edsr-b_lm-liif.pth "
                          "(git blob b3e49670ee2cfdbd9c42f7cc0b6f56b592614cd4)"),
@@ -166,8 +165,6 @@ REQUIRED = {"local_ensemble": True, "feat_unfold": True, "cell_decode": True, "m
 
 
 def _build(encoder: nn.Module, spec: ModelSpec) -> LMLIIF:
-    if not spec.hypernet_hidden:
-        raise ValueError("an LM-LIIF model needs a hypernet (hypernet_hidden must be a non-empty list)")
     return LMLIIF(encoder, spec.hidden or (), spec.hypernet_hidden, spec.cell_clip_scale)
 
 
@@ -182,7 +179,8 @@ def official_lmf(name: str, args: dict[str, Any], switches: dict[str, bool]) -> 
     off += [k for k in ("mod_scale", "mod_shift") if not i_args.get(k, True)]
     if off:
         raise ValueError(f"official {name} models with {', '.join(f'{k}: false' for k in off)} are not supported")
-    hidden = [int(i_args.get("hidden_dim", 16))] * int(i_args.get("hidden_depth", 0))
+    depth = validate.integer("imnet_spec.args.hidden_depth", i_args.get("hidden_depth"), 1, validate.MAX_LAYERS)
+    hidden = [i_args.get("hidden_dim", 16)] * depth
     return {"hidden": hidden, "hypernet_hidden": official_hidden({"imnet_spec": hyper}), "cell_clip_scale": 4.0}
 
 
@@ -191,4 +189,4 @@ def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 FAMILY = register(Family("lmliif", LMLIIF, FIELDS, hidden=[16] * 6, build=_build, variants=tuple(VARIANTS),
-                         official_names=("lmliif",), from_official=_from_official))
+                         official_names=("lmliif",), from_official=_from_official, check=lmmlp.check_spec))

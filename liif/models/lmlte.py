@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bilinear, sample_nearest
-from liif.models import lmmlp
+from liif.models import lmmlp, validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, register
 from liif.models.lmliif import REPO, official_lmf
@@ -183,15 +183,20 @@ FIELDS = {"hidden_dim": 128, "hypernet_hidden": [288], "cell_clip_scale": 4.0}
 REQUIRED = {"local_ensemble": True, "cell_decode": True, "mod_input": True}
 
 
+def _check(spec: ModelSpec) -> None:
+    lmmlp.check_spec(spec)
+    if validate.integer("hidden_dim", spec.hidden_dim, 2, validate.MAX_WIDTH) % 2 or (spec.hidden or [0])[0] % 2:
+        raise ValueError(f"LM-LTE's hidden_dim and render width must be even, got {spec.hidden_dim} and "
+                         f"{(spec.hidden or [0])[0]}")
+
+
 def _build(encoder: nn.Module, spec: ModelSpec) -> LMLTE:
-    if not spec.hypernet_hidden:
-        raise ValueError("an LM-LTE model needs a hypernet (hypernet_hidden must be a non-empty list)")
     return LMLTE(encoder, spec.hidden or (), spec.hidden_dim, spec.hypernet_hidden, spec.cell_clip_scale)
 
 
 def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
-    return {**official_lmf(name, args, REQUIRED), "hidden_dim": int(args.get("hidden_dim", 128))}
+    return {**official_lmf(name, args, REQUIRED), "hidden_dim": args.get("hidden_dim", 128)}
 
 
 FAMILY = register(Family("lmlte", LMLTE, FIELDS, hidden=[16] * 8, build=_build, variants=tuple(VARIANTS),
-                         official_names=("lmlte",), from_official=_from_official))
+                         official_names=("lmlte",), from_official=_from_official, check=_check))

@@ -17,12 +17,17 @@ The fast routes fold each code's modulations into per-code *tables* once per LR 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from liif.models import validate
 from liif.models.mlp import MLP
+
+if TYPE_CHECKING:
+    from liif.models.spec import ModelSpec
 
 
 def widths(hidden: Sequence[int] | None) -> tuple[int, int]:
@@ -32,6 +37,15 @@ def widths(hidden: Sequence[int] | None) -> tuple[int, int]:
     if len(set(hidden)) != 1:
         raise ValueError(f"an LMF render MLP has hidden layers of one width (modulated per layer), got {list(hidden)}")
     return int(hidden[0]), len(hidden)
+
+
+def check_spec(spec: ModelSpec) -> None:
+    """The spec fields both LMF families have: a render MLP of one width, a hypernet, the cell clip."""
+    widths(spec.hidden)
+    if not validate.widths("hypernet_hidden", spec.hypernet_hidden):
+        raise ValueError("an LMF model needs a hypernet (hypernet_hidden must be a non-empty list)")
+    if spec.cell_clip_scale is not None:
+        validate.number("cell_clip_scale", spec.cell_clip_scale, 1e-6)
 
 
 def linears(mlp: MLP) -> list[nn.Linear]:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bilinear, sample_nearest
+from liif.models import validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
@@ -140,16 +141,26 @@ def _build(encoder: nn.Module, spec: ModelSpec) -> LTE:
                global_term=spec.global_term)
 
 
+def _check(spec: ModelSpec) -> None:
+    if spec.hidden is None:
+        raise ValueError("an LTE model needs an MLP (hidden must be a list)")
+    if validate.integer("hidden_dim", spec.hidden_dim, 2, validate.MAX_WIDTH) % 2:
+        raise ValueError(f"LTE's hidden_dim must be even, got {spec.hidden_dim}")
+    if spec.cell_clip_scale is not None:
+        validate.number("cell_clip_scale", spec.cell_clip_scale, 1e-6)
+    validate.boolean("global_term", spec.global_term)
+
+
 def _from_official(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """jaewon-lee-b/lte's ``args``: the MLP and ``hidden_dim``; the cell is clipped beyond x4, as the
     official test scripts do."""
     hidden = official_hidden(args)
     if hidden is None:
         raise ValueError("an official LTE model without imnet_spec")
-    return {"hidden": hidden, "hidden_dim": int(args.get("hidden_dim", 256)), "cell_clip_scale": 4.0}
+    return {"hidden": hidden, "hidden_dim": args.get("hidden_dim", 256), "cell_clip_scale": 4.0}
 
 
 # The defaults a spec gets when it leaves them out: the official configs' values.
 FAMILY = register(Family("lte", LTE, {"hidden_dim": 256, "cell_clip_scale": 4.0, "global_term": True},
                          hidden=[256, 256, 256], build=_build, variants=tuple(VARIANTS), official_names=("lte",),
-                         from_official=_from_official))
+                         from_official=_from_official, check=_check))

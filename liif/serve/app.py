@@ -3,9 +3,10 @@
 The page asks for exactly the pixels it shows: ``/api/render`` takes the virtual output size
 (W, H) at screen resolution and the visible window (x, y, w, h) of it, and answers a PNG of that
 window rendered with region rendering (the same pixels as the crop of the full render). Every
-render goes through the :class:`~liif.serve.gate.RenderGate`; images come from the
-:class:`~liif.serve.library.Library`; :mod:`liif.serve.security` guards every request, and
-:class:`~liif.serve.limits.Limits` bounds them.
+render goes through the :class:`~liif.serve.gate.RenderGate`, every decode (uploads, the first
+opening of a served file, source PNGs) through the :class:`~liif.serve.decodes.DecodeGate`; images
+come from the :class:`~liif.serve.library.Library`; :mod:`liif.serve.security` guards every request,
+and :class:`~liif.serve.limits.Limits` bounds them.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liif.api import Upscaler
+from liif.serve.decodes import DecodeGate
 from liif.serve.gate import RenderGate
-from liif.serve.images import bicubic_window, png_bytes
+from liif.serve.images import attachment, bicubic_window, png_bytes
 from liif.serve.library import Entry, Library
 from liif.serve.limits import Limits
 from liif.serve.security import BodyLimit, Guard, allowed_hosts
@@ -42,7 +44,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     app.add_middleware(BodyLimit, limit=limits.upload_bytes, paths=("/api/upload",))
     app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # outermost: sees every answer
     app.state.limits, app.state.library = limits, library
-    app.state.gate = None  # made on the server's event loop at first use (asyncio objects are per loop)
+    app.state.gate = app.state.decodes = None  # made on the server's event loop at first use (per loop)
     app.state.closing = False
 
     def gate() -> RenderGate:
@@ -59,6 +61,20 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
         if app.state.gate is not None:
             app.state.gate.close()
 
+    def decodes() -> DecodeGate:
+        loop = asyncio.get_running_loop()
+        if app.state.decodes is None or app.state.decodes.loop is not loop:
+            app.state.decodes = DecodeGate(limits.decoders, limits.decode_queue)
+        return app.state.decodes
+
+    async def lookup(image_id: str) -> Entry:
+        """The decoded image: at hand, or decoded once through the decode gate however many
+        requests ask for it at the same time."""
+        found = await run_in_threadpool(library.cached, image_id)
+        if isinstance(found, Entry):
+            return found
+        return await decodes().run(lambda: library.load(image_id), key=(image_id, found))
+
     app.state.get_gate, app.state.stop_renders = gate, stop_renders
 
     @app.get("/", include_in_schema=False)
@@ -68,7 +84,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/api/config")
-    def config() -> dict[str, Any]:
+    async def config() -> dict[str, Any]:  # on the event loop: answers whatever the thread pools do
         return {"limits": asdict(limits), "zoom": [1, 30]}
 
     @app.get("/api/images")
@@ -76,17 +92,17 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
         return library.listing()
 
     @app.get("/api/source")
-    def source(image: str = Query(max_length=200)) -> Response:
-        return Response(png_bytes(library.get(image).image), media_type="image/png")
+    async def source(image: str = Query(max_length=200)) -> Response:
+        entry = await lookup(image)
+        data = await decodes().run(lambda: png_bytes(entry.image), key=("png", entry.id, entry.stamp))
+        return Response(data, media_type="image/png")
 
     @app.post("/api/upload")
     async def upload(file: UploadFile = File(...)) -> dict[str, Any]:
         if (file.content_type or "") not in UPLOAD_TYPES:
             raise HTTPException(415, f"unsupported upload type {file.content_type}; use PNG, JPEG, WebP or BMP")
-        data = await file.read(limits.upload_bytes + 1)
-        if len(data) > limits.upload_bytes:
-            raise HTTPException(413, f"upload larger than {limits.upload_bytes:,} bytes")
-        entry = await run_in_threadpool(library.add_upload, file.filename or "upload", data)
+        # read and decoded in the decode gate's threads: a waiting upload holds only its spooled body
+        entry = await decodes().run(lambda: library.add_upload(file.filename or "upload", file.file))
         return entry.info()
 
     def check_size(entry: Entry, W: int, H: int) -> None:
@@ -102,7 +118,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
                      kind: str = Query("liif", alias="method", pattern="^(liif|bicubic)$")) -> Response:
         """PNG of the window (x, y, w, h) of the image rendered at W x H; ``kind`` (query ``method``):
         LIIF or the bicubic resize shown beside it."""
-        entry = await run_in_threadpool(library.get, image)
+        entry = await lookup(image)
         check_size(entry, W, H)
         if x + w > W or y + h > H:
             raise HTTPException(422, f"window x={x} y={y} w={w} h={h} lies outside the {W}x{H} output")
@@ -120,15 +136,14 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     async def download(request: Request, image: str = Query(max_length=200),
                        W: int = Query(ge=1, le=MAX_SIDE), H: int = Query(ge=1, le=MAX_SIDE)) -> Response:
         """The whole image rendered at W x H, as an attachment."""
-        entry = await run_in_threadpool(library.get, image)
+        entry = await lookup(image)
         check_size(entry, W, H)
         if W * H > limits.download_pixels:
             raise HTTPException(422, f"{W}x{H} is over the {limits.download_pixels:,} pixels allowed per download")
+        disposition = attachment(f"{Path(entry.name).stem[:80] or 'image'}-liif-{W}x{H}.png")  # before the render
         data = await gate().run(request, lambda stop: png_bytes(upscaler.upscale(entry.image, size=(H, W),
                                                                                   cancel=stop)))
-        stem = Path(entry.name).stem.replace('"', "")[:80] or "image"
-        return Response(data, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="{stem}-liif-{W}x{H}.png"'})
+        return Response(data, media_type="image/png", headers={"Content-Disposition": disposition})
 
     return app
 

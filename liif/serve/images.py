@@ -1,10 +1,12 @@
 """Pixels in and out of the viewer: bytes of an upload or served file decoded into an upright RGB
-image under the limits (415 for non-images, 413 for too many pixels), PNG bytes of an answer, and
-the window of the bicubic resize that the page shows beside LIIF."""
+image under the limits (415 for non-images, 413 for too many pixels), PNG bytes of an answer, the
+window of the bicubic resize that the page shows beside LIIF, and the header naming a download."""
 from __future__ import annotations
 
 import io
+import unicodedata
 import warnings
+from urllib.parse import quote
 
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
@@ -55,4 +57,20 @@ def bicubic_window(im: Image.Image, out_hw: tuple[int, int], region: tuple[int, 
     return im.resize((w, h), Image.Resampling.BICUBIC, box=(x * sx, y * sy, (x + w) * sx, (y + h) * sy))
 
 
-__all__ = ["bicubic_window", "decode_image", "png_bytes"]
+def _ascii(c: str) -> str:
+    """One character of a file name for a header's plain ``filename``: printable ASCII as it is
+    (but for ``"``, ``\\`` and ``%``, which clients read differently), an accented letter without its
+    accent, anything else ``_``."""
+    plain = "".join(f for f in unicodedata.normalize("NFKD", c) if " " <= f <= "~" and f not in '"\\%')
+    return plain or "_"
+
+
+def attachment(name: str) -> str:
+    """``Content-Disposition`` of a download called ``name`` (RFC 6266): the name itself, UTF-8 and
+    percent-encoded, as ``filename*`` (RFC 5987), and an ASCII ``filename`` for clients without it.
+    Any name gives a header that HTTP can carry (Latin-1 only, no line breaks)."""
+    fallback = "".join(map(_ascii, name))
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name.encode('utf-8', 'replace'), safe='')}"
+
+
+__all__ = ["attachment", "bicubic_window", "decode_image", "png_bytes"]

@@ -34,9 +34,18 @@ class Entry:
 
 
 def servable_name(name: str) -> bool:
-    """A plain, visible file name with an image suffix: one path component, nothing to resolve."""
+    """A plain, visible file name with an image suffix: one path component, nothing to resolve, and
+    text (a name that is not UTF-8 reaches Python with surrogates that no JSON answer can carry)."""
     return (0 < len(name) <= 255 and "/" not in name and "\\" not in name and "\0" not in name
-            and not name.startswith(".") and Path(name).suffix.lower() in WEB_SUFFIXES)
+            and not name.startswith(".") and Path(name).suffix.lower() in WEB_SUFFIXES and _text(name))
+
+
+def _text(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Library:
@@ -70,17 +79,16 @@ class Library:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=self.dir_fd)
         except OSError:
             raise HTTPException(404, "no such image") from None
-        f = os.fdopen(fd, "rb")
-        try:
-            st = os.fstat(f.fileno())
+        try:  # checked on the bare descriptor: fdopen refuses a folder and leaves the descriptor open
+            st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise HTTPException(404, "no such image")
             if st.st_size > self.limits.served_bytes:
                 raise HTTPException(413, f"{name} is larger than {self.limits.served_bytes:,} bytes")
         except BaseException:
-            f.close()
+            os.close(fd)
             raise
-        return f, st
+        return os.fdopen(fd, "rb"), st
 
     def listing(self) -> list[dict[str, Any]]:
         out = []
@@ -95,34 +103,53 @@ class Library:
             out.append({"id": f"f:{name}", "name": name, "width": w, "height": h})
         return out
 
-    def get(self, image_id: str) -> Entry:
-        """The decoded image (blocking: call it off the event loop)."""
+    def cached(self, image_id: str) -> Entry | tuple[int, ...]:
+        """The decoded image if it is at hand (an upload, or a served file unchanged since it was
+        decoded), else the stamp of the served file that :meth:`load` would decode; 404 or 413 as
+        :meth:`open`. Quick: it decodes nothing (blocking all the same: call it off the event loop)."""
         with self.lock:
             if image_id in self.uploads:
                 return self.uploads[image_id]
-        if not image_id.startswith("f:"):
-            raise HTTPException(404, "no such image")
-        name = image_id[2:]
+        f, st = self.open(served_name(image_id))
+        f.close()
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self.lock:
+            entry = self.decoded.get(image_id)
+            if entry is not None and entry.stamp == stamp:
+                self.decoded.move_to_end(image_id)
+                return entry
+        return stamp
+
+    def load(self, image_id: str) -> Entry:
+        """Read and decode the served file ``image_id`` and keep it (the 4 most recent); slow."""
+        name = served_name(image_id)
         f, st = self.open(name)
         with f:
             stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            with self.lock:
-                cached = self.decoded.get(image_id)
-                if cached is not None and cached.stamp == stamp:
-                    self.decoded.move_to_end(image_id)
-                    return cached
             data = f.read(self.limits.served_bytes + 1)
         if len(data) > self.limits.served_bytes:
             raise HTTPException(413, f"{name} is larger than {self.limits.served_bytes:,} bytes")
         entry = Entry(image_id, name, decode_image(data, self.limits), stamp)
+        del data
         with self.lock:
             self.decoded[image_id] = entry
             while len(self.decoded) > 4:
                 self.decoded.popitem(last=False)
         return entry
 
-    def add_upload(self, name: str, data: bytes) -> Entry:
+    def get(self, image_id: str) -> Entry:
+        """The decoded image, decoding it if needed (blocking: call it off the event loop)."""
+        entry = self.cached(image_id)
+        return entry if isinstance(entry, Entry) else self.load(image_id)
+
+    def add_upload(self, name: str, file: BinaryIO) -> Entry:
+        """Read an uploaded file (at most ``upload_bytes``), decode it and keep it (the most recent
+        ``uploads_kept``); slow."""
+        data = file.read(self.limits.upload_bytes + 1)
+        if len(data) > self.limits.upload_bytes:
+            raise HTTPException(413, f"upload larger than {self.limits.upload_bytes:,} bytes")
         entry = Entry(f"u:{secrets.token_hex(8)}", Path(name or "upload").name[:100], decode_image(data, self.limits))
+        del data
         with self.lock:
             self.uploads[entry.id] = entry
             while len(self.uploads) > self.limits.uploads_kept:
@@ -130,4 +157,11 @@ class Library:
         return entry
 
 
-__all__ = ["Entry", "Library", "servable_name"]
+def served_name(image_id: str) -> str:
+    """``f:NAME`` -> NAME; anything else is no served file (404)."""
+    if not image_id.startswith("f:"):
+        raise HTTPException(404, "no such image")
+    return image_id[2:]
+
+
+__all__ = ["Entry", "Library", "servable_name", "served_name"]

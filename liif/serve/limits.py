@@ -1,6 +1,7 @@
 """The viewer's limits: bytes and pixels of uploads and served files (pixels read from the header,
 before decoding), pixels per view and per download, scale per axis, renders at once and waiting,
-uploads kept, seconds per request. ``/api/config`` sends them to the page as they are."""
+decodes at once and waiting, uploads kept, seconds per request. ``/api/config`` sends them to the
+page as they are."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ class Limits:
     max_scale: float = 64.0  # output/input per axis: x30 zoom at device pixel ratio 2, with margin
     workers: int = 1  # renders running at once
     queue: int = 4  # renders waiting; beyond that 503
+    decoders: int = 2  # decodes running at once (uploads, first opening of a served file, source PNGs)
+    decode_queue: int = 16  # decodes waiting; beyond that 503
     uploads_kept: int = 16  # uploaded images kept in memory, oldest dropped
     request_seconds: float = 300.0  # one render request, waiting included; beyond that 504
 

@@ -1,7 +1,8 @@
 """The viewer's HTTP guards (ASGI middleware): :class:`BodyLimit` answers 413 to an upload body
 over the limit, announced or streamed; :class:`Guard` answers only requests that name an allowed
-host (against DNS rebinding), refuses cross-origin state-changing requests, and adds the security
-headers (CSP and friends) to every answer."""
+host (against DNS rebinding), refuses cross-origin state-changing requests and cross-site requests
+that start work (decodes, renders), and adds the security headers (CSP and friends) to every
+answer."""
 from __future__ import annotations
 
 import re
@@ -69,12 +70,27 @@ class BodyLimit:
 
 _NETLOC = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+WORK_PATHS = {"/api/source", "/api/render", "/api/download"}  # GETs that start a decode or a render
+SAME_ORIGIN = {b"same-origin", b"none"}  # Sec-Fetch-Site values of the page itself, or of a typed URL
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def host_name(netloc: str) -> str | None:
     """``name[:port]`` or ``[v6]:port`` -> the lowercase name without brackets; None if malformed."""
     m = _NETLOC.fullmatch(netloc)
     return m.group(1).strip("[]").lower() if m else None
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """Whether ``origin`` (an Origin header, ``scheme://name[:port]``) names this ``host`` (the Host
+    header): the same name and the same port, a missing port being the origin scheme's default."""
+    parts = urlsplit(origin)
+    o, h = _NETLOC.fullmatch(parts.netloc), _NETLOC.fullmatch(host)
+    if parts.scheme not in DEFAULT_PORTS or o is None or h is None:
+        return False
+    default = DEFAULT_PORTS[parts.scheme]
+    ports = [int(m.group(2)[1:]) if m.group(2) else default for m in (o, h)]
+    return host_name(parts.netloc) == host_name(host) and ports[0] == ports[1]
 
 
 def allowed_hosts(bind: str = "127.0.0.1", extra: Iterable[str] = ()) -> list[str]:
@@ -86,8 +102,9 @@ def allowed_hosts(bind: str = "127.0.0.1", extra: Iterable[str] = ()) -> list[st
 
 class Guard:
     """ASGI middleware against DNS rebinding and cross-site use: the Host header must name an
-    allowed host (else 400), a state-changing request (POST...) from another origin gets 403, and
-    every answer carries :data:`SECURITY_HEADERS`."""
+    allowed host (else 400); a state-changing request (POST...) from another origin gets 403, and
+    so does a GET of :data:`WORK_PATHS` that the browser marks as coming from another site; every
+    answer carries :data:`SECURITY_HEADERS`."""
 
     def __init__(self, app: Any, hosts: Iterable[str]) -> None:
         self.app, self.hosts = app, set(hosts)
@@ -95,18 +112,24 @@ class Guard:
     def allowed(self, name: str | None) -> bool:
         return name is not None and ("*" in self.hosts or name in self.hosts)
 
-    def refusal(self, method: str, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+    def refusal(self, method: str, path: str, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
         host = headers.get(b"host", b"").decode("latin-1")
         if not self.allowed(host_name(host)):
             return 400, f"unknown host {host[:100]!r}; start the server with --allow-host NAME to use this name"
-        if method in SAFE_METHODS:
+        site = headers.get(b"sec-fetch-site")
+        if method in SAFE_METHODS:  # a link or an <img> of another site must not start renders either
+            if path in WORK_PATHS and site is not None and site not in SAME_ORIGIN:
+                return 403, "cross-site request refused"
             return None
         origin = headers.get(b"origin")
         if origin is not None:
             parts = urlsplit(origin.decode("latin-1"))
-            if parts.scheme not in ("http", "https") or not self.allowed(host_name(parts.netloc)):
+            if parts.scheme not in DEFAULT_PORTS or not self.allowed(host_name(parts.netloc)):
                 return 403, "cross-origin request refused"
-        if headers.get(b"sec-fetch-site", b"same-origin") not in (b"same-origin", b"none"):
+            # without Sec-Fetch-Site (older browsers) only the Origin tells another port of this host
+            if site is None and not same_origin(origin.decode("latin-1"), host):
+                return 403, "cross-origin request refused"
+        if site is not None and site not in SAME_ORIGIN:
             return 403, "cross-site request refused"
         return None
 
@@ -120,11 +143,12 @@ class Guard:
                 msg = {**msg, "headers": [*msg.get("headers", []), *SECURITY_HEADERS]}
             await send(msg)
 
-        refused = self.refusal(scope["method"], dict(scope.get("headers") or []))
+        refused = self.refusal(scope["method"], scope["path"], dict(scope.get("headers") or []))
         if refused is not None:
             await JSONResponse({"detail": refused[1]}, status_code=refused[0])(scope, receive, with_headers)
             return
         await self.app(scope, receive, with_headers)
 
 
-__all__ = ["BodyLimit", "Guard", "SAFE_METHODS", "SECURITY_HEADERS", "allowed_hosts", "host_name"]
+__all__ = ["BodyLimit", "Guard", "SAFE_METHODS", "SECURITY_HEADERS", "WORK_PATHS", "allowed_hosts", "host_name",
+           "same_origin"]

@@ -4,12 +4,12 @@ The config is a tree of dataclasses; every key, type and path is validated up fr
 name the offending key (``train.lr``) or path, so a typo never costs a half-finished run.
 Data paths written ``data:REL`` are resolved under the data root (``--data-root``, else
 ``$LIIF_DATA_DIR``, else the cache: :mod:`liif.data.roots`); other relative paths against the
-current directory.
+current directory. The value checks (ranges, the model's size, the images, the run folder) are
+:mod:`liif.train.checks`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from liif.compute import CHOICES as PRECISIONS
 from liif.errors import LiifError
 from liif.models.spec import ModelSpec
+from liif.train.checks import check
 
 
 @dataclass
@@ -221,75 +221,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
-
-
-def check(cfg: Config, hints: dict[str, str] | None = None) -> None:
-    """Value and path checks that need more than types; each error names its key or path (and, from
-    ``hints``, what to fetch when a ``data:`` folder is missing)."""
-    from liif.data.folders import list_images
-
-    try:
-        cfg.model_spec()
-    except (ValueError, TypeError) as e:
-        raise LiifError(f"config key model: {e}") from None
-    t, d = cfg.train, cfg.data.train
-    _positive("train.batch_size", t.batch_size)
-    _positive("train.epochs", t.epochs)
-    _positive("data.train.repeat", d.repeat)
-    _positive("data.train.inp_size", d.inp_size)
-    _positive("data.train.sample_q", d.sample_q)
-    _positive("data.val.scale", cfg.data.val.scale)
-    _positive("data.val.every", cfg.data.val.every)
-    _positive("checkpoint.save_every", cfg.checkpoint.save_every)
-    _positive("log.every", cfg.log.every)
-    if cfg.checkpoint.last_every_iters < 0:
-        raise LiifError(f"config key checkpoint.last_every_iters must be >= 0, got {cfg.checkpoint.last_every_iters}")
-    if not cfg.checkpoint.last_every_s >= 0:
-        raise LiifError(f"config key checkpoint.last_every_s must be >= 0, got {cfg.checkpoint.last_every_s}")
-    if t.lr <= 0:
-        raise LiifError(f"config key train.lr must be positive, got {t.lr}")
-    if not (math.isfinite(t.budget_minutes) and t.budget_minutes >= 0):
-        raise LiifError(f"config key train.budget_minutes must be a finite number >= 0, got {t.budget_minutes}")
-    if t.precision not in PRECISIONS:
-        raise LiifError(f"config key train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    if t.device not in ("auto", "cpu", "cuda"):
-        raise LiifError(f"config key train.device must be auto, cpu or cuda, got {t.device!r}")
-    if d.cache not in ("memory", "mmap", "none"):
-        raise LiifError(f"config key data.train.cache must be 'memory', 'mmap' or 'none', got {d.cache!r}")
-    if not 1.0 <= d.scale_min <= d.scale_max:
-        raise LiifError(f"config keys data.train.scale_min/scale_max need 1 <= min <= max, "
-                        f"got {d.scale_min}, {d.scale_max}")
-    if d.sample_q > d.inp_size ** 2:
-        raise LiifError(f"config key data.train.sample_q ({d.sample_q}) exceeds inp_size^2 ({d.inp_size ** 2})")
-    if t.threads < 0:
-        raise LiifError(f"config key train.threads must be >= 0, got {t.threads}")
-    if cfg.data.workers < 0:
-        raise LiifError(f"config key data.workers must be >= 0, got {cfg.data.workers}")
-    if (d.div2k is None) == (not d.roots):
-        raise LiifError("config key data.train: give exactly one of roots (image folders) or div2k (a DIV2K root)")
-    folders = [(f"data.train.roots[{i}]", r) for i, r in enumerate(d.roots)]
-    if d.div2k is not None:
-        folders.append(("data.train.div2k", str(Path(d.div2k) / "DIV2K_train_HR")))
-    v = cfg.data.val
-    if v.hr is not None:
-        folders.append(("data.val.hr", v.hr))
-    if v.lr is not None:
-        if v.hr is None:
-            raise LiifError("config key data.val.lr needs data.val.hr")
-        folders.append(("data.val.lr", v.lr))
-    for key, folder in folders:
-        try:
-            list_images(folder)
-        except LiifError as e:
-            hint = (hints or {}).get(key, "")
-            raise LiifError(f"config key {key}: {e}{hint}") from None
-    if t.precision == "fp16" and t.device == "cpu":
-        raise LiifError("config key train.precision: fp16 needs CUDA; use bf16 on the CPU")
-
-
-def _positive(key: str, value: int) -> None:
-    if value <= 0:
-        raise LiifError(f"config key {key} must be positive, got {value}")
 
 
 def dump(cfg: Config) -> str:

@@ -1,7 +1,9 @@
 """The data a training config describes: the training and validation sets, and each rank's batches of an epoch."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +31,23 @@ def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsample
                                             else ImageFolder(v.hr, first_k=v.first_k))
         val = FixedScale(src, v.scale)
     return train, val
+
+
+def batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """``loader``'s batches; a LiifError raised in a DataLoader worker (an image that does not decode)
+    comes back as its own line, not as the worker's traceback that DataLoader wraps it in."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except LiifError as e:
+            last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+            if "\n" in str(e).strip() and last.startswith("liif.errors.LiifError: "):
+                raise LiifError(last.removeprefix("liif.errors.LiifError: ")) from None
+            raise
+        yield batch
 
 
 def epoch_batches(n: int, batch: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:

@@ -27,21 +27,25 @@ from liif import compute
 from liif.compute import Compute, set_tf32
 from liif.errors import LiifError
 from liif.models import build
+from liif.train.checks import check_folder, check_model_size
 from liif.train.config import Config, Optim, dump
-from liif.train.datasets import build_data, epoch_batches
+from liif.train.datasets import batches, build_data, epoch_batches
 from liif.train.outputs import MainOutput, Output
 from liif.train.processes import Procs, agree_across_ranks, pick_device, processes
 from liif.train.resume import choose_checkpoint, epoch_and_iteration, load_checkpoint
 from liif.train.run import Optimization, Run, Setup, Window, checkpoint_state
-from liif.train.step import Step, train_step, validate
+from liif.train.step import Step, probe, train_step, validate
 
+FP16_SKIPS = 20  # consecutive non-finite fp16 steps (each skipped by the scaler) that stop a run
 
 def train(cfg: Config, out: Path, resume: bool = False, max_minutes: float | None = None,
           progress: bool | None = None, restart: bool = False, dist_timeout_s: float = 1800.0) -> dict[str, Any]:
     """Train per ``cfg`` into ``out``; returns a summary (steps, epoch, last loss, samples/s, best PSNR).
 
     Under torchrun a failed or timed-out collective (a rank died, hung or took another path) ends
-    every rank with a one-line error naming the rank and the step, instead of a hang."""
+    every rank with a one-line error naming the rank and the step, instead of a hang. A loss that becomes
+    non-finite stops the run with a one-line error; no checkpoint ever holds non-finite weights."""
+    check_folder(Path(out), "--out")  # before anything: a file, /proc/x, a read-only folder
     procs = processes()
     run = Run()
     try:
@@ -74,8 +78,11 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     # -- model, optimizer, schedule, precision ---------------------------------------------------------------
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     spec = cfg.model_spec()
+    check_model_size(spec)  # on the meta device, before allocating
     model = build(spec).to(device)
     settings = Compute.resolve(device, t.precision)  # auto: what this hardware runs natively
+    step = Step(model, t.fold, t.channels_last)
+    probe(step, device)  # a model the config describes but that cannot run fails here, before any file
     optim = Optimization.create(model, t, settings)
     if device.type == "cuda":  # fp32 is full fp32 (cuDNN would use TF32 for convolutions by default)
         set_tf32(settings.tf32)
@@ -95,17 +102,20 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
     # -- start or resume: one decision and one state for all ranks -------------------------------------------
     found = choose_checkpoint(out, procs, output, run, resume, restart)
     if found is not None:
-        load_checkpoint(found, cfg, model, optim, run)
+        changed = load_checkpoint(found, cfg, model, optim, run)
         output.set_aside(found.damaged)
         e, i = epoch_and_iteration(run.epoch, run.it, iters)
         output.say(f"resumed from {found.path} after step {run.step} (epoch {e}, iteration {i} of {iters})")
+        if changed:
+            output.say(f"--resume: the config differs from the run's saved one in {'; '.join(changed)}; "
+                       f"the new values apply from step {run.step + 1} (only the model section must not change)")
     # Every rank must start at the same place with the same epochs, or their collectives pair up wrongly.
     run.doing = "checking that all ranks agree"
     agree_across_ranks(procs, (run.epoch, run.it, run.step, iters, len(train_set),
                                hashlib.sha256(dump(cfg).encode()).hexdigest()[:12]))
     torch.manual_seed(t.seed * 1000 + procs.rank + run.step)  # per-rank stream for anything random in the model
-    forward = procs.wrap(Step(model, t.fold, t.channels_last), device)
-    s = Setup(cfg, procs, output, model, torch.compile(forward) if t.compile else forward, optim, settings,
+    forward = procs.wrap(step, device)
+    s = Setup(cfg, out, procs, output, model, torch.compile(forward) if t.compile else forward, optim, settings,
               train_set, val_set, iters,
               deadline=None if max_minutes is None else t_start + 60 * max_minutes,
               budget_s=60 * t.budget_minutes if t.budget_minutes > 0 else None)
@@ -121,14 +131,16 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
                        f"nothing to train")
             run.stopped = run.budget_spent = True
     model.train()
-    while (s.budget_s or run.epoch < t.epochs) and not run.stopped:
-        row = train_epoch(s, run)
-        if row is None:  # --max-minutes or the budget stopped the run mid-epoch ('last' holds where)
-            break
-        end_of_epoch(s, run, row)
-    if run.budget_spent and run.final_row:
-        end_of_budget(s, run)
-    output.close()
+    try:
+        while (s.budget_s or run.epoch < t.epochs) and not run.stopped:
+            row = train_epoch(s, run)
+            if row is None:  # --max-minutes or the budget stopped the run mid-epoch ('last' holds where)
+                break
+            end_of_epoch(s, run, row)
+        if run.budget_spent and run.final_row:
+            end_of_budget(s, run)
+    finally:
+        output.close()  # the progress bar ends before the error line
     run.doing = "finishing"
     procs.barrier()
     return summary(run, iters, settings.precision, out / "checkpoints" / "last")
@@ -142,13 +154,20 @@ def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
     loader = epoch_loader(s, run)
     row: dict[str, Any] = {"step": run.step, "epoch": run.epoch + 1, "lr": s.optim.lr}
     run.doing = f"training epoch {run.epoch + 1}"
-    for batch in loader:
+    for batch in batches(loader):
         loss = train_step(s.forward, s.model, s.optim.opt, s.optim.scaler, batch, s.settings)
         run.count(loss)
         epoch_done = run.it == s.iters
         s.output.stepped()
         now = time.monotonic()
-        run.stopped, save_by_time, spent, drops = rank0_decides(s, run, now)
+        run.stopped, save_by_time, spent, drops, diverged = decide(s, run, now, loss)
+        # A non-finite loss (this rank's or another's) stops every rank at this step; under fp16 the
+        # gradient scaler skips such a step and lowers its scale, so only a run of them stops training.
+        run.nonfinite = run.nonfinite + 1 if diverged else 0
+        if diverged and (not s.optim.scaler.is_enabled() or run.nonfinite >= FP16_SKIPS):
+            where = f"{loss}" if not math.isfinite(loss) else "non-finite on another rank"
+            streak = f" ({run.nonfinite} steps in a row)" if run.nonfinite > 1 else ""
+            raise stop_diverged(s, run, f"the loss became {where}{streak}")
         if s.budget_s:
             set_budget_lr(s, drops)
             run.budget_spent = spent
@@ -165,8 +184,7 @@ def train_epoch(s: Setup, run: Run) -> dict[str, Any] | None:
             return row
         every = cfg.checkpoint.last_every_iters
         if run.stopped or save_by_time or (every and run.step % every == 0):
-            s.output.save(["last"], s.model, checkpoint_state(s, run))
-            run.last_saved = time.monotonic()
+            save(s, run, ["last"])
         if run.stopped:
             return None
     return row
@@ -188,6 +206,7 @@ def end_of_epoch(s: Setup, run: Run, row: dict[str, Any]) -> None:
 def close_row(s: Setup, run: Run, row: dict[str, Any], names: list[str], validate_now: bool, when: str) -> None:
     """The last row of an epoch or of the budget: rank 0 validates (when ``validate_now``), logs the row with
     the PSNR and saves ``names`` (plus 'best' on a new best PSNR); every rank waits for it."""
+    check_weights(s, run)  # before validating: non-finite weights would score a NaN PSNR
     if s.val_set is not None and validate_now:
         row["val_psnr"] = f"{validate(s.model, s.val_set, s.cfg.data.val.y_channel, s.settings.device):.4f}"
         if float(row["val_psnr"]) > run.best:
@@ -195,9 +214,33 @@ def close_row(s: Setup, run: Run, row: dict[str, Any], names: list[str], validat
         run.best = max(run.best, float(row["val_psnr"]))
         s.output.note(f"{when}: val PSNR {row['val_psnr']} dB")
     s.output.log(row)
+    save(s, run, names)
+    s.procs.barrier()
+
+
+def save(s: Setup, run: Run, names: list[str]) -> None:
+    """Rank 0 saves the checkpoints ``names`` of the current weights, which every rank first checks are finite."""
+    check_weights(s, run)
     s.output.save(names, s.model, checkpoint_state(s, run))
     run.last_saved = time.monotonic()
-    s.procs.barrier()
+    run.saved = f"{s.out / 'checkpoints' / 'last'} (step {run.step})"
+
+
+def check_weights(s: Setup, run: Run) -> None:
+    """Stop the run, on every rank alike (DDP keeps their weights equal), if a weight is NaN or infinite:
+    such weights are never saved, so 'last' keeps the previous, finite ones."""
+    params = [p.detach() for p in s.model.parameters()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise stop_diverged(s, run, "the weights became non-finite")
+
+
+def stop_diverged(s: Setup, run: Run, what: str) -> LiifError:
+    """The one-line error of a run that diverged at step ``run.step``, naming the checkpoint it keeps."""
+    e, i = epoch_and_iteration(run.epoch, run.it, s.iters)
+    kept = (f"the last checkpoint, {run.saved}, holds finite weights (nothing later was saved)" if run.saved
+            else "no checkpoint had been saved yet")
+    return LiifError(f"{what} at step {run.step} (epoch {e}, iteration {i}): training stopped; {kept}; "
+                     f"lower train.lr or check the data and the model's normalisation")
 
 
 def epoch_loader(s: Setup, run: Run) -> torch.utils.data.DataLoader:
@@ -209,16 +252,16 @@ def epoch_loader(s: Setup, run: Run) -> torch.utils.data.DataLoader:
                                        pin_memory=s.settings.device.type == "cuda")
 
 
-def rank0_decides(s: Setup, run: Run, now: float) -> tuple[bool, bool, bool, int]:
-    """(stop now, refresh 'last' now, budget spent, learning-rate drops so far in budget mode), decided by
-    rank 0's clock for every rank: the ranks' clocks differ, and every rank must take the same path and
-    the same learning rate (or their collectives pair up wrongly and their weights drift apart)."""
+def decide(s: Setup, run: Run, now: float, loss: float) -> tuple[bool, bool, bool, int, bool]:
+    """(stop now, refresh 'last' now, budget spent, learning-rate drops so far in budget mode, a rank's loss
+    is not finite), the same on every rank, in one collective. The first four are decided by rank 0's
+    clock: the ranks' clocks differ, and every rank must take the same path and the same learning rate
+    (or their collectives pair up wrongly and their weights drift apart); the last by any rank."""
     frac = (now - run.clock) / s.budget_s if s.budget_s else 0.0
-    flags = torch.tensor([s.deadline is not None and now >= s.deadline,
-                          0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved,
-                          frac >= 1.0, budget_drops(s.cfg.train, frac)], dtype=torch.int32)
-    flags = s.procs.from_rank0(flags)
-    return bool(flags[0]), bool(flags[1]), bool(flags[2]), int(flags[3])
+    mine = [s.deadline is not None and now >= s.deadline, 0 < s.cfg.checkpoint.last_every_s <= now - run.last_saved,
+            frac >= 1.0, budget_drops(s.cfg.train, frac)] if s.procs.main else [0, 0, 0, 0]
+    flags = s.procs.all_sum(torch.tensor([*mine, not math.isfinite(loss)], dtype=torch.int32))
+    return bool(flags[0]), bool(flags[1]), bool(flags[2]), int(flags[3]), bool(flags[4])
 
 
 def budget_drops(t: Optim, frac: float) -> int:

@@ -73,10 +73,6 @@ class Procs:
         """Rank ``src``'s ``obj`` on every rank (the other ranks pass None)."""
         return obj
 
-    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
-        """Rank 0's values of ``t`` on every rank."""
-        return t
-
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` summed over the ranks."""
         return t
@@ -105,10 +101,6 @@ class Group(Procs):
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
-
-    def from_rank0(self, t: torch.Tensor) -> torch.Tensor:
-        dist.broadcast(t, 0)
-        return t
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t)

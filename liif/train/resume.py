@@ -65,13 +65,16 @@ def read_checkpoint(found: str) -> dict[str, Any]:
     return {"found": str(Path(found)), "weights": weights, "state": state}
 
 
-def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Optimization, run: Run) -> None:
+def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Optimization, run: Run) -> list[str]:
     """Weights, optimizer, schedule, scaler and counters from ``found``, whose model must be the configured one.
+    Returns the settings that differ from the run's saved config (``config_changes``): they apply from
+    here on, the learning-rate schedule included (``Optimization.follow``).
 
     Checkpoints written before this version also hold ``rng`` (the torch RNG state); it is ignored, as it
     always was in effect: the model's RNG stream is re-seeded from the step after resuming."""
     state = found.state
-    if state["config"]["model"] != cfg.to_dict()["model"]:
+    now = cfg.to_dict()
+    if state["config"]["model"] != now["model"]:
         raise LiifError(f"--resume: the model section differs from the checkpoint's ({found.path})")
     try:
         model.load_state_dict(found.weights, strict=True)
@@ -79,8 +82,42 @@ def load_checkpoint(found: Found, cfg: Config, model: ImplicitDecoder, optim: Op
         raise LiifError(f"checkpoint {found.path} does not fit the configured model: "
                         f"{str(e).splitlines()[0]}") from None
     optim.load_state_dict(state)
+    changed = config_changes(state["config"], now)
+    if any(c.split(" ", 1)[0] in ("train.lr", "train.milestones", "train.gamma") for c in changed):
+        optim.follow(cfg.train)  # unchanged, the loaded schedule goes on bit for bit
     run.epoch, run.it, run.step, run.best = state["epoch"], state["iter"], state["step"], state["best_psnr"]
     run.train_s = float(state.get("train_s", 0.0))  # absent in checkpoints written before budget mode
+    run.saved = f"{found.path} (step {run.step})"
+    return changed
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``KEY OLD -> NEW`` for each setting (dotted key, in config order) whose value differs between a run's
+    saved config and this one; the model section is compared apart, as a whole."""
+    old = _flatten({k: v for k, v in saved.items() if k != "model"})
+    new = _flatten({k: v for k, v in now.items() if k != "model"})
+    keys = [*new, *(k for k in old if k not in new)]
+    return [f"{k} {_short(old.get(k, '(absent)'))} -> {_short(new.get(k, '(absent)'))}"
+            for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+_ABSENT = object()
+
+
+def _flatten(tree: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{where}.{k}" if where else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def epoch_and_iteration(epochs_done: int, iters_done: int, iters: int) -> tuple[int, int]:

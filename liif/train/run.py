@@ -3,9 +3,12 @@ clocks), its loss ``Window``, the ``Optimization`` (Adam, schedule, gradient sca
 epochs use. (A run's checkpoint folders on disk: :mod:`liif.train.run_state`.)"""
 from __future__ import annotations
 
+import bisect
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +49,9 @@ class Run:
     final_row: dict[str, Any] = field(default_factory=dict)  # the log row of the budget's last step
     doing: str = "setting up"
     last_saved: float = 0.0  # monotonic time 'last' was last written
+    saved: str = ""  # the newest checkpoint this run wrote or resumed from, with its step ("" before any)
     window: Window = field(default_factory=Window)
+    nonfinite: int = 0  # steps in a row whose loss was not finite on some rank
 
     def count(self, loss: float) -> None:
         """One more step done, with this rank's ``loss``."""
@@ -84,12 +89,24 @@ class Optimization:
         self.sched.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
 
+    def follow(self, t: Optim) -> None:
+        """After loading a checkpoint whose train.lr, milestones or gamma differ from ``t``: the schedule
+        goes on with ``t``'s values, at the learning rate ``t`` gives the epochs done (the loaded state
+        would otherwise keep the old ones, whatever config.yaml says)."""
+        self.sched.base_lrs = [t.lr for _ in self.opt.param_groups]
+        self.sched.milestones = Counter(t.milestones)
+        self.sched.gamma = t.gamma
+        lr = t.lr * t.gamma ** bisect.bisect_right(sorted(t.milestones), self.sched.last_epoch)
+        for group in self.opt.param_groups:
+            group["lr"], group["initial_lr"] = lr, t.lr
+
 
 @dataclass
 class Setup:
     """What setup builds and the epochs use: the same on every rank but ``val_set`` (rank 0 alone validates)."""
 
     cfg: Config
+    out: Path  # the run folder (rank 0 writes it)
     procs: Procs
     output: Output
     model: ImplicitDecoder

@@ -33,19 +33,49 @@ STATE = "state.pt"
 
 
 def save(folder: Path, model: ImplicitDecoder, spec: ModelSpec, state: dict[str, Any]) -> Path:
+    """Write checkpoint ``folder`` through ``.NAME.new`` (see the module's text). A write that fails (disk
+    full, permissions) is a one-line LiifError; the partial ``.NAME.new`` is removed and the previous
+    checkpoint stays in place."""
     folder = Path(folder)
     new = folder.parent / f".{folder.name}.new"
     old = folder.parent / f".{folder.name}.old"
-    shutil.rmtree(new, ignore_errors=True)
-    checkpoints.save(model, spec, new / WEIGHTS)
-    with atomic_path(new / STATE) as tmp:
-        torch.save(state, tmp)
+    try:
+        shutil.rmtree(new, ignore_errors=True)
+        checkpoints.save(model, spec, new / WEIGHTS)
+        with atomic_path(new / STATE) as tmp:
+            torch.save(state, tmp)
+    except BaseException as e:
+        free = _free(folder.parent)  # before the cleanup gives the partial files' space back
+        shutil.rmtree(new, ignore_errors=True)  # also on Ctrl-C: no partial folder is left behind
+        # A full disk is an OSError from Python's writes, a RuntimeError from torch.save's zip writer ("unexpected
+        # pos ...") and a SafetensorError from safetensors; anything else (a bug, an interrupt) goes on as raised.
+        if not isinstance(e, (OSError, RuntimeError)) and type(e).__name__ != "SafetensorError":
+            raise
+        if isinstance(e, OSError) and e.strerror:
+            why = e.strerror
+        else:  # torch's message does not say why: the free space does
+            why = f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]} ({free} free on its disk)"
+        kept = f"; the previous {folder.name} is kept" if find(folder) is not None else ""
+        raise LiifError(f"cannot save checkpoint {folder}: {why}{kept}") from None
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
     os.replace(new, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _free(folder: Path) -> str:
+    """The free space of ``folder``'s disk, e.g. ``8 KiB`` (``unknown`` if it cannot be read)."""
+    try:
+        n = float(shutil.disk_usage(folder).free)
+    except OSError:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "unknown"
 
 
 def complete(folder: Path) -> bool:

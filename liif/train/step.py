@@ -13,6 +13,7 @@ from torch import nn
 
 from liif.compute import Compute
 from liif.data.sampling import FixedScale
+from liif.errors import LiifError
 from liif.models import ImplicitDecoder
 from liif.models.decoder import fast_forward as folded_forward
 
@@ -54,6 +55,24 @@ def train_step(forward: Forward, model: ImplicitDecoder, opt: torch.optim.Optimi
     scaler.step(opt)
     scaler.update()
     return loss.item()
+
+
+@torch.no_grad()
+def probe(step: Step, device: torch.device) -> None:
+    """One forward of a 4 x 4 input with 4 queries, before anything is written: a model that the config
+    describes but that cannot run (a LIIF without an MLP, ``n_colors`` other than 3) is a one-line config
+    error here instead of a traceback at the first step."""
+    inp = torch.zeros(1, 3, 4, 4, device=device)
+    coord = torch.zeros(1, 4, 2, device=device)
+    cell = torch.full((1, 4, 2), 0.5, device=device)
+    try:
+        pred = step(inp, coord, cell)
+    except (ValueError, TypeError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise LiifError(f"config key model: the model does not run: {first}") from None
+    if tuple(pred.shape) != (1, 4, 3):
+        raise LiifError(f"config key model: the model predicts {tuple(pred.shape)} for 4 queries of one image, "
+                        f"not (1, 4, 3) (RGB)")
 
 
 @torch.no_grad()

@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from liif.errors import LiifError
+from liif.errors import LiifError, Terminated
+from liif.imaging import check_writable
 from liif.pipeline import Scale
-from liif.video.formats import DEFAULT_CODEC, VIDEO_SUFFIXES, is_video, require_av
+from liif.video.formats import VIDEO_SUFFIXES, is_video, require_av
 from liif.video.transcode import VideoReport, upscale_video
 
 if TYPE_CHECKING:
@@ -22,7 +23,8 @@ def wants_video(inputs: Sequence[str], output: str) -> bool:
 
 
 def refuse_video_options(args: argparse.Namespace) -> None:
-    for flag, value in (("--codec", args.codec), ("--crf", args.crf), ("--preset", args.preset)):
+    for flag, value in (("--codec", args.codec), ("--crf", args.crf), ("--preset", args.preset),
+                        ("--allow-partial", args.allow_partial or None)):
         if value is not None:
             raise LiifError(f"{flag} applies to video inputs only")
 
@@ -43,16 +45,20 @@ def cli_upscale(args: argparse.Namespace, size: tuple[int, int] | None, scale: S
         raise LiifError(f"input is not a video: {src}")
     if args.crf is not None and not 0 <= args.crf <= 63:
         raise LiifError(f"--crf must be 0..63, got {args.crf}")
+    check_writable(dst)  # before the model is loaded (upscale_video checks again)
     up = load_upscaler()
     rep = VideoReport(src, dst)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
-        upscale_video(up, src, dst, size, scale, codec=args.codec or DEFAULT_CODEC, crf=args.crf,
-                      preset=args.preset, progress=progress, report=rep,
-                      note=lambda m: print(f"liif: note: {m}", file=sys.stderr))
+        upscale_video(up, src, dst, size, scale, codec=args.codec, crf=args.crf, preset=args.preset,
+                      progress=progress, report=rep, note=lambda m: print(f"liif: note: {m}", file=sys.stderr),
+                      allow_partial=args.allow_partial)
     except KeyboardInterrupt:
         print(f"liif: interrupted {rep.progress()}; no output written", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM (see liif.errors.run_reporting_errors): unwound like Ctrl-C
+        print(f"liif: terminated {rep.progress()}; no output written", file=sys.stderr)
+        return 143
     except LiifError as e:
         if rep.frames_done and "frames" not in str(e):
             raise LiifError(f"{e} ({rep.progress()}; no output written)") from None

@@ -2,6 +2,7 @@
 choice, the encoder's pixel format and the even sizes chroma subsampling needs."""
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ VIDEO_SUFFIXES = set(MUXERS)
 IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif"}
 
 DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "medium"
+FALLBACK_CODECS = ("libvpx-vp9",)  # tried in order when the container does not take DEFAULT_CODEC (.webm)
 
 X264_FAMILY = {"libx264", "libx264rgb", "libx265"}  # encoders whose defaults above apply
 
@@ -70,6 +72,46 @@ def encoder(av: ModuleType, name: str) -> Any:
     if codec.type != "video":
         raise LiifError(f"{name!r} is not a video encoder (it encodes {codec.type})")
     return codec
+
+
+def takes(av: ModuleType, muxer: str, codec: str, header: bool = False) -> bool:
+    """Whether FFmpeg's ``muxer`` accepts a stream of the encoder ``codec``: the check PyAV makes when
+    the stream is added, on a container in memory. ``header``: also open the encoder (64x64) and
+    write the header into memory, for muxers that list no codecs and refuse only there (ogg). Used
+    with header=True only for the default encoders, whose headers were tried in every muxer of
+    :data:`MUXERS` (an unknown pair could abort the process in FFmpeg; see liif.video.copies)."""
+    out = av.open(io.BytesIO(), "w", format=muxer)
+    try:
+        stream = out.add_stream(codec, rate=25)
+        if header:
+            formats = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+            stream.width = stream.height = 64
+            stream.pix_fmt = "yuv420p" if not formats or "yuv420p" in formats else formats[0]
+            out.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError):  # "'webm' format does not support 'libx264' codec"
+        return False
+    finally:
+        out.close()
+
+
+def choose_encoder(av: ModuleType, suffix: str, name: str | None, say: Callable[[str], None]) -> Any:
+    """The encoder named (refused in one line where the container does not take it), or, none named,
+    :data:`DEFAULT_CODEC` or the first of :data:`FALLBACK_CODECS` the container takes (with a note)."""
+    muxer = MUXERS[suffix]
+    if name is not None:
+        enc = encoder(av, name)
+        if not takes(av, muxer, enc.name):
+            raise LiifError(f"a {suffix} file cannot hold {enc.name} video ({muxer} does not take it): "
+                            f"choose another --codec or output suffix")
+        return enc
+    for candidate in (DEFAULT_CODEC, *FALLBACK_CODECS):
+        if candidate in av.codecs_available and takes(av, muxer, candidate, header=True):
+            if candidate != DEFAULT_CODEC:
+                say(f"a {suffix} file cannot hold {DEFAULT_CODEC} video: encoding with {candidate}")
+            return encoder(av, candidate)
+    raise LiifError(f"no default video encoder for {suffix} ({muxer} takes none of "
+                    f"{', '.join((DEFAULT_CODEC, *FALLBACK_CODECS))}): give --codec")
 
 
 def pixel_format(av: ModuleType, enc: Any, fmt: Any) -> str:

@@ -137,19 +137,22 @@
 
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-  async function fetchBand(params, signal) {
+  // fetch, retried while the server answers busy (503: its render or decode queue is full)
+  async function fetchPatiently(url, options = {}) {
     for (let attempt = 0; ; attempt++) {
-      const r = await fetch(`/api/render?${new URLSearchParams(params)}`, { signal });
-      if (r.ok) return createImageBitmap(await r.blob());
-      if ((r.status === 503 || r.status === 429) && attempt < 30) {
-        setStatus("server busy, waiting…");
-        await sleep(500);
-        continue;
-      }
-      let detail = r.statusText;
-      try { detail = (await r.json()).detail; } catch (e) { /* not JSON */ }
-      throw new Error(`${r.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
+      const r = await fetch(url, options);
+      if (!((r.status === 503 || r.status === 429) && attempt < 30)) return r;
+      setStatus("server busy, waiting…");
+      await sleep(500);
     }
+  }
+
+  async function fetchBand(params, signal) {
+    const r = await fetchPatiently(`/api/render?${new URLSearchParams(params)}`, { signal });
+    if (r.ok) return createImageBitmap(await r.blob());
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail; } catch (e) { /* not JSON */ }
+    throw new Error(`${r.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
   }
 
   // Render the visible window in bands of at most limits.view_pixels, one request at a time.
@@ -298,7 +301,7 @@
   // -- images ---------------------------------------------------------------------------------
   async function openImage(info) {
     setStatus(`opening ${info.name}…`);
-    const r = await fetch(`/api/source?image=${encodeURIComponent(info.id)}`);
+    const r = await fetchPatiently(`/api/source?image=${encodeURIComponent(info.id)}`);
     if (!r.ok) { setStatus(`cannot open ${info.name}: ${r.status}`, true); return; }
     const source = await createImageBitmap(await r.blob());
     st.image = info;
@@ -331,7 +334,7 @@
     setStatus(`uploading ${file.name}…`);
     const body = new FormData();
     body.append("file", file);
-    const r = await fetch("/api/upload", { method: "POST", body });
+    const r = await fetchPatiently("/api/upload", { method: "POST", body });
     if (!r.ok) {
       let detail = r.statusText;
       try { detail = (await r.json()).detail; } catch (err) { /* not JSON */ }

