@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--huge", action="store_true",
                     help="with --big/--memory, also the upstream issue #44 case 4608x3456 -> 9216x6912")
     bi.add_argument("--max-memory", metavar="BYTES", help="renderer budget for --big (default: the device's)")
+    bi.add_argument("--compare", action="append", default=[], metavar="WEIGHTS",
+                    help="instead of reference vs fast: the fast routes of --weights and of these models (repeat "
+                         "the option), timed in turn on the same windows, with encoder/decoder split and MACs/px")
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     train_cli.add_bench_parser(bsub)
     b.set_defaults(func=cmd_bench)
@@ -319,9 +322,6 @@ def cmd_weights(args: argparse.Namespace) -> int:
             where = f"\n\turl: {p.url}" if p.url else f" ({p.member})"
             print(f"{name}\t{state}\t{v.description}\n\tsource: {p.origin}{where}\n\tverify: {p.verify} {p.digest}"
                   f"\n\tlicense: {p.license}\n\tfile: {weights.local_file(name)}")
-            if not weights.has_family(v):
-                print(f"\tnote: fetch only; the {v.spec.get('method')} decoder family that reads it is not "
-                      f"in this version")
         return 0
     path = weights.fetch(args.name, force=args.force)
     print(path)

@@ -1,12 +1,14 @@
-"""LIIF vs LTE with the same budget: train both tiny CPU configs, score both under the paper protocol.
+"""Decoder families with the same budget: train tiny CPU configs, score them under the paper protocol.
 
-    python scripts/compare_liif_lte.py                  # train the three runs (~45 min on 2 AVX2 cores), score
+    python scripts/compare_liif_lte.py                  # LIIF, LTE and the ablation (~45 min on 2 AVX2 cores)
     python scripts/compare_liif_lte.py --skip-train     # score runs/cmp-* as they are
     python scripts/compare_liif_lte.py --no-ablation    # only LIIF and LTE (~30 min)
+    python scripts/compare_liif_lte.py --arms liif,lte,lmliif --json docs/lmf-tiny.json   # with LM-LIIF
 
-The third run is an ablation: the tiny LTE without its bilinear global term (``model.global_term=false``).
+The ablation is the tiny LTE without its bilinear global term (``model.global_term=false``).
 
-``configs/tiny-cpu.yaml`` and ``configs/tiny-cpu-lte.yaml`` differ only in the decoder (same encoder,
+``configs/tiny-cpu.yaml``, ``configs/tiny-cpu-lte.yaml`` and ``configs/tiny-cpu-lmliif.yaml`` differ only in the
+decoder (same encoder,
 data, steps, optimiser, schedule and seed). The script trains them one after the other, so each has
 the machine to itself, and records each run's wall time. Then it scores the last checkpoints on
 Set5 and Set14 at x2, x3, x4, x6 and x8 under the paper's benchmark protocol in fp32 (Y channel,
@@ -37,8 +39,11 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "liif": ("configs/tiny-cpu.yaml", FIXED),
     "lte": ("configs/tiny-cpu-lte.yaml", FIXED),
     "lte-noglobal": ("configs/tiny-cpu-lte.yaml", [*FIXED, "model.global_term=false"]),
+    "lmliif": ("configs/tiny-cpu-lmliif.yaml", FIXED),
 }
-LABELS = {"liif": "tiny LIIF", "lte": "tiny LTE", "lte-noglobal": "tiny LTE without its global term"}
+LABELS = {"liif": "tiny LIIF", "lte": "tiny LTE", "lte-noglobal": "tiny LTE without its global term",
+          "lmliif": "tiny LM-LIIF"}
+GAPS = {"lte": "LTE - LIIF", "lmliif": "LM-LIIF - LIIF"}  # columns printed when both arms ran
 SETS = ("Set5", "Set14")
 SCALES = (2, 3, 4, 6, 8)
 SUMMARY = "train-summary.json"  # each run's `liif train` summary plus its wall time, kept beside the run
@@ -72,25 +77,29 @@ def score(weights: Path) -> dict[str, float]:
 
 
 def table(psnr: dict[str, dict[str, float]], bicubic: dict[str, float], arms: list[str]) -> str:
-    head = ["set", "scale", "bicubic", *(LABELS[a] for a in arms), "LTE - LIIF"]
+    gaps = [a for a in GAPS if a in arms and "liif" in arms]
+    head = ["set", "scale", "bicubic", *(LABELS[a] for a in arms), *(GAPS[a] for a in gaps)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for key in psnr["liif"]:
+    for key in psnr[arms[0]]:
         name, scale = key.split("-x")
         bic = f"{bicubic[key]:.2f}" if key in bicubic else "-"
-        cells = [f"{psnr[a][key]:.2f}" for a in arms]
-        gap = psnr["lte"][key] - psnr["liif"][key]
-        lines.append(f"| {name} | x{scale} | {bic} | {' | '.join(cells)} | {gap:+.2f} |")
+        cells = [f"{psnr[a][key]:.2f}" for a in arms] + [f"{psnr[a][key] - psnr['liif'][key]:+.2f}" for a in gaps]
+        lines.append(f"| {name} | x{scale} | {bic} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default="runs", help="where the two runs go (runs/cmp-liif, runs/cmp-lte)")
+    p.add_argument("--runs", default="runs", help="where the runs go (runs/cmp-liif, runs/cmp-lte, ...)")
     p.add_argument("--skip-train", action="store_true", help="score existing runs only")
     p.add_argument("--no-ablation", action="store_true", help="leave out the LTE run without its global term")
+    p.add_argument("--arms", default="liif,lte,lte-noglobal", help=f"runs, in order, of: {', '.join(CONFIGS)}")
     p.add_argument("--json", default="docs/liif-vs-lte.json", help="where to write the figures")
     args = p.parse_args()
-    arms = [a for a in CONFIGS if not (args.no_ablation and a == "lte-noglobal")]
+    arms = [a.strip() for a in args.arms.split(",") if not (args.no_ablation and a.strip() == "lte-noglobal")]
+    unknown = [a for a in arms if a not in CONFIGS]
+    if unknown or not arms:
+        sys.exit(f"compare: unknown run {unknown[0] if unknown else '(none)'!r}; runs: {', '.join(CONFIGS)}")
     runs = {m: ROOT / args.runs / f"cmp-{m}" for m in arms}
     report: dict[str, Any] = {"configs": {a: CONFIGS[a] for a in arms}, "protocol": "benchmark (paper), fp32",
                               "training": {},

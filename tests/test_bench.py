@@ -125,3 +125,37 @@ def test_bench_infer_small_run_prints_ratios_and_writes_json(official, official_
                 assert peak == pytest.approx(peak_fp32, rel=1e-9)  # both fractions are of the same peak
             assert r[f"{p}_speedup_bound"] == pytest.approx(t_ref / (work / peak), rel=1e-9)
         assert "bf16_speedup" not in r or cpu["native_bf16"]
+
+
+def test_bench_infer_compare_times_fast_routes_side_by_side(official, official_path: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--compare: the fast routes of LIIF and LM-LIIF on the same windows, in each native precision; the
+    baseline's speed-up is 1, each time splits into the encoder (timed alone) and the rest, MACs counted."""
+    from liif import checkpoints
+
+    lm_path = Path(__file__).parent / "data" / "golden" / "lmf" / "lm-liif-edsr-baseline-random.pth"
+    out = tmp_path / "compare.json"
+    rc = cli.main(["bench", "infer", "--weights", str(official_path), "--compare", str(lm_path), "--size", "20",
+                   "--scales", "2,4", "--repeat", "1", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "the fast routes of 2 models" in text and "without the encoder" in text
+    report = json.loads(out.read_text())
+    assert "throughput" not in report
+    rows = report["compare"]
+    assert [(r["scale"], r["precision"]) for r in rows] == [
+        (s, p) for s in (2.0, 4.0) for p in report["precisions"] for _ in range(2)]
+    lm, _ = checkpoints.load(lm_path)
+    for base, other in zip(rows[::2], rows[1::2], strict=True):
+        assert base["method"] == "liif" and other["method"] == "lmliif"
+        assert base["speedup"] == 1.0 and base["decoder_speedup"] == pytest.approx(1.0)
+        assert other["speedup"] == pytest.approx(base["seconds"] / other["seconds"], rel=1e-9)
+        assert other["decoder_speedup"] == pytest.approx(
+            (base["seconds"] - base["encoder_s"]) / (other["seconds"] - other["encoder_s"]), rel=1e-9)
+        assert base["speedup_bound_by_encoder"] == pytest.approx(base["seconds"] / base["encoder_s"], rel=1e-9)
+        assert 0 < base["encoder_s"] < base["seconds"] and 0 < other["encoder_s"]
+        assert base["macs_per_output_px"] == macs_per_pixel(official[0], folded=True) == 793_600
+        assert other["macs_per_output_px"] == macs_per_pixel(lm, folded=True) == 5_760
+        assert other["macs_per_lr_px"] == encoder_macs_per_pixel(lm) + lm.macs_per_lr_pixel()
+        side = round(20 * base["scale"])
+        assert base["window"] == other["window"] == f"{side}x{side}"

@@ -90,6 +90,24 @@ def test_lte_configs_mirror_liif_recipes() -> None:
     assert tiny_lte["model"]["method"] == "lte"
 
 
+def test_lmliif_configs_mirror_liif_recipes() -> None:
+    """train-edsr-baseline-lmliif.yaml is LMF's official recipe: LIIF's, with 1,200 epochs halving at every
+    200; tiny-cpu-lmliif.yaml is tiny-cpu.yaml with only the decoder changed (LMF's official sizes)."""
+    liif = yaml.safe_load((ROOT / "configs" / "train-edsr-baseline-liif.yaml").read_text())
+    lm = yaml.safe_load((ROOT / "configs" / "train-edsr-baseline-lmliif.yaml").read_text())
+    assert {k: v for k, v in lm.items() if k not in ("model", "train")} == {
+        k: v for k, v in liif.items() if k not in ("model", "train")}
+    assert lm["train"] == {**liif["train"], "epochs": 1200, "milestones": [200, 400, 600, 800, 1000]}
+    spec = config.from_dict(lm).model_spec()
+    assert (spec.method, spec.encoder, spec.hidden, spec.hypernet_hidden, spec.cell_clip_scale) == (
+        "lmliif", "edsr-baseline", [16] * 6, [208], 4.0)
+    tiny = yaml.safe_load((ROOT / "configs" / "tiny-cpu.yaml").read_text())
+    tiny_lm = yaml.safe_load((ROOT / "configs" / "tiny-cpu-lmliif.yaml").read_text())
+    assert {k: v for k, v in tiny_lm.items() if k != "model"} == {k: v for k, v in tiny.items() if k != "model"}
+    assert tiny_lm["model"]["encoder_args"] == tiny["model"]["encoder_args"]
+    assert config.from_dict(tiny_lm).model_spec().method == "lmliif"
+
+
 def test_lte_trains_through_the_seam(tmp_path: Path) -> None:
     """An LTE run: the fold (fast_query) and the reference query give the same losses; the checkpoint is LTE."""
     from liif.models import LTE

