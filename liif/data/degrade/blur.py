@@ -1,7 +1,7 @@
 """Filtering an image with a blur kernel: a true 2-D convolution, the borders reflected (no dark rim).
 
 By FFT: a 21-tap kernel on a 200 px crop costs a few milliseconds on one core, where a direct sum
-costs tens; the result equals the direct convolution to float rounding (``tests/test_degrade.py``).
+costs tens; the result equals the direct convolution to float rounding (``tests/test_degrade_ops.py``).
 """
 from __future__ import annotations
 
