@@ -1,5 +1,6 @@
 """The ``liif data`` subcommand: list, fetch and verify the evaluation sets (:mod:`liif.data.eval_sets`)
-and the tiny configs' training set (``train``: :mod:`liif.data.train_sets`).
+and the tiny configs' training set (``train``: :mod:`liif.data.train_sets`); ``degrade`` makes a
+camera-like degraded LR folder from an HR folder (:mod:`liif.data.degrade.folder`).
 
 Only argparse is imported here; the fetch and verify code loads when the command runs.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from liif.errors import LiifError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +25,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     df.add_argument("--force", action="store_true", help="download and extract again")
     dv = dsub.add_parser("verify", help="check a dataset's image counts and HR/LR pairs")
     dv.add_argument("name", help="a known dataset name (or train), or a folder path")
+    dd = dsub.add_parser("degrade", help="camera-like degraded LR copies of an HR folder (blur, bicubic down, "
+                                         "noise, JPEG), for `liif eval --lr-dir`")
+    dd.add_argument("hr_dir", metavar="HR_DIR", help="folder of HR images")
+    dd.add_argument("out_dir", metavar="OUT_DIR", help="folder for the LR PNGs (same stems as the HR files)")
+    dd.add_argument("--scale", type=int, required=True, help="integer down-sampling factor")
+    dd.add_argument("--seed", type=int, default=0, help="the draws of every image follow from it (default 0)")
+    dd.add_argument("--blur-sigma", default="0.5,1.3", metavar="LOW,HIGH", help="Gaussian blur sigma, HR pixels")
+    dd.add_argument("--noise-sigma", default="2,7", metavar="LOW,HIGH", help="Gaussian noise sigma, 0-255 scale")
+    dd.add_argument("--jpeg-quality", default="45,75", metavar="LOW,HIGH", help="JPEG quality, 1-100")
+    dd.add_argument("--order", choices=["classic", "hr-first"], default="classic",
+                    help="classic: blur, down-sample, noise, JPEG; hr-first: blur, noise, JPEG, down-sample")
     for p in (d, df, dv):
         p.add_argument("--root", default=None, metavar="DIR", help="data root (default: $LIIF_DATA_DIR or the cache)")
     d.set_defaults(func=cmd_data)
@@ -32,9 +46,35 @@ def root_arg(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
 
 
+def value_range(text: str, option: str, kind: type = float) -> tuple[float, float]:
+    """``LOW,HIGH`` (or one value for both) as two numbers; a one-line error naming ``option`` otherwise."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        values = [kind(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2):
+        raise LiifError(f"{option} expects LOW,HIGH ({kind.__name__}s), got {text!r}")
+    return values[0], values[-1]
+
+
+def cmd_degrade(args: argparse.Namespace) -> int:
+    from liif.data.degrade.camera import Camera
+    from liif.data.degrade.folder import degrade_folder
+
+    cam = Camera(value_range(args.blur_sigma, "--blur-sigma"), value_range(args.noise_sigma, "--noise-sigma"),
+                 value_range(args.jpeg_quality, "--jpeg-quality", int), args.order)  # type: ignore[arg-type]
+    written = degrade_folder(Path(args.hr_dir).expanduser(), Path(args.out_dir).expanduser(), args.scale, args.seed,
+                             cam)
+    print(f"wrote {len(written)} LR images (x{args.scale}, seed {args.seed}) to {args.out_dir}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from liif.data import eval_sets, train_sets
 
+    if args.action == "degrade":
+        return cmd_degrade(args)
     root = root_arg(args.root)
     if args.action == "list":
         base = root or eval_sets.data_root()

@@ -118,14 +118,16 @@ class DatasetFolder:
     path: Path
     key: str | None  # registry key when the folder is one of the known sets
     hr_files: list[Path] = field(default_factory=list)
+    lr_dirs: dict[int, Path] = field(default_factory=dict)  # LR folders given instead of LR_bicubic/X<k>
 
     def lr_dir(self, scale: int) -> Path:
-        return self.path / "LR_bicubic" / f"X{scale}"
+        return self.lr_dirs.get(scale, self.path / "LR_bicubic" / f"X{scale}")
 
     def lr_file(self, hr: Path, scale: int) -> Path | None:
-        """The LR file for ``hr``: same name, or ``<stem>x<k><suffix>`` (EDSR naming)."""
+        """The LR file for ``hr``: same name, ``<stem>x<k><suffix>`` (EDSR naming), or ``<stem>.png``
+        (``liif data degrade``'s naming)."""
         d = self.lr_dir(scale)
-        for cand in (d / hr.name, d / f"{hr.stem}x{scale}{hr.suffix}"):
+        for cand in (d / hr.name, d / f"{hr.stem}x{scale}{hr.suffix}", d / f"{hr.stem}.png"):
             if cand.is_file():
                 return cand
         return None

@@ -6,7 +6,10 @@ as the official float->uint8->PIL->float route gives for uint8 sources), three c
 augmentations (flip rows, flip columns, transpose) and 2304 random HR pixels as queries.
 
 Randomness is a numpy Generator seeded by (seed, epoch, index): an item depends only on those
-three numbers, not on the worker process, the rank or the order of access. That makes a
+three numbers, not on the worker process, the rank or the order of access. With a ``degradation``
+(:mod:`liif.data.degrade.pipeline`) the LR is the crop degraded down to the same n x n instead; its
+draws come from a second generator seeded by (seed, epoch, index, 1), so the crop, scale, flips and
+queries are those the clean sampler draws. That makes a
 distributed run draw the very samples a single-process run with the same global batch draws,
 and a resumed run repeat the interrupted epoch's samples.
 
@@ -21,6 +24,8 @@ import numpy as np
 import torch
 
 from liif.coords import make_coord
+from liif.data.degrade.pipeline import degrade
+from liif.data.degrade.settings import Degradation
 from liif.data.folders import ImageFolder, PairedFolders
 from liif.data.resize import resize_uint8
 from liif.errors import LiifError
@@ -31,7 +36,8 @@ class ImplicitDownsampled(torch.utils.data.Dataset):
     """Random-scale training samples: dict(inp (3, n, n), coord (q, 2), cell (q, 2), gt (q, 3))."""
 
     def __init__(self, images: ImageFolder, inp_size: int = 48, scale_min: float = 1.0, scale_max: float = 4.0,
-                 augment: bool = True, sample_q: int | None = 2304, seed: int = 0) -> None:
+                 augment: bool = True, sample_q: int | None = 2304, seed: int = 0,
+                 degradation: Degradation | None = None) -> None:
         if not 1.0 <= scale_min <= scale_max:
             raise LiifError(f"need 1 <= scale_min <= scale_max, got {scale_min}, {scale_max}")
         if sample_q is not None and sample_q > inp_size * inp_size:
@@ -39,6 +45,7 @@ class ImplicitDownsampled(torch.utils.data.Dataset):
         self.images, self.inp_size = images, inp_size
         self.scale_min, self.scale_max = scale_min, scale_max
         self.augment, self.sample_q, self.seed = augment, sample_q, seed
+        self.degradation = degradation
         self.epoch = 0
         sizes = images.sizes()
         self.usable = [j for j, (h, w) in enumerate(sizes) if min(h, w) >= inp_size]
@@ -65,7 +72,10 @@ class ImplicitDownsampled(torch.utils.data.Dataset):
         y0 = int(rng.integers(0, h - w_hr + 1))
         x0 = int(rng.integers(0, w - w_hr + 1))
         crop = img[y0:y0 + w_hr, x0:x0 + w_hr]
-        lr = resize_uint8(np.ascontiguousarray(crop), (n, n))
+        if self.degradation is None:
+            lr = resize_uint8(np.ascontiguousarray(crop), (n, n))
+        else:
+            lr = degrade(crop, (n, n), self.degradation, np.random.default_rng([self.seed, self.epoch, i, 1]))
         if self.augment:
             flips = rng.random(3) < 0.5
             if flips[0]:

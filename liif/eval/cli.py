@@ -35,6 +35,9 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="default: div2k for DIV2K, benchmark otherwise")
     e.add_argument("--lr", choices=["auto", "pil"], default="auto",
                    help="auto: MATLAB LR files for x2-x4 under the paper protocols; pil: always PIL bicubic")
+    e.add_argument("--lr-dir", default=None, metavar="DIR",
+                   help="read the LR inputs of the one scale in --scales from DIR (same stems as the HR files, "
+                        "e.g. made by `liif data degrade`) instead of the dataset's LR_bicubic/X<k>")
     e.add_argument("--gt-mod", type=int, default=None, metavar="N",
                    help="crop the HR top-left to a multiple of N first (OpenMMLab's GTmod12 sets: 12)")
     e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
@@ -92,6 +95,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise LiifError("--gt-mod must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise LiifError("--limit must be >= 1")
+    if args.lr_dir is not None:
+        if len(scales) != 1 or args.lr == "pil":
+            raise LiifError("--lr-dir gives the LR files of one scale: pass exactly one --scales value "
+                            "(and not --lr pil)")
+        lr_dir = Path(args.lr_dir).expanduser()
+        ds.lr_dirs[scales[0]] = lr_dir
+        ds.name = f"{ds.name}-{lr_dir.name}"  # the scores are not the clean set's: say so in every table
     protocols.check_inputs(ds, scales, prot, args.lr)  # before loading the model
     up = _load(args)
     images = ds.hr_files[: args.limit] if args.limit else None

@@ -84,7 +84,7 @@ class ImageScore:
     scale: int
     protocol: str
     image: str
-    lr_source: str  # "matlab" (dataset file) or "pil"
+    lr_source: str  # "matlab" (dataset file), "files" (--lr-dir) or "pil"
     height: int  # scored HR size before shaving
     width: int
     psnr: float
@@ -95,9 +95,16 @@ def uses_matlab_lr(p: Protocol, scale: int, lr: str) -> bool:
     return p.matlab_lr and lr == "auto" and scale in MATLAB_SCALES
 
 
+def reads_lr_files(ds: DatasetFolder, p: Protocol, scale: int, lr: str) -> bool:
+    """LR from files: an LR folder given for this scale (``--lr-dir``, any protocol), or MATLAB LR files."""
+    return scale in ds.lr_dirs or uses_matlab_lr(p, scale, lr)
+
+
 def check_inputs(ds: DatasetFolder, scales: Sequence[int], p: Protocol, lr: str) -> None:
-    """Fail before any rendering when a MATLAB-LR scale has no LR folder."""
+    """Fail before any rendering when a scale that reads LR files has no LR folder."""
     for s in scales:
+        if s in ds.lr_dirs and not ds.lr_dirs[s].is_dir():
+            raise LiifError(f"--lr-dir {ds.lr_dirs[s]} is not a folder")
         if uses_matlab_lr(p, s, lr) and not ds.lr_dir(s).is_dir():
             raise LiifError(
                 f"{ds.lr_dir(s)} is missing: the {p.name} protocol reads the dataset's MATLAB-bicubic LR "
@@ -112,7 +119,7 @@ def make_pair(ds: DatasetFolder, hr_path: Path, scale: int, p: Protocol, lr: str
     if gt_mod:
         hr = hr[: hr.shape[0] - hr.shape[0] % gt_mod, : hr.shape[1] - hr.shape[1] % gt_mod]
     H, W = hr.shape[:2]
-    if uses_matlab_lr(p, scale, lr):
+    if reads_lr_files(ds, p, scale, lr):
         lr_path = ds.lr_file(hr_path, scale)
         if lr_path is None:
             raise LiifError(f"no LR image for {hr_path.name} in {ds.lr_dir(scale)}")
@@ -121,7 +128,7 @@ def make_pair(ds: DatasetFolder, hr_path: Path, scale: int, p: Protocol, lr: str
         if not (h * scale <= H < (h + 1) * scale and w * scale <= W < (w + 1) * scale):
             raise LiifError(f"HR/LR size mismatch at x{scale}: {hr_path} is {W}x{H} but {lr_path} is {w}x{h} "
                             f"(expected {W // scale}x{H // scale})")
-        return low, np.ascontiguousarray(hr[: h * scale, : w * scale]), "matlab"
+        return low, np.ascontiguousarray(hr[: h * scale, : w * scale]), "files" if scale in ds.lr_dirs else "matlab"
     h, w = H // scale, W // scale
     if h < 1 or w < 1:
         raise LiifError(f"{hr_path} ({W}x{H}) is too small for x{scale}")

@@ -43,7 +43,23 @@ def check(cfg: Config, hints: dict[str, str] | None = None) -> None:
     ``hints``, what to fetch when a ``data:`` folder is missing)."""
     check_numbers(cfg)
     check_model(cfg.model)
+    check_extras(cfg)
     check_data(cfg, hints or {})
+
+
+def check_extras(cfg: Config) -> None:
+    """The degradation block (every range and probability) and the initial weights (a known name or a file)."""
+    from liif.data.degrade.settings import problems
+    from liif.weights import REGISTRY
+
+    if cfg.data.train.degradation is not None:
+        found = problems(cfg.data.train.degradation)
+        if found:
+            raise LiifError(found[0])
+    init = cfg.train.init
+    if init is not None and init not in REGISTRY and not Path(init).expanduser().is_file():
+        raise LiifError(f"config key train.init: {init!r} is neither a pretrained name ({', '.join(REGISTRY)}) "
+                        f"nor a checkpoint file")
 
 
 def check_numbers(cfg: Config) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from liif.data.degrade.settings import Degradation
 from liif.errors import LiifError
 from liif.models.spec import ModelSpec
 from liif.train.checks import check
@@ -37,6 +38,9 @@ class TrainData:
     scale_max: float = 4.0
     augment: bool = True
     sample_q: int = 2304
+    # null: the paper's clean PIL-bicubic LR; a block (``{}``: Real-ESRGAN's recipe): degraded LR
+    # (liif.data.degrade.settings for the keys, liif.data.degrade.pipeline for the steps)
+    degradation: Degradation | None = None
 
 
 @dataclass
@@ -76,6 +80,9 @@ class Optim:
     threads: int = 0  # torch CPU threads per process (0: torch's default)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # weights the model starts from (a pretrained name such as edsr-baseline-liif, or a checkpoint file) when
+    # the run starts afresh; the model section must describe their model. null: random initialisation
+    init: str | None = None
 
 
 @dataclass

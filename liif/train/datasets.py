@@ -23,7 +23,8 @@ def build_data(cfg: Config, out: Path | None = None) -> tuple[ImplicitDownsample
     images = (div2k(d.div2k, "train", repeat=d.repeat, cache=d.cache, cache_dir=cache_dir) if d.div2k is not None
               else ImageFolder(d.roots, repeat=d.repeat, cache=d.cache, cache_dir=cache_dir))
     assert isinstance(images, ImageFolder)  # div2k without a scale: the HR images alone
-    train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed)
+    train = ImplicitDownsampled(images, d.inp_size, d.scale_min, d.scale_max, d.augment, d.sample_q, cfg.train.seed,
+                                 d.degradation)
     v = cfg.data.val
     val = None
     if v.hr is not None:

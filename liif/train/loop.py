@@ -30,6 +30,7 @@ from liif.models import build
 from liif.train.checks import check_folder, check_model_size
 from liif.train.config import Config, Optim, dump
 from liif.train.datasets import batches, build_data, epoch_batches
+from liif.train.init import load_init
 from liif.train.outputs import MainOutput, Output
 from liif.train.processes import Procs, agree_across_ranks, pick_device, processes
 from liif.train.resume import choose_checkpoint, epoch_and_iteration, load_checkpoint
@@ -101,6 +102,8 @@ def _train(cfg: Config, out: Path, procs: Procs, run: Run, *, resume: bool, rest
 
     # -- start or resume: one decision and one state for all ranks -------------------------------------------
     found = choose_checkpoint(out, procs, output, run, resume, restart)
+    if found is None and t.init is not None:  # a fresh run that fine-tunes: every rank loads the same file
+        output.say(f"starting from the weights {load_init(model, spec, t.init)} (train.init: {t.init})")
     if found is not None:
         changed = load_checkpoint(found, cfg, model, optim, run)
         output.set_aside(found.damaged)
