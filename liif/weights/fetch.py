@@ -10,7 +10,8 @@ Two kinds of source (``Pretrained``):
   --find-links DIR``) come from ``$LIIF_PIP_OPTIONS``.
 
 A cached file that still checks out is reused without touching the network; a corrupted one is
-removed and fetched again.
+removed and fetched again. A third kind, a file installed with the package (``bundled``), is not
+copied: its sha256 is checked once per process and the installed file is used in place.
 """
 from __future__ import annotations
 
@@ -30,9 +31,29 @@ from liif.weights import cache
 from liif.weights.sources import REGISTRY, entry
 from liif.weights.verify import Digests, digests, mismatch
 
+_BUNDLED_OK: set[Path] = set()  # installed files whose sha256 was checked in this process
+
+
+def bundled_file(p: Pretrained) -> Path:
+    return Path(__file__).resolve().parents[1] / p.bundled
+
 
 def is_cached(name: str) -> bool:
-    return cache.holds(name, entry(name))
+    p = entry(name)
+    return bundled_file(p).is_file() if p.bundled else cache.holds(name, p)
+
+
+def _bundled(name: str, p: Pretrained) -> Path:
+    f = bundled_file(p)
+    if f in _BUNDLED_OK:
+        return f
+    if not f.is_file():
+        raise LiifError(f"the weights {name!r} should be installed with liif at {f} but are missing; reinstall liif")
+    problem = mismatch(digests(f), p, name)
+    if problem:
+        raise LiifError(f"the installed file {f} is damaged ({problem.split(';')[0]}); reinstall liif")
+    _BUNDLED_OK.add(f)
+    return f
 
 
 def fetch(name: str, force: bool = False, progress: bool | None = None) -> Path:
@@ -40,6 +61,8 @@ def fetch(name: str, force: bool = False, progress: bool | None = None) -> Path:
 
     ``progress``: True a bar, False nothing, None a bar on a terminal and plain lines otherwise."""
     p = entry(name)
+    if p.bundled:
+        return _bundled(name, p)
     target = cache.local_file(name)
     if target.is_file() and not force and cache.holds(name, p):
         return target
