@@ -354,6 +354,22 @@ def test_bench_train_prints_both_loops_and_the_ratio(tmp_path: Path, capsys: pyt
     assert fig["batch"] == 2 and len(loops["fp32"]["step_s"]) == 1 and fig["device"] == "cpu"
 
 
+def test_bench_train_compares_decoders_on_the_same_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--compare CONFIG: the model of another config (LM-LIIF) timed beside the first, steps alternating."""
+    out = tmp_path / "bench.json"
+    assert liif_main(["bench", "train", "--config", "configs/tiny-cpu.yaml", "--compare",
+                      "configs/tiny-cpu-lmliif.yaml", "--data", str(make_images(tmp_path / "img", side=64)),
+                      "--batch", "2", "--iters", "2", "--set", "model.encoder_args={n_resblocks: 1}",
+                      "--variants", "fp32", "--no-reference", "--device", "cpu", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "ours [tiny-cpu: fp32]" in text and "ours [tiny-cpu-lmliif: fp32]" in text
+    loops = {r["loop"]: r for r in yaml.safe_load(out.read_text())["loops"]}
+    assert set(loops) == {"fp32", "tiny-cpu-lmliif: fp32"}
+    for r in loops.values():
+        assert len(r["step_s"]) == 2
+        assert r["samples_per_s"] == pytest.approx(2 / (sum(r["step_s"]) / 2))  # batch / median of two
+
+
 def test_bench_train_loops_compute_the_same_training_step(tmp_path: Path) -> None:
     """`liif bench train` times two loops on the EDSR-baseline-LIIF config (its default): the reference
     (LIIF.query on the full unfold, NCHW) and ours (layer 0 folded, channels-last encoder). In fp32 they are

@@ -130,14 +130,20 @@ def main(args: argparse.Namespace) -> int:
           f"{cfg.data.train.inp_size}px LR patches, {cfg.data.train.sample_q} queries/sample, device {device} "
           f"({where}), torch {torch.__version__}, median of {args.iters} steps", flush=True)
 
-    torch.manual_seed(cfg.train.seed)
     from liif.models import build
+    torch.manual_seed(cfg.train.seed)
     base = build(spec).to(device)
     loops: dict[str, dict[str, Any]] = {}
     reference = LoopVariant("reference", Compute.exact(device, "fp32"), fold=False, channels_last=False)
-    for v in ([] if args.no_reference else [reference]) + variants:
-        name = v.name
-        model = copy.deepcopy(base)
+    ours = ([] if args.no_reference else [reference]) + variants
+    runs: list[tuple[str | None, Any, LoopVariant]] = [(None, base, v) for v in ours]
+    for other in args.compare:  # other decoders (configs that differ in their model section) on the same batches
+        torch.manual_seed(cfg.train.seed)
+        extra = build(config.load(other, overrides, data_root=root_arg(args.data_root)).model_spec()).to(device)
+        runs += [(Path(other).stem, extra, v) for v in variants]
+    for label, model0, v in runs:
+        name = v.name if label is None else f"{label}: {v.name}"
+        model = copy.deepcopy(model0)
         fwd: Forward = Step(model, fold=v.fold, channels_last=v.channels_last)
         if v.compile:
             fwd = torch.compile(fwd)
@@ -166,6 +172,8 @@ def main(args: argparse.Namespace) -> int:
     rows = []
     for name, st in loops.items():
         label = ("reference (LIIF.query, full unfold, fp32)" if name == "reference" else f"ours [{name}]")
+        if args.compare and name != "reference" and ": " not in name:
+            label = f"ours [{Path(args.config).stem}: {name}]"
         ratio = f" = {res[name] / ref:.2f}x" if ref and name != "reference" else ""
         mem = f", peak GPU {st['peak'] / 2**30:.2f} GiB/step" if device.type == "cuda" else ""
         print(f"  {label:<44} {res[name]:9.2f} samples/s{ratio}{mem}", flush=True)

@@ -50,6 +50,9 @@ def add_bench_parser(bsub: argparse._SubParsersAction) -> None:
                         "the hardware runs natively), fp32, tf32 (CUDA), bf16 or fp16 (CUDA); e.g. "
                         "fp32,tf32,bf16,bf16:compile. Variants that would run emulated here are skipped, saying why")
     p.add_argument("--no-reference", action="store_true", help="skip the reference loop")
+    p.add_argument("--compare", action="append", default=[], metavar="CONFIG",
+                   help="also time the model of this config (its model section; repeat the option) in each "
+                        "variant, on the same batches, steps alternating with the others")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--loader-workers", type=int, nargs="*", default=[], metavar="N",
                    help="also time the data loader alone with N worker processes (each N given)")
