@@ -83,6 +83,16 @@ def test_page_and_listing(client):
     assert listing == [{"id": "f:butterfly.png", "name": "butterfly.png", "width": 57, "height": 64}]
 
 
+def test_every_request_is_logged_once(client, caplog):
+    with caplog.at_level("INFO", logger="liif.serve"):
+        client.get("/api/images")
+        client.get("/api/source", params={"image": "f:missing.png"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "liif.serve"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /api/images 200 ") and lines[0].endswith("ms")
+    assert lines[1].startswith("GET /api/source?image=f%3Amissing.png 404 ")
+
+
 @pytest.mark.parametrize("image", ["f:../secret.png", "f:link.png", "f:.hidden.png", "f:notes.txt",
                                    "f:/etc/passwd", "f:images/../butterfly.png", "butterfly.png", "u:0000"])
 def test_only_listed_files_are_readable(client, image):

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liif.api import Upscaler
+from liif.serve.access import AccessLog
 from liif.serve.decodes import DecodeGate
 from liif.serve.gate import RenderGate
 from liif.serve.images import attachment, bicubic_window, png_bytes
@@ -42,7 +43,8 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     library = Library(images, limits)
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.upload_bytes, paths=("/api/upload",))
-    app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # outermost: sees every answer
+    app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # sees every answer
+    app.add_middleware(AccessLog)  # outermost: logs every request, refused ones included
     app.state.limits, app.state.library = limits, library
     app.state.gate = app.state.decodes = None  # made on the server's event loop at first use (per loop)
     app.state.closing = False

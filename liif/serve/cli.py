@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise LiifError("liif serve needs FastAPI and uvicorn: pip install 'liif[serve]'") from None
     from liif import api
+    from liif.serve.access import log_to_stderr
     from liif.serve.app import create_app
     from liif.serve.limits import Limits
     from liif.serve.security import allowed_hosts
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # after a signal, answers still being sent get a few seconds, renders are already stopped
         server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        log_to_stderr()  # one line per request (uvicorn's own access log stays off)
         name = f"[{args.host}]" if ":" in args.host else args.host
         print(f"liif serve: http://{name}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
         server.run(sockets=[sock])

@@ -129,8 +129,15 @@
     s.classList.toggle("error", error);
   }
 
+  // The readiness marker for tests and tools: "1" when every visible pixel is the model's at this view.
+  function setSharp(v) {
+    st.sharp = v;
+    document.documentElement.dataset.sharp = v ? "1" : "0";
+  }
+
   function schedule(delay = 150) {
-    st.sharp = false;
+    setSharp(false);
+    saveHash();
     clearTimeout(st.timer);
     st.timer = setTimeout(requestRenders, delay);
   }
@@ -183,7 +190,7 @@
     st.abort = new AbortController();
     const upscaling = g.W > st.image.width || g.H > st.image.height;
     if (g.w <= 0 || g.h <= 0 || !upscaling) {
-      st.sharp = true; // at or below the source's size the source itself is what is shown
+      setSharp(true); // at or below the source's size the source itself is what is shown
       setStatus(`${g.W}×${g.H} · source`);
       return;
     }
@@ -201,7 +208,7 @@
       return;
     }
     if (seq !== st.seq) return;
-    st.sharp = true;
+    setSharp(true);
     setStatus(`${g.W}×${g.H} · window ${g.w}×${g.h} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     redraw();
   }
@@ -299,7 +306,7 @@
   window.addEventListener("resize", () => { if (st.image) { clampView(); } redraw(); schedule(); });
 
   // -- images ---------------------------------------------------------------------------------
-  async function openImage(info) {
+  async function openImage(info, view = null) {
     setStatus(`opening ${info.name}…`);
     const r = await fetchPatiently(`/api/source?image=${encodeURIComponent(info.id)}`);
     if (!r.ok) { setStatus(`cannot open ${info.name}: ${r.status}`, true); return; }
@@ -311,9 +318,9 @@
     sel.value = info.id;
     st.layers = { liif: { done: null, next: null }, bicubic: { done: null, next: null } };
     const c = cssSize();
-    st.zoom = Math.min(c.w / info.width, c.h / info.height);
-    st.cx = info.width / 2;
-    st.cy = info.height / 2;
+    st.zoom = view ? view.zoom : Math.min(c.w / info.width, c.h / info.height);
+    st.cx = view ? view.x : info.width / 2;
+    st.cy = view ? view.y : info.height / 2;
     clampView();
     const k = Math.max(1, Math.floor(Math.sqrt(st.limits.download_pixels / (info.width * info.height))));
     $("dl-w").value = info.width * Math.min(4, k);
@@ -372,12 +379,73 @@
     return o;
   }
 
+  // -- deep links: #image=<name>&zoom=<z>&x=<cx>&y=<cy> -----------------------------------------
+  // zoom: output (CSS) pixels per source pixel; x, y: the source point at the viewport centre.
+  function readHash() {
+    const p = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const name = p.get("image");
+    if (!name) return null;
+    const num = (k) => { const v = parseFloat(p.get(k)); return Number.isFinite(v) ? v : null; };
+    return { name, zoom: num("zoom"), x: num("x"), y: num("y") };
+  }
+
+  function hashOf() {
+    const name = st.image.id.startsWith("f:") ? st.image.name : st.image.id;
+    const r = (v, d) => String(Math.round(v * 10 ** d) / 10 ** d);
+    return "#" + new URLSearchParams({ image: name, zoom: r(st.zoom, 4), x: r(st.cx, 2), y: r(st.cy, 2) });
+  }
+
+  function saveHash() {
+    if (!st.image) return;
+    const h = hashOf();
+    if (h !== location.hash) history.replaceState(null, "", h); // no history entry per pan step
+  }
+
+  function listed(name) {
+    const infos = [...$("images").options].filter((o) => o.value).map((o) => JSON.parse(o.dataset.info));
+    return infos.find((i) => i.name === name && i.id.startsWith("f:")) || infos.find((i) => i.id === name);
+  }
+
+  // Show the view a hash names (or, with none, the first image fitted); false when it names nothing known.
+  async function showLink() {
+    const link = readHash();
+    const info = link ? listed(link.name) : null;
+    if (link && !info) { setStatus(`no image named ${link.name}`, true); return false; }
+    if (!info) {
+      const first = [...$("images").options].find((o) => o.value);
+      if (first) await openImage(JSON.parse(first.dataset.info));
+      return true;
+    }
+    const c = cssSize();
+    const view = {
+      zoom: link.zoom > 0 ? link.zoom : Math.min(c.w / info.width, c.h / info.height),
+      x: link.x !== null ? link.x : info.width / 2,
+      y: link.y !== null ? link.y : info.height / 2,
+    };
+    if (st.image && st.image.id === info.id) {
+      st.zoom = view.zoom; st.cx = view.x; st.cy = view.y;
+      clampView();
+      redraw();
+      schedule(0);
+    } else {
+      await openImage(info, view);
+    }
+    return true;
+  }
+
+  window.addEventListener("hashchange", () => {
+    if (st.image && location.hash === hashOf()) return; // our own replaceState
+    showLink();
+  });
+
   async function init() {
+    setSharp(false);
     st.limits = (await (await fetch("/api/config")).json()).limits;
     const list = await (await fetch("/api/images")).json();
     const sel = $("images");
     for (const info of list) sel.appendChild(option(info, ""));
     redraw();
+    await showLink();
     window.liifViewer.ready = true;
   }
 
@@ -388,7 +456,7 @@
       const g = st.image ? geometry() : null;
       const done = st.layers.liif.done;
       return {
-        image: st.image, zoom: st.zoom, mode: st.mode, sharp: st.sharp, geometry: g,
+        image: st.image, zoom: st.zoom, cx: st.cx, cy: st.cy, mode: st.mode, sharp: st.sharp, geometry: g,
         canvas: { width: canvas.width, height: canvas.height },
         liif: done && { W: done.W, H: done.H, region: done.region,
           bands: done.bands.map((b) => [b.x, b.y, b.w, b.h]) },
