@@ -107,14 +107,28 @@ def test_static_traversal_refused(client, path):
     assert client.get(path).status_code == 404
 
 
-def test_render_window_equals_region_render(client, upscaler):
+def test_render_window_equals_region_render(client, upscaler, app):
+    """Windows come from the server's cache of features and maps: the region render up to float
+    rounding (1 LSB); a second window of the same view encodes nothing new."""
     src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
     W, H, region = 399, 448, (120, 210, 160, 90)  # x7 of 57x64
     got = png(client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": region[0],
-                                                "y": region[1], "w": region[2], "h": region[3]}))
+                                                "y": region[1], "w": region[2], "h": region[3],
+                                                "view": "100,200,290,130"}))
     want = np.asarray(upscaler.upscale(src, size=(H, W), region=region))
     assert got.shape == (90, 160, 3)
-    assert np.array_equal(got, want)
+    assert np.abs(got.astype(int) - want).max() <= 1
+    cache = app.state.windows.cache
+    feat = next(g for k, g in cache.entries.items() if k[1] == "feat")
+    filled = feat.filled
+    got = png(client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": 260, "y": 280,
+                                                "w": 100, "h": 40, "view": "100,200,290,130"}))
+    assert feat.filled == filled
+    want = np.asarray(upscaler.upscale(src, size=(H, W), region=(260, 280, 100, 40)))
+    assert np.abs(got.astype(int) - want).max() <= 1
+    bad = client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "w": 10, "h": 10,
+                                            "view": "300,150,300,200"})
+    assert bad.status_code == 422 and "view x=300" in bad.json()["detail"]
 
 
 def test_bicubic_window_is_the_crop_of_the_full_resize(client):
@@ -260,14 +274,21 @@ class UntilCancelled:
         self.upscaler = upscaler
         self.started, self.release = threading.Event(), threading.Event()
 
-    def upscale(self, image, **kw):
+    def repeat(self, render):
         self.started.set()
-        out = self.upscaler.upscale(image, **kw)
+        out = render()
         for _ in range(300):
             if self.release.is_set():
                 break
-            out = self.upscaler.upscale(image, **kw)
+            out = render()
         return out
+
+    def upscale(self, image, **kw):
+        return self.repeat(lambda: self.upscaler.upscale(image, **kw))
+
+    def pipeline(self, **kw):
+        real = self.upscaler.pipeline(**kw)
+        return type("Repeating", (), {"image": lambda _, image, **a: self.repeat(lambda: real.image(image, **a))})()
 
 
 def wait_until(cond, seconds: float = 30) -> bool:
