@@ -49,6 +49,9 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # sees every answer
     app.add_middleware(AccessLog)  # outermost: logs every request, refused ones included
     app.state.limits, app.state.library, app.state.windows = limits, library, windows
+    # A coarse pass first pays where the decode costs much per output pixel: not for LMF, whose
+    # decode is cheap and whose maps depend on the cell (a coarse level would need its own).
+    coarse = 1 if upscaler.model.maps_see_cell else 4
     app.state.gate = app.state.decodes = None  # made on the server's event loop at first use (per loop)
     app.state.closing = False
 
@@ -90,7 +93,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
 
     @app.get("/api/config")
     async def config() -> dict[str, Any]:  # on the event loop: answers whatever the thread pools do
-        return {"limits": asdict(limits), "zoom": [1, 30]}
+        return {"limits": asdict(limits), "zoom": [1, 30], "coarse": coarse}
 
     @app.get("/api/images")
     def list_images() -> list[dict[str, Any]]:
