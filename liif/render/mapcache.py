@@ -123,6 +123,10 @@ class MapCache:
         with self.lock:
             return sum(g.nbytes for g in self.entries.values())
 
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
     def _get(self, key: Hashable, make: Callable[[], Grid]) -> Grid | None:
         with self.lock:
             grid = self.entries.get(key)

@@ -25,7 +25,9 @@
     mode: "liif",
     split: 0.5,
     tiles: new Map(), // key -> {method, imageId, W, H, x, y, w, h, bitmap}
-    flight: new Map(), // key -> AbortController of the request on its way
+    flight: new Map(), // key -> {ctrl: AbortController, kind} of the request on its way
+    // performance.now() of the last change of view, of its coarse preview and of its sharp view
+    marks: { changed: 0, coarse: null, sharp: null },
     queue: [], // tile jobs not yet asked for, in order
     need: null, // keys of the tiles the current view needs to be sharp
     ringDone: false,
@@ -139,11 +141,13 @@
 
   // The readiness marker for tests and tools: "1" when every visible pixel is the model's at this view.
   function setSharp(v) {
+    if (v && !st.sharp && st.marks.sharp === null) st.marks.sharp = performance.now();
     st.sharp = v;
     document.documentElement.dataset.sharp = v ? "1" : "0";
   }
 
   function schedule(delay = 150) {
+    st.marks = { changed: performance.now(), coarse: null, sharp: null };
     setSharp(false);
     saveHash();
     clearTimeout(st.timer);
@@ -208,7 +212,8 @@
 
   async function start(job) {
     const ctrl = new AbortController();
-    st.flight.set(job.key, ctrl);
+    const flight = { ctrl, kind: job.kind };
+    st.flight.set(job.key, flight);
     const imageId = st.image.id;
     try {
       const params = { image: imageId, W: job.W, H: job.H, x: job.x, y: job.y, w: job.w, h: job.h,
@@ -218,11 +223,13 @@
       if (!st.image || st.image.id !== imageId) { bitmap.close(); return; }
       keep(job, bitmap);
       redraw();
+      if (job.kind === "coarse" && st.marks.coarse === null && !st.queue.some((j) => j.kind === "coarse") &&
+          ![...st.flight.values()].some((f) => f !== flight && f.kind === "coarse")) st.marks.coarse = performance.now();
       checkSharp();
     } catch (e) {
       if (e.name !== "AbortError") setStatus(String(e.message || e), true);
     } finally {
-      if (st.flight.get(job.key) === ctrl) st.flight.delete(job.key);
+      if (st.flight.get(job.key) === flight) st.flight.delete(job.key);
       pump();
     }
   }
@@ -262,7 +269,7 @@
     st.t0 = performance.now();
     st.ringDone = false;
     if (g.w <= 0 || g.h <= 0 || !upscaling) {
-      for (const ctrl of st.flight.values()) ctrl.abort();
+      for (const f of st.flight.values()) f.ctrl.abort();
       st.flight.clear();
       st.queue = [];
       st.need = null;
@@ -286,8 +293,8 @@
     }
     st.queue = [...coarse, ...sharp];
     const wanted = new Set(st.queue.map((j) => j.key));
-    for (const [key, ctrl] of st.flight) {
-      if (!wanted.has(key)) { ctrl.abort(); st.flight.delete(key); } // stale: the view moved on
+    for (const [key, f] of st.flight) {
+      if (!wanted.has(key)) { f.ctrl.abort(); st.flight.delete(key); } // stale: the view moved on
     }
     if (sharp.length === 0) checkSharp();
     else setStatus(`rendering ${sharp.length} tiles of ${g.W}×${g.H}…`);
@@ -546,7 +553,7 @@
         image: st.image, zoom: st.zoom, cx: st.cx, cy: st.cy, mode: st.mode, sharp: st.sharp, geometry: g,
         canvas: { width: canvas.width, height: canvas.height }, coarse: st.coarse,
         liif: g && { W: g.W, H: g.H, tiles: tiles("liif") }, bicubic: g && { tiles: tiles("bicubic") },
-        requests: { flight: st.flight.size, queued: st.queue.length, kept: st.tiles.size },
+        requests: { flight: st.flight.size, queued: st.queue.length, kept: st.tiles.size }, marks: st.marks,
       };
     },
     open: (id) => openImage(JSON.parse([...$("images").options].find((o) => o.value === id).dataset.info)),
