@@ -12,7 +12,7 @@ from conftest import GOLDEN
 from liif import checkpoints
 from liif.compute import Compute
 from liif.pipeline import Pipeline
-from liif.render.mapcache import BLOCK, Grid, MapCache
+from liif.render.mapcache import Grid, MapCache
 
 SRC = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")  # 57x64
 CPU = torch.device("cpu")
@@ -92,14 +92,18 @@ def test_grid_fills_missing_blocks_in_pieces():
         ys, xs = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
         return torch.stack([ys, xs], -1).float()
 
-    grid = Grid((70, 50), 2, torch.float32, CPU, fill)
-    grid.ensure((3, 20, 5, 40), max_side=BLOCK)
-    assert calls == [(0, 16, 0, 16), (0, 16, 16, 32), (0, 16, 32, 48), (16, 32, 0, 16), (16, 32, 16, 32),
-                     (16, 32, 32, 48)]
-    grid.ensure((10, 30, 10, 30), max_side=64)  # already there
-    assert len(calls) == 6
-    grid.ensure((0, 70, 0, 50), max_side=80)  # the bounding box of what is missing, in one piece
-    assert calls[6:] == [(0, 70, 0, 50)] and bool(grid.done.all())
-    ys, xs = torch.meshgrid(torch.arange(70), torch.arange(50), indexing="ij")
+    grid = Grid((90, 50), 2, torch.float32, CPU, fill, halo=4, max_px=48 * 40)
+    grid.ensure((3, 20, 5, 40))  # blocks 0:32 x 0:48: strips of the whole width, 16 rows (+ halo) each
+    assert calls == [(0, 16, 0, 48), (16, 32, 0, 48)]
+    grid.ensure((10, 30, 10, 30))  # already there
+    assert len(calls) == 2
+    grid.max_px = 30 * 30  # too little for a strip: squares
+    grid.ensure((60, 90, 0, 50))
+    assert calls[2:] == [(48, 64, 0, 16), (48, 64, 16, 32), (48, 64, 32, 48), (48, 64, 48, 50), (64, 80, 0, 16),
+                         (64, 80, 16, 32), (64, 80, 32, 48), (64, 80, 48, 50), (80, 90, 0, 16), (80, 90, 16, 32),
+                         (80, 90, 32, 48), (80, 90, 48, 50)]
+    grid.max_px = 10_000  # the bounding box of what is missing, in one piece
+    grid.ensure((0, 90, 0, 50))
+    assert calls[14:] == [(0, 48, 0, 50)] and bool(grid.done.all())
+    ys, xs = torch.meshgrid(torch.arange(90), torch.arange(50), indexing="ij")
     assert torch.equal(grid.data, torch.stack([ys, xs], -1).float())
-    assert grid.filled == 6 * 256 + 70 * 50

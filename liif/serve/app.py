@@ -11,18 +11,19 @@ and :class:`~liif.serve.limits.Limits` bounds them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from liif.api import Upscaler
-from liif.render.mapcache import MapCache
+from liif.render.mapcache import MapCache, torch_threads
 from liif.serve.access import AccessLog
 from liif.serve.decodes import DecodeGate
 from liif.serve.gate import RenderGate
@@ -43,7 +44,12 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     limits = limits or Limits()
     library = Library(images, limits)
     # one pipeline for every window: its backend built once, its cache kept across requests
-    windows = upscaler.pipeline(cache=MapCache(limits.cache_bytes) if limits.cache_bytes > 0 else None)
+    cores = torch.get_num_threads()
+    windows = upscaler.pipeline(cache=MapCache(limits.cache_bytes, cores) if limits.cache_bytes > 0 else None)
+    # LMF's decode is many small elementwise steps: with two threads on a busy CPU each step waits
+    # for a descheduled thread (measured: 4 s a tile instead of 0.13 s with one). GEMM decodes
+    # (LIIF, LTE) keep every thread; the encoder always does (``MapCache.fill_threads``).
+    decode_threads = None if upscaler.model.has_tail else 1
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.upload_bytes, paths=("/api/upload",))
     app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # sees every answer
@@ -141,9 +147,12 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
             data = await gate().run(request, lambda stop: png_bytes(bicubic_window(entry.image, (H, W),
                                                                                    (x, y, w, h))))
         else:
-            data = await gate().run(request, lambda stop: png_bytes(windows.image(  # type: ignore[arg-type]
-                entry.image, size=(H, W), region=(x, y, w, h), cancel=stop, key=(entry.id, entry.stamp),
-                hint=hint)))
+            def window(stop: Callable[[], bool]) -> bytes:
+                with torch_threads(decode_threads):
+                    return png_bytes(windows.image(  # type: ignore[arg-type]
+                        entry.image, size=(H, W), region=(x, y, w, h), cancel=stop, key=(entry.id, entry.stamp),
+                        hint=hint))
+            data = await gate().run(request, window)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
     @app.get("/api/download")
