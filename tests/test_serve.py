@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import liif.api  # noqa: E402
 import liif.serve.security  # noqa: E402
-from conftest import GOLDEN, serve_in_thread  # noqa: E402
+from conftest import GOLDEN, one_error_line, run_cli, serve_in_thread  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import bicubic_window  # noqa: E402
 from liif.serve.limits import Limits  # noqa: E402
@@ -91,6 +91,12 @@ def test_every_request_is_logged_once(client, caplog):
     assert len(lines) == 2
     assert lines[0].startswith("GET /api/images 200 ") and lines[0].endswith("ms")
     assert lines[1].startswith("GET /api/source?image=f%3Amissing.png 404 ")
+
+
+def test_negative_cache_size_is_one_line_error(capsys):
+    rc, out, err = run_cli(["serve", "--cache-mb", "-1", "--port", "1"], capsys)
+    assert rc == 1 and out == ""
+    assert "--cache-mb >= 0" in one_error_line(err)
 
 
 @pytest.mark.parametrize("image", ["f:../secret.png", "f:link.png", "f:.hidden.png", "f:notes.txt",

@@ -173,9 +173,13 @@ class MapCache:
             self.entries.move_to_end(key)
             total = sum(g.nbytes for g in self.entries.values())
             while total > self.limit:
-                _, old = self.entries.popitem(last=False)
+                gone, old = self.entries.popitem(last=False)
                 total -= old.nbytes
                 self.evicted += 1
+                if isinstance(gone, tuple) and gone[1:] == ("feat",):  # its maps read it: they go too
+                    for k in [k for k in self.entries if isinstance(k, tuple) and k[0] == gone[0]]:
+                        total -= self.entries.pop(k).nbytes
+                        self.evicted += 1
             return grid if key in self.entries else None
 
     def source(self, key: Hashable, model: ImplicitDecoder, dec: Encoder, img: torch.Tensor,
