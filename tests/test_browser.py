@@ -112,7 +112,9 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
 
         # the pixels on screen are tiles of a fixed grid, each the API's region render of its window (1 LSB)
         tiles = state["liif"]["tiles"]
-        assert covers(tiles, g) and all(x % 256 == 0 and y % 256 == 0 for x, y, _, _ in tiles)
+        assert covers(tiles, g)  # exactly, each tile the visible part of one cell of the 256-px grid
+        assert all(x // 256 == (x + w - 1) // 256 and y // 256 == (y + h - 1) // 256 for x, y, w, h in tiles)
+        assert len(tiles) == len({(x // 256, y // 256) for x, y, _, _ in tiles})
         shown = page.canvas_pixels(g["ox"] + g["x"], g["oy"] + g["y"], g["w"], g["h"])
         assert (shown[..., 3] == 255).all()
         for tx, ty, tw, th in tiles:

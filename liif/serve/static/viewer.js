@@ -29,7 +29,7 @@
     // performance.now() of the last change of view, of its coarse preview and of its sharp view
     marks: { changed: 0, coarse: null, sharp: null },
     queue: [], // tile jobs not yet asked for, in order
-    need: null, // keys of the tiles the current view needs to be sharp
+    need: null, // cell key -> the part of the cell the current view needs to be sharp
     ringDone: false,
     t0: 0,
     coarse: 1, // the server's coarse factor (1: no coarse pass)
@@ -176,29 +176,39 @@
 
   const keyOf = (method, W, H, x, y) => `${method}|${st.image.id}|${W}x${H}|${x},${y}`;
 
-  // The grid tiles of a W x H output that meet the window win = {x, y, w, h}, nearest its centre first.
+  // The grid cells of a W x H output that meet the window win = {x, y, w, h}, nearest its centre
+  // first: {cx, cy} the cell's corner, {x, y, w, h} the part of it inside win (a cell at the edge of
+  // the view is asked for only where it is visible, so a view costs its own pixels; a later view
+  // that shows more of it asks again).
   function gridTiles(W, H, win) {
     const out = [];
-    const cx = win.x + win.w / 2, cy = win.y + win.h / 2;
-    for (let y = Math.floor(win.y / TILE) * TILE; y < win.y + win.h; y += TILE) {
-      for (let x = Math.floor(win.x / TILE) * TILE; x < win.x + win.w; x += TILE) {
-        const w = Math.min(TILE, W - x), h = Math.min(TILE, H - y);
-        out.push({ x, y, w, h, d: Math.hypot(x + w / 2 - cx, y + h / 2 - cy) });
+    const mx = win.x + win.w / 2, my = win.y + win.h / 2;
+    for (let cy = Math.floor(win.y / TILE) * TILE; cy < win.y + win.h; cy += TILE) {
+      for (let cx = Math.floor(win.x / TILE) * TILE; cx < win.x + win.w; cx += TILE) {
+        const x = Math.max(cx, win.x), y = Math.max(cy, win.y);
+        const w = Math.min(cx + TILE, W, win.x + win.w) - x, h = Math.min(cy + TILE, H, win.y + win.h) - y;
+        out.push({ cx, cy, x, y, w, h, d: Math.hypot(x + w / 2 - mx, y + h / 2 - my) });
       }
     }
     return out.sort((a, b) => a.d - b.d);
   }
 
-  // Jobs for the missing tiles of window win of a W x H output; view: the window whose features the
-  // server computes first, in one piece (within its pixels per request).
+  const covers = (t, r) => t && t.x <= r.x && t.y <= r.y && t.x + t.w >= r.x + r.w && t.y + t.h >= r.y + r.h;
+
+  // Jobs for what the kept tiles lack of window win of a W x H output; view: the window whose
+  // features the server computes first, in one piece (within its pixels per request).
   function jobsFor(method, W, H, win, kind) {
     const fits = win.w * win.h <= st.limits.view_pixels;
     const view = fits ? [win.x, win.y, win.w, win.h].join() : null;
-    return gridTiles(W, H, win).map((t) => ({ ...t, method, W, H, view, kind, key: keyOf(method, W, H, t.x, t.y) }))
-      .filter((j) => !st.tiles.has(j.key));
+    return gridTiles(W, H, win).map((t) => {
+      const key = keyOf(method, W, H, t.cx, t.cy);
+      return { ...t, method, W, H, view, kind, key, id: `${key}|${t.x},${t.y},${t.w},${t.h}` };
+    }).filter((j) => !covers(st.tiles.get(j.key), j));
   }
 
   function keep(job, bitmap) {
+    if (covers(st.tiles.get(job.key), job)) { bitmap.close(); return; } // a larger part came first
+    if (st.tiles.has(job.key)) st.tiles.get(job.key).bitmap.close();
     st.tiles.delete(job.key);
     st.tiles.set(job.key, { method: job.method, imageId: st.image.id, W: job.W, H: job.H, x: job.x, y: job.y,
       w: job.w, h: job.h, bitmap });
@@ -213,7 +223,7 @@
   async function start(job) {
     const ctrl = new AbortController();
     const flight = { ctrl, kind: job.kind };
-    st.flight.set(job.key, flight);
+    st.flight.set(job.id, flight);
     const imageId = st.image.id;
     try {
       const params = { image: imageId, W: job.W, H: job.H, x: job.x, y: job.y, w: job.w, h: job.h,
@@ -229,7 +239,7 @@
     } catch (e) {
       if (e.name !== "AbortError") setStatus(String(e.message || e), true);
     } finally {
-      if (st.flight.get(job.key) === flight) st.flight.delete(job.key);
+      if (st.flight.get(job.id) === flight) st.flight.delete(job.id);
       pump();
     }
   }
@@ -237,7 +247,7 @@
   function pump() {
     while (st.flight.size < PARALLEL && st.queue.length) {
       const job = st.queue.shift();
-      if (!st.tiles.has(job.key) && !st.flight.has(job.key)) start(job);
+      if (!covers(st.tiles.get(job.key), job) && !st.flight.has(job.id)) start(job);
     }
     if (st.flight.size === 0 && st.queue.length === 0 && st.sharp && !st.ringDone) ring();
   }
@@ -255,7 +265,7 @@
 
   function checkSharp() {
     if (!st.need || st.sharp) return;
-    for (const k of st.need) if (!st.tiles.has(k)) return;
+    for (const [k, r] of st.need) if (!covers(st.tiles.get(k), r)) return;
     setSharp(true);
     const g = geometry();
     setStatus(`${g.W}×${g.H} · ${st.need.size} tiles sharp in ${((performance.now() - st.t0) / 1000).toFixed(2)} s`);
@@ -280,7 +290,7 @@
     const win = { x: g.x, y: g.y, w: g.w, h: g.h };
     const methods = st.mode === "split" ? ["liif", "bicubic"] : [st.mode];
     const sharp = methods.flatMap((m) => jobsFor(m, g.W, g.H, win, "sharp"));
-    st.need = new Set(methods.flatMap((m) => gridTiles(g.W, g.H, win).map((t) => keyOf(m, g.W, g.H, t.x, t.y))));
+    st.need = new Map(methods.flatMap((m) => gridTiles(g.W, g.H, win).map((t) => [keyOf(m, g.W, g.H, t.cx, t.cy), t])));
     let coarse = [];
     // the coarse level: 1/st.coarse of the resolution per axis, but at least x1.25 of the source
     const k = Math.min(st.coarse, g.W / st.image.width / 1.25);
@@ -292,7 +302,7 @@
       coarse = jobsFor("liif", Wc, Hc, cw, "coarse");
     }
     st.queue = [...coarse, ...sharp];
-    const wanted = new Set(st.queue.map((j) => j.key));
+    const wanted = new Set(st.queue.map((j) => j.id));
     for (const [key, f] of st.flight) {
       if (!wanted.has(key)) { f.ctrl.abort(); st.flight.delete(key); } // stale: the view moved on
     }
@@ -548,7 +558,8 @@
     state() {
       const g = st.image ? geometry() : null;
       const tiles = (m) => [...st.tiles.values()].filter((t) => t.method === m && g && t.W === g.W &&
-        t.H === g.H && st.need && st.need.has(keyOf(m, t.W, t.H, t.x, t.y))).map((t) => [t.x, t.y, t.w, t.h]);
+        t.H === g.H && st.need && st.need.has(keyOf(m, t.W, t.H, Math.floor(t.x / TILE) * TILE,
+        Math.floor(t.y / TILE) * TILE))).map((t) => [t.x, t.y, t.w, t.h]);
       return {
         image: st.image, zoom: st.zoom, cx: st.cx, cy: st.cy, mode: st.mode, sharp: st.sharp, geometry: g,
         canvas: { width: canvas.width, height: canvas.height }, coarse: st.coarse,
