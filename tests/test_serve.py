@@ -83,6 +83,12 @@ def test_page_and_listing(client):
     assert listing == [{"id": "f:butterfly.png", "name": "butterfly.png", "width": 57, "height": 64}]
 
 
+def test_config_names_the_coarse_pass_and_cache(client):
+    config = client.get("/api/config").json()
+    assert config["coarse"] == 4  # LIIF: a quarter-resolution pass first
+    assert config["limits"]["cache_bytes"] == SMALL.cache_bytes >= 256 << 20
+
+
 def test_every_request_is_logged_once(client, caplog):
     with caplog.at_level("INFO", logger="liif.serve"):
         client.get("/api/images")
@@ -277,7 +283,7 @@ class UntilCancelled:
     raises on ``cancel``) or the test releases it; at most 300 repeats, so it always ends."""
 
     def __init__(self, upscaler) -> None:
-        self.upscaler = upscaler
+        self.upscaler, self.model = upscaler, upscaler.model
         self.started, self.release = threading.Event(), threading.Event()
 
     def repeat(self, render):
