@@ -222,7 +222,7 @@
 
   async function start(job) {
     const ctrl = new AbortController();
-    const flight = { ctrl, kind: job.kind };
+    const flight = { ctrl, kind: job.kind, job };
     st.flight.set(job.id, flight);
     const imageId = st.image.id;
     try {
@@ -301,10 +301,17 @@
         h: Math.min(Hc, Math.ceil((g.y + g.h) / k)) - y0 };
       coarse = jobsFor("liif", Wc, Hc, cw, "coarse");
     }
-    st.queue = [...coarse, ...sharp];
-    const wanted = new Set(st.queue.map((j) => j.id));
-    for (const [key, f] of st.flight) {
-      if (!wanted.has(key)) { f.ctrl.abort(); st.flight.delete(key); } // stale: the view moved on
+    // a request on its way that covers a job (a prefetched tile the view now shows) is waited for
+    const flights = [...st.flight.entries()];
+    const useful = (j) => flights.find(([, f]) => f.job.key === j.key && covers(f.job, j));
+    const wanted = new Set();
+    st.queue = [...coarse, ...sharp].filter((j) => {
+      const f = useful(j);
+      wanted.add(f ? f[0] : j.id);
+      return !f;
+    });
+    for (const [id, f] of st.flight) {
+      if (!wanted.has(id)) { f.ctrl.abort(); st.flight.delete(id); } // stale: the view moved on
     }
     if (sharp.length === 0) checkSharp();
     else setStatus(`rendering ${sharp.length} tiles of ${g.W}×${g.H}…`);
