@@ -22,6 +22,7 @@ from liif.models import ImplicitDecoder, ModelSpec
 from liif.pipeline import ROUTES, Pipeline, RenderCancelled, Scale, check_quantize, check_route, output_size
 from liif.progress import ProgressCallback
 from liif.render import Backend, Window
+from liif.render.mapcache import MapCache
 
 DEFAULT_MAX_PIXELS = limits.DEFAULT_MAX_PIXELS  # output pixels; LIIF_MAX_PIXELS or max_pixels= overrides
 DEFAULT_MAX_INPUT_PIXELS = limits.DEFAULT_MAX_INPUT_PIXELS  # LIIF_MAX_INPUT_PIXELS or max_input_pixels=
@@ -105,12 +106,13 @@ class Upscaler:
             precision = "fp32"
         return Compute.resolve(self.device, precision, self.max_memory, fp32_only=self.backend != "torch")
 
-    def pipeline(self, precision: str | None = None) -> Pipeline:
+    def pipeline(self, precision: str | None = None, cache: MapCache | None = None) -> Pipeline:
         """The request pipeline with these settings (``precision`` overrides the default); its
-        compute backend is built once, so reuse it for many renders (video frames, PNG bands)."""
+        compute backend is built once, so reuse it for many renders (video frames, PNG bands).
+        ``cache``: keep the features and maps of the images its renders name (a viewer's)."""
         settings = self.settings if precision is None else self._resolve(precision)
         return Pipeline(self.model, self.method, settings, self.quantize, self.max_pixels, self.max_input_pixels,
-                        self._backend)
+                        self._backend, cache)
 
     def plan(self, in_hw: tuple[int, int], size: Sequence[int] | None = None, scale: Scale | None = None,
              region: Sequence[int] | None = None) -> tuple[tuple[int, int], Window]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from liif import compute, limits
+from liif.bench import cli as bench_cli
 from liif.data import cli as data_cli
 from liif.errors import LiifError, run_reporting_errors
 from liif.eval import cli as eval_cli
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the option), timed in turn on the same windows, with encoder/decoder split and MACs/px")
     bi.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     train_cli.add_bench_parser(bsub)
+    bench_cli.add_viewer_parser(bsub)
     b.set_defaults(func=cmd_bench)
     eval_cli.add_eval_parser(sub)
     data_cli.add_parser(sub)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ from liif.fileio import atomic_path
 from liif.models import ImplicitDecoder
 from liif.progress import ProgressCallback
 from liif.render import Backend, TorchBackend, Window, plan_render, render, render_planned
+from liif.render.mapcache import Interrupted, MapCache
+from liif.render.plan import lr_box, plan_axis
 
 ROUTES = ("fast", "reference")  # the render routes (the API's and CLI's ``method``)
 Scale = float | tuple[float, float]
@@ -165,18 +167,19 @@ def stop_if(cancel: Callable[[], bool] | None) -> None:
 class Pipeline:
     """Requests with the same settings: ``route`` (fast or reference), ``compute`` (resolved),
     ``quantize``, the pixel limits, and the compute backend (given, e.g. ONNX Runtime, or a
-    ``TorchBackend`` built here once; None on the reference route)."""
+    ``TorchBackend`` built here once; None on the reference route). ``cache``: where renders that
+    name their image (``key``) keep its features and maps (``liif.render.mapcache``; fast route)."""
 
     def __init__(self, model: ImplicitDecoder, route: str, compute: Compute, quantize: str = "round",
                  max_pixels: int | None = None, max_input_pixels: int | None = None,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, cache: MapCache | None = None) -> None:
         self.model, self.route, self.compute = model, check_route(route), compute
         self.quantize = check_quantize(quantize)
         self.max_pixels = limits.max_pixels(max_pixels)
         self.max_input_pixels = limits.max_input_pixels(max_input_pixels)
         if route == "fast" and backend is None:
             backend = TorchBackend(model, compute)  # prepacks the MLP once (tens of ms)
-        self.backend = backend
+        self.backend, self.cache = backend, cache
         self._plans: dict[tuple[object, ...], tuple[tuple[int, int], Window]] = {}
 
     # -- plan -------------------------------------------------------------------------------------
@@ -204,11 +207,12 @@ class Pipeline:
     # -- render -----------------------------------------------------------------------------------
     def render(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, finish: Finish = RAW_RGB, *,
                progress: bool = False, cancel: Callable[[], bool] | None = None,
-               tick: Tick | None = None) -> np.ndarray:
+               tick: Tick | None = None, key: Hashable | None = None, hint: Window | None = None) -> np.ndarray:
         """Render ``window`` tile by tile, turning each float RGB tile into final pixels at once, so
-        the only full-size array is the result in its final dtype."""
+        the only full-size array is the result in its final dtype. ``key``, ``hint``: see :meth:`tiles`."""
         out = np.empty((window.h, window.w, finish.channels), dtype=finish.dtype)
-        for (y, x), t in self.tiles(rgb, out_hw, window, finish, progress=progress, cancel=cancel):
+        for (y, x), t in self.tiles(rgb, out_hw, window, finish, progress=progress, cancel=cancel, key=key,
+                                    hint=hint):
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
             if tick is not None:
                 tick(t.shape[0] * t.shape[1])
@@ -216,9 +220,12 @@ class Pipeline:
 
     def tiles(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, finish: Finish, *,
               max_tile_rows: int | None = None, progress: bool = False,
-              cancel: Callable[[], bool] | None = None) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+              cancel: Callable[[], bool] | None = None, key: Hashable | None = None,
+              hint: Window | None = None) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         """Finished tiles ((y, x) in the window, pixels), row-major; ``cancel`` is asked before the
-        render and after each tile."""
+        render and after each tile. ``key`` names the image ``rgb`` for the pipeline's cache (fast
+        route): its features and maps are kept for the next render of it; ``hint``, a larger window of
+        the same output (a viewer's visible window), has its maps computed first, in one piece."""
         stop_if(cancel)
         model = self.model
         if self.route == "reference":  # the official route: whole-image features, one piece
@@ -226,10 +233,31 @@ class Pipeline:
             yield (0, 0), finish.fn(model.denormalize(pred.permute(1, 2, 0)).cpu().numpy())
             return
         plan = plan_render(model, (rgb.shape[-2], rgb.shape[-1]), out_hw, window, self.compute, max_tile_rows)
+        source = None
+        if self.cache is not None and key is not None:
+            assert self.backend is not None  # the fast route's
+            source = self.cache.source(key, model, self.backend, rgb, plan.rel_cell, self.compute)
+        if source is not None and hint is not None:
+            hint.check(out_hw)
+            lr_hw = plan.lr_hw
+            box = lr_box(plan_axis(out_hw[0], hint.y, hint.h, lr_hw[0], model.local_ensemble, rgb.device),
+                         plan_axis(out_hw[1], hint.x, hint.w, lr_hw[1], model.local_ensemble, rgb.device),
+                         0, hint.h, 0, hint.w)
+            try:
+                source.maps(box, cancel)
+            except Interrupted:
+                raise RenderCancelled("render cancelled") from None
         # On CUDA, 8-bit RGB is quantised on the GPU (the same rule as the NumPy finisher): a quarter
         # of the bytes cross to the host and the CPU does no per-pixel work.
         on_gpu = rgb.device.type == "cuda" and finish.gpu_quantize
-        for yx, tile in render_planned(model, rgb, plan, self.backend, progress):
+        tiles = render_planned(model, rgb, plan, self.backend, progress, source, cancel)
+        while True:
+            try:
+                yx, tile = next(tiles)
+            except StopIteration:
+                return
+            except Interrupted:
+                raise RenderCancelled("render cancelled") from None
             rgb_tile = model.denormalize(tile.permute(1, 2, 0))
             yield yx, (imaging.quantize_tensor(rgb_tile, self.quantize).cpu().numpy() if on_gpu
                        else finish.fn(rgb_tile.cpu().numpy()))
@@ -261,11 +289,15 @@ class Pipeline:
     # -- entry points ---------------------------------------------------------------------------
     def image(self, image: Image.Image | np.ndarray, size: Sequence[int] | None = None,
               scale: Scale | None = None, region: Sequence[int] | None = None, *, progress: bool = False,
-              cancel: Callable[[], bool] | None = None) -> Image.Image | np.ndarray:
-        """A PIL image or a NumPy array in, the same kind out."""
+              cancel: Callable[[], bool] | None = None, key: Hashable | None = None,
+              hint: Sequence[int] | None = None) -> Image.Image | np.ndarray:
+        """A PIL image or a NumPy array in, the same kind out. ``key`` (a name of this image, e.g. a
+        viewer's) and ``hint`` (x, y, w, h): see :meth:`tiles`."""
         dec = self.decode(image)
         out_hw, window = self.plan(dec.hw, size, scale, region)
-        return self._finish_image(image, dec, out_hw, window, progress, cancel)
+        hint_window = None if hint is None else Window(*(_whole("hint", v) for v in (hint[1], hint[0], hint[3],
+                                                                                      hint[2])))
+        return self._finish_image(image, dec, out_hw, window, progress, cancel, key, hint_window)
 
     def frame(self, frame: np.ndarray, size: Sequence[int] | None = None,
               scale: Scale | None = None) -> np.ndarray:
@@ -279,10 +311,11 @@ class Pipeline:
         return out
 
     def _finish_image(self, image: Image.Image | np.ndarray, dec: imaging.Decoded, out_hw: tuple[int, int],
-                      window: Window, progress: bool, cancel: Callable[[], bool] | None) -> Image.Image | np.ndarray:
+                      window: Window, progress: bool, cancel: Callable[[], bool] | None,
+                      key: Hashable | None = None, hint: Window | None = None) -> Image.Image | np.ndarray:
         finish = Finish.of(dec.gray, dec.bits, self.quantize)
         pixels = self.render(rgb_tensor(dec, self.compute.device), out_hw, window, finish, progress=progress,
-                             cancel=cancel)
+                             cancel=cancel, key=key, hint=hint)
         alpha = window_alpha(dec.alpha, out_hw, window)  # the window's alpha only
         if isinstance(image, Image.Image):
             return imaging.compose(pixels, alpha, dec.bits, self.quantize)

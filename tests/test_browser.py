@@ -10,17 +10,13 @@ without it. ``LIIF_VIEWER_SCREENSHOT=docs/viewer.png`` keeps the screenshot.
 from __future__ import annotations
 
 import base64
-import fcntl
 import inspect
 import io
-import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +27,12 @@ pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'li
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
 from conftest import DATA, serve_in_thread  # noqa: E402
+from liif.bench.chrome import Chromium, Page, find_chromium, spawn_with_fds  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import bicubic_window  # noqa: E402
 from liif.serve.limits import Limits  # noqa: E402
 
-CHROMIUM = os.environ.get("LIIF_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 # CSS pixels of the browser window (device scale factor 1); larger when keeping the screenshot
 VIEW = (1100, 640) if os.environ.get("LIIF_VIEWER_SCREENSHOT") else (760, 460)
 IMAGE = DATA / "Set14" / "LR_bicubic" / "X4" / "img_011.png"  # 192x128
@@ -44,160 +41,13 @@ needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium not installed (CI runs `apt-get install -y chromium`; it failed or was skipped)")
 
 
-def spawn_with_fds(argv: list[str], fds: dict[int, int], **popen: Any) -> subprocess.Popen[bytes]:
-    """Start ``argv`` with this process's file descriptor ``fds[n]`` as its descriptor ``n`` (3 <= n <= 9),
-    whatever numbers this process's descriptors have (a fresh process's pipes land on 3-6 themselves).
-
-    Each source is first duplicated to a number of 10 or more, so that no move onto 3-9 can overwrite a
-    source not yet moved, nor close one that is already in place; bash (dash reads single-digit
-    descriptors only) then moves them into place, closes the copies and execs ``argv``."""
-    assert all(3 <= n <= 9 for n in fds), fds
-    high = {n: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for n, fd in fds.items()}
-    try:
-        moves = " ".join(f"{n}<&{fd} {fd}<&-" for n, fd in high.items())
-        return subprocess.Popen(["bash", "-c", f'exec "$0" "$@" {moves}', *argv], pass_fds=tuple(high.values()),
-                                **popen)
-    finally:
-        for fd in high.values():
-            os.close(fd)
-
-
-class Chromium:
-    """A headless Chromium and a minimal DevTools-protocol client on its debugging pipe."""
-
-    def __init__(self, exe: str, profile: Path, size: tuple[int, int], log: Path) -> None:
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-        argv = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-                "--force-device-scale-factor=1", "--remote-debugging-pipe", "about:blank"]
-        self._log = open(log, "wb")
-        # --remote-debugging-pipe: the browser reads fd 3 and writes fd 4
-        self.proc = spawn_with_fds(argv, {3: to_browser_r, 4: from_browser_w},
-                                   stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._next = 0
-        self._replies: dict[int, dict[str, Any]] = {}
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self._from_browser, 1 << 20)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                with self._cond:
-                    self._replies[-1] = {"error": {"message": "browser pipe closed"}}
-                    self._cond.notify_all()
-                return
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                msg = json.loads(raw)
-                if "id" in msg:
-                    with self._cond:
-                        self._replies[msg["id"]] = msg
-                        self._cond.notify_all()
-
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 60) -> dict[str, Any]:
-        self._next += 1
-        msg: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._to_browser, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._next not in self._replies:
-                if -1 in self._replies:
-                    raise RuntimeError(f"{method}: {self._replies[-1]['error']['message']}")
-                left = deadline - time.monotonic()
-                assert left > 0, f"no answer to {method} within {timeout} s"
-                self._cond.wait(left)
-            reply = self._replies.pop(self._next)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=10)
-        except (RuntimeError, AssertionError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for fd in (self._to_browser, self._from_browser):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._log.close()
-
-
-class Page:
-    def __init__(self, browser: Chromium, size: tuple[int, int]) -> None:
-        self.b = browser
-        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": False})
-
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60) -> dict[str, Any]:
-        return self.b.send(method, params, self.session, timeout)
-
-    def eval(self, expr: str, timeout: float = 60) -> Any:
-        r = self.send("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": True},
-                      timeout)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expr}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def wait_for(self, expr: str, timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.eval(expr)
-            if value:
-                return value
-            assert time.monotonic() < deadline, f"timed out waiting for {expr}; status: " + str(
-                self.eval("document.getElementById('status') && document.getElementById('status').textContent"))
-            time.sleep(0.1)
-
-    def mouse(self, kind: str, x: float, y: float, **extra: Any) -> None:
-        self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra})
-
-    def click(self, selector: str) -> None:
-        box = self.eval(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                        f" return [r.left + r.width / 2, r.top + r.height / 2]; }})()")
-        self.mouse("mouseMoved", *box)
-        self.mouse("mousePressed", *box, button="left", clickCount=1)
-        self.mouse("mouseReleased", *box, button="left", clickCount=1)
-
-    def canvas_pixels(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        b64 = self.eval(f"""(() => {{
-            const d = document.getElementById('view').getContext('2d').getImageData({x}, {y}, {w}, {h}).data;
-            let s = '';
-            for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
-            return btoa(s); }})()""")
-        return np.frombuffer(base64.b64decode(b64), dtype=np.uint8).reshape(h, w, 4)
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chromium")
     b = Chromium(CHROMIUM, tmp / "profile", VIEW, tmp / "chromium.log")  # type: ignore[arg-type]
     try:
         b.send("Browser.getVersion", timeout=60)
-    except (RuntimeError, AssertionError) as e:
+    except (RuntimeError, TimeoutError) as e:
         b.close()
         pytest.fail(f"chromium did not start: {e}\n{(tmp / 'chromium.log').read_text(errors='replace')[-2000:]}")
     yield b
@@ -207,29 +57,41 @@ def browser(tmp_path_factory):
 def sharp_state(page: Page) -> dict[str, Any]:
     """Wait until the viewer shows the final LIIF render of its current view; return its state."""
     return page.wait_for("""(() => { const s = window.liifViewer.state();
-        const g = s.geometry, l = s.liif;
-        return s.sharp && l && l.W === g.W && l.H === g.H && l.region.join() === [g.x, g.y, g.w, g.h].join()
-            ? s : null; })()""")
+        return document.documentElement.dataset.sharp === '1' && s.liif && s.liif.tiles.length ? s : null; })()""")
+
+
+def covers(tiles: list[list[int]], g: dict[str, int]) -> bool:
+    """The tiles cover the visible window exactly once."""
+    mask = np.zeros((g["h"], g["w"]), dtype=int)
+    for x, y, w, h in tiles:
+        x0, y0, x1, y1 = max(x, g["x"]), max(y, g["y"]), min(x + w, g["x"] + g["w"]), min(y + h, g["y"] + g["h"])
+        mask[y0 - g["y"]:y1 - g["y"], x0 - g["x"]:x1 - g["x"]] += 1
+    return bool((mask == 1).all())
 
 
 @needs_chromium
 def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
     # 1 worker and a small queue: the page must cope with 503s while it zooms
-    app = create_app(upscaler, IMAGE.parent, Limits(workers=1, queue=2))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(IMAGE, folder / IMAGE.name)  # the page opens it at once, then the same file is uploaded
+    app = create_app(upscaler, folder, Limits(workers=1, queue=2))
     src = Image.open(IMAGE).convert("RGB")
     with serve_in_thread(app) as base:
         page = Page(browser, VIEW)
         page.send("Page.enable")
         page.send("Page.navigate", {"url": base + "/"})
         page.wait_for("window.liifViewer && window.liifViewer.ready", timeout=60)
+        page.eval("window.liifViewer.prefetch = false")  # the in-process renders below need the CPU
         n_options = page.eval("document.getElementById('images').options.length")
-        assert n_options == 1 + len(list(IMAGE.parent.glob("*.png")))
+        assert n_options == 2
 
         # open an image the way a person does: the upload control
         doc = page.send("DOM.getDocument")["root"]["nodeId"]
         node = page.send("DOM.querySelector", {"nodeId": doc, "selector": "#upload"})["nodeId"]
         page.send("DOM.setFileInputFiles", {"nodeId": node, "files": [str(IMAGE)]})
-        first = page.wait_for("window.liifViewer.state().image && window.liifViewer.state()")
+        first = page.wait_for("(() => { const s = window.liifViewer.state();"
+                              " return s.image && s.image.id.startsWith('u:') && s; })()")
         assert first["image"]["id"].startswith("u:") and first["image"]["width"] == src.width
         fit_zoom = first["zoom"]
 
@@ -248,28 +110,38 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
         assert g["W"] == round(src.width * state["zoom"]) and g["H"] == round(src.height * state["zoom"])
         assert g["w"] == state["canvas"]["width"] and g["h"] == state["canvas"]["height"]  # zoomed past the edges
 
-        # the pixels on screen are the API's region render of exactly that window, band by band
+        # the pixels on screen are tiles of a fixed grid, each the API's region render of its window (1 LSB)
+        tiles = state["liif"]["tiles"]
+        assert covers(tiles, g)  # exactly, each tile the visible part of one cell of the 256-px grid
+        assert all(x // 256 == (x + w - 1) // 256 and y // 256 == (y + h - 1) // 256 for x, y, w, h in tiles)
+        assert len(tiles) == len({(x // 256, y // 256) for x, y, _, _ in tiles})
         shown = page.canvas_pixels(g["ox"] + g["x"], g["oy"] + g["y"], g["w"], g["h"])
         assert (shown[..., 3] == 255).all()
-        for bx, by, bw, bh in state["liif"]["bands"]:
-            want = np.asarray(upscaler.upscale(src, size=(g["H"], g["W"]), region=(bx, by, bw, bh)))
-            band = shown[by - g["y"]:by - g["y"] + bh, bx - g["x"]:bx - g["x"] + bw, :3]
-            assert np.array_equal(band, want), f"band {(bx, by, bw, bh)}: {np.abs(band.astype(int) - want).max()}"
+        for tx, ty, tw, th in tiles:
+            want = np.asarray(upscaler.upscale(src, size=(g["H"], g["W"]), region=(tx, ty, tw, th)))
+            x0, y0 = max(tx, g["x"]), max(ty, g["y"])
+            x1, y1 = min(tx + tw, g["x"] + g["w"]), min(ty + th, g["y"] + g["h"])
+            part = shown[y0 - g["y"]:y1 - g["y"], x0 - g["x"]:x1 - g["x"], :3].astype(int)
+            err = np.abs(part - want[y0 - ty:y1 - ty, x0 - tx:x1 - tx]).max()
+            assert err <= 1, f"tile {(tx, ty, tw, th)}: {err}"
         # and differs from the plain bicubic view of the same window (it is not a resized preview)
         page.eval("(() => { const m = document.getElementById('mode'); m.value = 'split';"
                   " m.dispatchEvent(new Event('change')); })()")
-        page.wait_for("window.liifViewer.state().sharp")
+        page.wait_for("document.documentElement.dataset.sharp === '1' &&"
+                      " window.liifViewer.state().bicubic.tiles.length > 0")
         shot = base64.b64decode(page.send("Page.captureScreenshot", {"format": "png"})["data"])
         split = page.canvas_pixels(g["ox"] + g["x"], g["oy"] + g["y"], g["w"], g["h"])[..., :3].astype(int)
         cut = g["w"] // 2
-        bicubic = np.zeros_like(split)  # the bicubic view comes in the same bands, each a Pillow box resize
-        for bx, by, bw, bh in state["liif"]["bands"]:
-            bicubic[by - g["y"]:by - g["y"] + bh, bx - g["x"]:bx - g["x"] + bw] = np.asarray(
-                bicubic_window(src, (g["H"], g["W"]), (bx, by, bw, bh)))
-        right = slice(cut + 80, g["w"])  # right of the divider and its label
-        assert np.array_equal(split[:, right], bicubic[:, right])
         full = np.asarray(src.resize((g["W"], g["H"]), Image.Resampling.BICUBIC))[
             g["y"]:g["y"] + g["h"], g["x"]:g["x"] + g["w"]].astype(int)
+        bicubic = np.zeros_like(split)  # the bicubic view comes in the same tiles, each a Pillow box resize
+        for tx, ty, tw, th in page.eval("window.liifViewer.state().bicubic.tiles"):
+            x0, y0 = max(tx, g["x"]), max(ty, g["y"])
+            x1, y1 = min(tx + tw, g["x"] + g["w"]), min(ty + th, g["y"] + g["h"])
+            want = np.asarray(bicubic_window(src, (g["H"], g["W"]), (tx, ty, tw, th)))
+            bicubic[y0 - g["y"]:y1 - g["y"], x0 - g["x"]:x1 - g["x"]] = want[y0 - ty:y1 - ty, x0 - tx:x1 - tx]
+        right = slice(cut + 80, g["w"])  # right of the divider and its label
+        assert np.array_equal(split[:, right], bicubic[:, right])
         assert np.abs(bicubic - full).max() <= 2  # and that is Pillow's bicubic up to rounding
         assert np.abs(split[:, :cut - 80] - shown[:, :cut - 80, :3]).max() == 0
         assert np.abs(bicubic - shown[..., :3]).mean() > 1.0
@@ -281,6 +153,62 @@ def test_viewer_zoom_shows_region_render(browser, upscaler, tmp_path):
         from liif.imaging import save_png
 
         save_png(im, keep)
+
+
+def view_of(page: Page) -> dict[str, Any]:
+    return page.eval("(() => { const s = window.liifViewer.state();"
+                     " return {name: s.image && s.image.name, zoom: s.zoom, cx: s.cx, cy: s.cy,"
+                     " hash: location.hash, sharp: document.documentElement.dataset.sharp}; })()")
+
+
+def open_page(page: Page, url: str) -> None:
+    page.send("Page.navigate", {"url": "about:blank"})  # a fresh load, not a hash change
+    page.send("Page.navigate", {"url": url})
+    page.wait_for("window.liifViewer && window.liifViewer.ready", timeout=60)
+
+
+@needs_chromium
+def test_first_image_and_deep_links(browser, upscaler, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    src = Image.open(IMAGE).convert("RGB")
+    src.crop((40, 30, 136, 94)).save(folder / "a.png")  # 96x64: sorts first
+    src.save(folder / "b.png")
+    with serve_in_thread(create_app(upscaler, folder, Limits(workers=1, queue=4))) as base:
+        page = Page(browser, VIEW)
+        # no deep link: the folder's first image, fitted, drawn by the model
+        open_page(page, base + "/")
+        page.wait_for("document.documentElement.dataset.sharp === '1'")
+        v = view_of(page)
+        box = page.eval("(() => { const c = document.getElementById('view');"
+                        " return [c.clientWidth, c.clientHeight]; })()")
+        assert v["name"] == "a.png" and v["zoom"] == pytest.approx(min(box[0] / 96, box[1] / 64))
+        assert (v["cx"], v["cy"]) == (48, 32) and "image=a.png" in v["hash"]
+
+        # a deep link opened cold shows that view, and becomes sharp
+        open_page(page, base + "/#image=b.png&zoom=3&x=100&y=60")
+        v = view_of(page)
+        assert (v["name"], v["zoom"], v["cx"], v["cy"]) == ("b.png", 3, 100, 60)
+        page.wait_for("document.documentElement.dataset.sharp === '1'")
+
+        # a drag pans and the hash follows (replaceState: no new history entry)
+        length = page.eval("history.length")
+        cx, cy = box[0] / 2, box[1] / 2 + page.eval("document.getElementById('view').getBoundingClientRect().top")
+        page.mouse("mousePressed", cx, cy, button="left", clickCount=1)
+        for k in range(1, 5):
+            page.mouse("mouseMoved", cx - 15 * k, cy, button="left")
+        page.mouse("mouseReleased", cx - 60, cy, button="left", clickCount=1)
+        assert page.eval("document.documentElement.dataset.sharp") == "0"
+        v = view_of(page)
+        assert v["cx"] == pytest.approx(120) and v["cy"] == pytest.approx(60)
+        assert "x=120&" in v["hash"] and "y=60" in v["hash"] and page.eval("history.length") == length
+        page.wait_for("document.documentElement.dataset.sharp === '1'")
+
+        # a hash changed by hand moves the view
+        page.eval("location.hash = '#image=a.png&zoom=2&x=20&y=30'")
+        page.wait_for("window.liifViewer.state().image.name === 'a.png'")
+        v = view_of(page)
+        assert (v["zoom"], v["cx"], v["cy"]) == (2, 20, 30)
 
 
 # -- the descriptors of the debugging pipe -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import liif.api  # noqa: E402
 import liif.serve.security  # noqa: E402
-from conftest import GOLDEN, serve_in_thread  # noqa: E402
+from conftest import GOLDEN, one_error_line, run_cli, serve_in_thread  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
 from liif.serve.images import bicubic_window  # noqa: E402
 from liif.serve.limits import Limits  # noqa: E402
@@ -83,6 +83,28 @@ def test_page_and_listing(client):
     assert listing == [{"id": "f:butterfly.png", "name": "butterfly.png", "width": 57, "height": 64}]
 
 
+def test_config_names_the_coarse_pass_and_cache(client):
+    config = client.get("/api/config").json()
+    assert config["coarse"] == 4  # LIIF: a quarter-resolution pass first
+    assert config["limits"]["cache_bytes"] == SMALL.cache_bytes >= 256 << 20
+
+
+def test_every_request_is_logged_once(client, caplog):
+    with caplog.at_level("INFO", logger="liif.serve"):
+        client.get("/api/images")
+        client.get("/api/source", params={"image": "f:missing.png"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "liif.serve"]
+    assert len(lines) == 2
+    assert lines[0].startswith("GET /api/images 200 ") and lines[0].endswith("ms")
+    assert lines[1].startswith("GET /api/source?image=f%3Amissing.png 404 ")
+
+
+def test_negative_cache_size_is_one_line_error(capsys):
+    rc, out, err = run_cli(["serve", "--cache-mb", "-1", "--port", "1"], capsys)
+    assert rc == 1 and out == ""
+    assert "--cache-mb >= 0" in one_error_line(err)
+
+
 @pytest.mark.parametrize("image", ["f:../secret.png", "f:link.png", "f:.hidden.png", "f:notes.txt",
                                    "f:/etc/passwd", "f:images/../butterfly.png", "butterfly.png", "u:0000"])
 def test_only_listed_files_are_readable(client, image):
@@ -97,14 +119,28 @@ def test_static_traversal_refused(client, path):
     assert client.get(path).status_code == 404
 
 
-def test_render_window_equals_region_render(client, upscaler):
+def test_render_window_equals_region_render(client, upscaler, app):
+    """Windows come from the server's cache of features and maps: the region render up to float
+    rounding (1 LSB); a second window of the same view encodes nothing new."""
     src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
     W, H, region = 399, 448, (120, 210, 160, 90)  # x7 of 57x64
     got = png(client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": region[0],
-                                                "y": region[1], "w": region[2], "h": region[3]}))
+                                                "y": region[1], "w": region[2], "h": region[3],
+                                                "view": "100,200,290,130"}))
     want = np.asarray(upscaler.upscale(src, size=(H, W), region=region))
     assert got.shape == (90, 160, 3)
-    assert np.array_equal(got, want)
+    assert np.abs(got.astype(int) - want).max() <= 1
+    cache = app.state.windows.cache
+    feat = next(g for k, g in cache.entries.items() if k[1] == "feat")
+    filled = feat.filled
+    got = png(client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": 260, "y": 280,
+                                                "w": 100, "h": 40, "view": "100,200,290,130"}))
+    assert feat.filled == filled
+    want = np.asarray(upscaler.upscale(src, size=(H, W), region=(260, 280, 100, 40)))
+    assert np.abs(got.astype(int) - want).max() <= 1
+    bad = client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "w": 10, "h": 10,
+                                            "view": "300,150,300,200"})
+    assert bad.status_code == 422 and "view x=300" in bad.json()["detail"]
 
 
 def test_bicubic_window_is_the_crop_of_the_full_resize(client):
@@ -247,17 +283,24 @@ class UntilCancelled:
     raises on ``cancel``) or the test releases it; at most 300 repeats, so it always ends."""
 
     def __init__(self, upscaler) -> None:
-        self.upscaler = upscaler
+        self.upscaler, self.model = upscaler, upscaler.model
         self.started, self.release = threading.Event(), threading.Event()
 
-    def upscale(self, image, **kw):
+    def repeat(self, render):
         self.started.set()
-        out = self.upscaler.upscale(image, **kw)
+        out = render()
         for _ in range(300):
             if self.release.is_set():
                 break
-            out = self.upscaler.upscale(image, **kw)
+            out = render()
         return out
+
+    def upscale(self, image, **kw):
+        return self.repeat(lambda: self.upscaler.upscale(image, **kw))
+
+    def pipeline(self, **kw):
+        real = self.upscaler.pipeline(**kw)
+        return type("Repeating", (), {"image": lambda _, image, **a: self.repeat(lambda: real.image(image, **a))})()
 
 
 def wait_until(cond, seconds: float = 30) -> bool:

@@ -9,7 +9,7 @@ the four predictions are blended with the area weights, and the method's global 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -23,6 +23,7 @@ from liif.models.decoder import ImplicitDecoder
 from liif.render.backend import TorchBackend
 from liif.render.grouped import GroupBackend, decode_stripe_grouped, stripes
 from liif.render.kernels import release_free_memory
+from liif.render.mapcache import ImageMaps
 from liif.render.plan import (
     BLOCK_QUERIES,
     AxisPlan,
@@ -129,11 +130,14 @@ def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[in
 
 
 def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, backend: Backend | None = None,
-                   progress: bool = False) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
+                   progress: bool = False, source: ImageMaps | None = None,
+                   cancel: Callable[[], bool] | None = None) -> Iterator[tuple[tuple[int, int], torch.Tensor]]:
     """Yield ((y, x) offset inside the window, raw prediction tile (3, th, tw)).
 
     Tiles come tile by tile (each tile in stripes, row-major); together they cover the window exactly
     once. ``backend``: a compute backend built once for many renders; by default a ``TorchBackend``.
+    ``source``: the image's cached maps (``liif.render.mapcache``), read instead of encoding each
+    tile's footprint (filling them where missing may stop with ``Interrupted`` when ``cancel()``).
     """
     if tuple(img.shape[-2:]) != plan.lr_hw:
         raise LiifError(f"the plan is for a {plan.lr_hw[1]}x{plan.lr_hw[0]} (WxH) input, got "
@@ -148,13 +152,19 @@ def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, 
                    delay=1.0)  # only renders that take more than a moment show a bar
     with torch.no_grad():
         for (r0, r1), (c0, c1) in plan.tiles:
-            region = halo_region(lr_box(rows, cols, r0, r1, c0, c1), plan.halo, plan.lr_hw)
-            crop = img[None, :, region[0]:region[1], region[2]:region[3]]
-            # (fp32 modes are set around the compute only, never across a yield to the caller)
-            with compute.fp32_math():
-                feat = dec.encode(crop)
-                maps = dec.lr_maps(feat, plan.rel_cell) if model.maps_see_cell else dec.lr_maps(feat)
-                maps = maps.reshape(-1, maps.shape[-1])
+            if source is not None:  # the whole image's maps, the tile's codes computed
+                region = (0, plan.lr_hw[0], 0, plan.lr_hw[1])
+                crop = img[None]
+                with compute.fp32_math():
+                    maps = source.maps(lr_box(rows, cols, r0, r1, c0, c1), cancel)
+            else:
+                region = halo_region(lr_box(rows, cols, r0, r1, c0, c1), plan.halo, plan.lr_hw)
+                crop = img[None, :, region[0]:region[1], region[2]:region[3]]
+                # (fp32 modes are set around the compute only, never across a yield to the caller)
+                with compute.fp32_math():
+                    feat = dec.encode(crop)
+                    maps = dec.lr_maps(feat, plan.rel_cell) if model.maps_see_cell else dec.lr_maps(feat)
+                    maps = maps.reshape(-1, maps.shape[-1])
             # Decode the tile in stripes so per-pixel temporaries stay small next to the maps.
             step = max(1, plan.stripe // (c1 - c0))
             if getattr(dec, "grouped", False):  # whole runs of rows per stripe (``liif.render.grouped``)

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
     s.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
                    help="longest a render request may take, waiting included, before 504 (default 300)")
+    s.add_argument("--cache-mb", type=float, default=None, metavar="MIB",
+                   help="features and maps kept between renders, in MiB (default: an eighth of this machine's "
+                        "memory, 256..4096; 0 turns the cache off)")
     s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="another host name the page may be opened by (besides localhost, 127.0.0.1, [::1] "
                         "and --host); repeat for more")
@@ -58,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise LiifError("liif serve needs FastAPI and uvicorn: pip install 'liif[serve]'") from None
     from liif import api
+    from liif.serve.access import log_to_stderr
     from liif.serve.app import create_app
     from liif.serve.limits import Limits
     from liif.serve.security import allowed_hosts
@@ -66,16 +70,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if images is not None and not images.is_dir():
         raise LiifError(f"--images must be a folder: {images}")
     if (args.workers < 1 or args.queue < 0 or args.max_upload_mb <= 0 or not 0 < args.port < 65536
-            or not args.time_limit > 0):
-        raise LiifError("--workers must be >= 1, --queue >= 0, --max-upload-mb > 0, --time-limit > 0 "
-                        "and --port in 1..65535")
+            or not args.time_limit > 0 or (args.cache_mb is not None and not args.cache_mb >= 0)):
+        raise LiifError("--workers must be >= 1, --queue >= 0, --max-upload-mb > 0, --time-limit > 0, "
+                        "--cache-mb >= 0 and --port in 1..65535")
     device = args.device or ("cpu" if args.backend == "onnxruntime" else None)
     sock = listen(args.host, args.port)  # before loading anything: a busy port fails at once
     try:
         up = api.load(args.weights, device=device, backend=args.backend, onnx_dir=args.onnx_dir,
                       precision=args.precision)
+        cache = {} if args.cache_mb is None else {"cache_bytes": int(args.cache_mb * (1 << 20))}
         limits = Limits(upload_bytes=int(args.max_upload_mb * (1 << 20)), workers=args.workers, queue=args.queue,
-                        request_seconds=args.time_limit)
+                        request_seconds=args.time_limit, **cache)
         app = create_app(up, images, limits, hosts=allowed_hosts(args.host, args.allow_host))
 
         class Server(uvicorn.Server):
@@ -85,6 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # after a signal, answers still being sent get a few seconds, renders are already stopped
         server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        log_to_stderr()  # one line per request (uvicorn's own access log stays off)
         name = f"[{args.host}]" if ":" in args.host else args.host
         print(f"liif serve: http://{name}:{args.port}/ (Ctrl-C to stop)", file=sys.stderr)
         server.run(sockets=[sock])

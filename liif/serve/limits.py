@@ -1,10 +1,21 @@
 """The viewer's limits: bytes and pixels of uploads and served files (pixels read from the header,
 before decoding), pixels per view and per download, scale per axis, renders at once and waiting,
-decodes at once and waiting, uploads kept, seconds per request. ``/api/config`` sends them to the
-page as they are."""
+decodes at once and waiting, uploads kept, seconds per request, bytes of features and maps kept.
+``/api/config`` sends them to the page as they are."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+
+
+def machine_cache_bytes() -> int:
+    """The default size of the features and maps cache: an eighth of this machine's memory, at
+    least 256 MiB and at most 4 GiB."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    return int(min(4 << 30, max(256 << 20, ram // 8)))
 
 
 @dataclass(frozen=True)
@@ -21,6 +32,7 @@ class Limits:
     decode_queue: int = 16  # decodes waiting; beyond that 503
     uploads_kept: int = 16  # uploaded images kept in memory, oldest dropped
     request_seconds: float = 300.0  # one render request, waiting included; beyond that 504
+    cache_bytes: int = field(default_factory=machine_cache_bytes)  # features and maps kept (0: none)
 
 
 __all__ = ["Limits"]

@@ -1,5 +1,9 @@
-// liif viewer: continuous zoom (x1..x30) and pan; the server renders only the visible window,
-// at device resolution, with LIIF region rendering. Plain JS, no build step.
+// liif viewer: continuous zoom (x1..x30) and pan. The view is cut into tiles of a fixed grid
+// (TILE x TILE device pixels of the virtual output at the current zoom); the server renders each
+// tile with LIIF region rendering from its cache of the image's features. Tiles are kept and reused
+// across pans; a coarse pass (1/COARSE of the resolution) comes first where the model's decode is
+// costly; requests for tiles the view no longer needs are aborted; when the view is sharp, a ring
+// of tiles around it is fetched. Plain JS, no build step.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -7,7 +11,10 @@
   const ctx = canvas.getContext("2d", { alpha: false });
   const ZOOM_MAX = 30;
   const STEP = 1.25;
-  const BAND = 1 << 17;
+  const TILE = 256; // device pixels per side of a tile of the output grid
+  const PARALLEL = 2; // tile requests at once: one rendering, one waiting on the server
+  const KEEP = 600; // tiles kept in memory (least recently stored dropped first)
+  const RING = 12; // tiles fetched around a sharp view, nearest first
 
   const st = {
     limits: null,
@@ -17,9 +24,15 @@
     cx: 0, cy: 0, // source point shown at the canvas centre
     mode: "liif",
     split: 0.5,
-    layers: { liif: { done: null, next: null }, bicubic: { done: null, next: null } },
-    abort: null,
-    seq: 0,
+    tiles: new Map(), // key -> {method, imageId, W, H, x, y, w, h, bitmap}
+    flight: new Map(), // key -> {ctrl: AbortController, kind} of the request on its way
+    // performance.now() of the last change of view, of its coarse preview and of its sharp view
+    marks: { changed: 0, coarse: null, sharp: null },
+    queue: [], // tile jobs not yet asked for, in order
+    need: null, // cell key -> the part of the cell the current view needs to be sharp
+    ringDone: false,
+    t0: 0,
+    coarse: 1, // the server's coarse factor (1: no coarse pass)
     timer: 0,
     sharp: false,
     pointers: new Map(),
@@ -71,18 +84,22 @@
   }
 
   // -- drawing --------------------------------------------------------------------------------
-  function drawLayer(layer, g, clipX0, clipX1) {
-    if (!layer || layer.imageId !== st.image.id) return;
-    const kx = g.W / layer.W, ky = g.H / layer.H;
+  // Every kept tile of the image that meets the canvas, scaled to the current view: other zoom
+  // levels (coarse ones first) are placeholders under the current level's tiles, drawn last.
+  function drawTiles(method, g, clipX0, clipX1) {
+    const list = [...st.tiles.values()].filter((t) => t.method === method && t.imageId === st.image.id);
+    list.sort((a, b) => ((a.W === g.W) - (b.W === g.W)) || (a.W - b.W));
     ctx.save();
     ctx.beginPath();
     ctx.rect(clipX0, 0, clipX1 - clipX0, canvas.height);
     ctx.clip();
-    // Same size as now: pixel for pixel, no resampling. Otherwise scaled until the new one comes.
-    ctx.imageSmoothingEnabled = !(kx === 1 && ky === 1);
     ctx.imageSmoothingQuality = "high";
-    for (const b of layer.bands) {
-      ctx.drawImage(b.bitmap, g.ox + b.x * kx, g.oy + b.y * ky, b.w * kx, b.h * ky);
+    for (const t of list) {
+      const kx = g.W / t.W, ky = g.H / t.H;
+      const dx = g.ox + t.x * kx, dy = g.oy + t.y * ky, dw = t.w * kx, dh = t.h * ky;
+      if (dx > clipX1 || dy > canvas.height || dx + dw < clipX0 || dy + dh < 0) continue;
+      ctx.imageSmoothingEnabled = !(kx === 1 && ky === 1); // the current level: pixel for pixel
+      ctx.drawImage(t.bitmap, dx, dy, dw, dh);
     }
     ctx.restore();
   }
@@ -99,15 +116,8 @@
       ctx.drawImage(st.source, g.ox, g.oy, g.W, g.H);
     }
     const cut = st.mode === "split" ? Math.round(canvas.width * st.split) : canvas.width;
-    if (st.mode !== "bicubic") {
-      drawLayer(st.layers.liif.done, g, 0, cut);
-      drawLayer(st.layers.liif.next, g, 0, cut);
-    }
-    if (st.mode !== "liif") {
-      const from = st.mode === "split" ? cut : 0;
-      drawLayer(st.layers.bicubic.done, g, from, canvas.width);
-      drawLayer(st.layers.bicubic.next, g, from, canvas.width);
-    }
+    if (st.mode !== "bicubic") drawTiles("liif", g, 0, cut);
+    if (st.mode !== "liif") drawTiles("bicubic", g, st.mode === "split" ? cut : 0, canvas.width);
     if (st.mode === "split") {
       ctx.fillStyle = "#9fd3ff";
       ctx.fillRect(cut - 1, 0, 2, canvas.height);
@@ -129,8 +139,17 @@
     s.classList.toggle("error", error);
   }
 
+  // The readiness marker for tests and tools: "1" when every visible pixel is the model's at this view.
+  function setSharp(v) {
+    if (v && !st.sharp && st.marks.sharp === null) st.marks.sharp = performance.now();
+    st.sharp = v;
+    document.documentElement.dataset.sharp = v ? "1" : "0";
+  }
+
   function schedule(delay = 150) {
-    st.sharp = false;
+    st.marks = { changed: performance.now(), coarse: null, sharp: null };
+    setSharp(false);
+    saveHash();
     clearTimeout(st.timer);
     st.timer = setTimeout(requestRenders, delay);
   }
@@ -147,7 +166,7 @@
     }
   }
 
-  async function fetchBand(params, signal) {
+  async function fetchTile(params, signal) {
     const r = await fetchPatiently(`/api/render?${new URLSearchParams(params)}`, { signal });
     if (r.ok) return createImageBitmap(await r.blob());
     let detail = r.statusText;
@@ -155,55 +174,148 @@
     throw new Error(`${r.status}: ${typeof detail === "string" ? detail : JSON.stringify(detail)}`);
   }
 
-  // Render the visible window in bands of at most limits.view_pixels, one request at a time.
-  async function renderLayer(method, g, signal, seq) {
-    const slot = st.layers[method];
-    const layer = { imageId: st.image.id, W: g.W, H: g.H, region: [g.x, g.y, g.w, g.h], bands: [] };
-    slot.next = layer;
-    // Bands of up to BAND pixels: the window fills in progressively on a slow (CPU) server.
-    const rows = Math.max(1, Math.floor(Math.min(BAND, st.limits.view_pixels) / g.w));
-    for (let y = g.y; y < g.y + g.h; y += rows) {
-      const h = Math.min(rows, g.y + g.h - y);
-      const params = { image: st.image.id, W: g.W, H: g.H, x: g.x, y, w: g.w, h, method };
-      const bitmap = await fetchBand(params, signal);
-      if (seq !== st.seq) return false;
-      layer.bands.push({ bitmap, x: g.x, y, w: g.w, h });
-      redraw();
+  const keyOf = (method, W, H, x, y) => `${method}|${st.image.id}|${W}x${H}|${x},${y}`;
+
+  // The grid cells of a W x H output that meet the window win = {x, y, w, h}, nearest its centre
+  // first: {cx, cy} the cell's corner, {x, y, w, h} the part of it inside win (a cell at the edge of
+  // the view is asked for only where it is visible, so a view costs its own pixels; a later view
+  // that shows more of it asks again).
+  function gridTiles(W, H, win) {
+    const out = [];
+    const mx = win.x + win.w / 2, my = win.y + win.h / 2;
+    for (let cy = Math.floor(win.y / TILE) * TILE; cy < win.y + win.h; cy += TILE) {
+      for (let cx = Math.floor(win.x / TILE) * TILE; cx < win.x + win.w; cx += TILE) {
+        const x = Math.max(cx, win.x), y = Math.max(cy, win.y);
+        const w = Math.min(cx + TILE, W, win.x + win.w) - x, h = Math.min(cy + TILE, H, win.y + win.h) - y;
+        out.push({ cx, cy, x, y, w, h, d: Math.hypot(x + w / 2 - mx, y + h / 2 - my) });
+      }
     }
-    slot.done = layer;
-    slot.next = null;
-    return true;
+    return out.sort((a, b) => a.d - b.d);
   }
 
-  async function requestRenders() {
+  const covers = (t, r) => t && t.x <= r.x && t.y <= r.y && t.x + t.w >= r.x + r.w && t.y + t.h >= r.y + r.h;
+
+  // Jobs for what the kept tiles lack of window win of a W x H output; view: the window whose
+  // features the server computes first, in one piece (within its pixels per request).
+  function jobsFor(method, W, H, win, kind) {
+    const fits = win.w * win.h <= st.limits.view_pixels;
+    const view = fits ? [win.x, win.y, win.w, win.h].join() : null;
+    return gridTiles(W, H, win).map((t) => {
+      const key = keyOf(method, W, H, t.cx, t.cy);
+      return { ...t, method, W, H, view, kind, key, id: `${key}|${t.x},${t.y},${t.w},${t.h}` };
+    }).filter((j) => !covers(st.tiles.get(j.key), j));
+  }
+
+  function keep(job, bitmap) {
+    if (covers(st.tiles.get(job.key), job)) { bitmap.close(); return; } // a larger part came first
+    if (st.tiles.has(job.key)) st.tiles.get(job.key).bitmap.close();
+    st.tiles.delete(job.key);
+    st.tiles.set(job.key, { method: job.method, imageId: st.image.id, W: job.W, H: job.H, x: job.x, y: job.y,
+      w: job.w, h: job.h, bitmap });
+    for (const [k, t] of st.tiles) {
+      if (st.tiles.size <= KEEP) break;
+      if (st.need && st.need.has(k)) continue;
+      t.bitmap.close();
+      st.tiles.delete(k);
+    }
+  }
+
+  async function start(job) {
+    const ctrl = new AbortController();
+    const flight = { ctrl, kind: job.kind, job };
+    st.flight.set(job.id, flight);
+    const imageId = st.image.id;
+    try {
+      const params = { image: imageId, W: job.W, H: job.H, x: job.x, y: job.y, w: job.w, h: job.h,
+        method: job.method };
+      if (job.view && job.method === "liif") params.view = job.view;
+      const bitmap = await fetchTile(params, ctrl.signal);
+      if (!st.image || st.image.id !== imageId) { bitmap.close(); return; }
+      keep(job, bitmap);
+      redraw();
+      if (job.kind === "coarse" && st.marks.coarse === null && !st.queue.some((j) => j.kind === "coarse") &&
+          ![...st.flight.values()].some((f) => f !== flight && f.kind === "coarse")) st.marks.coarse = performance.now();
+      checkSharp();
+    } catch (e) {
+      if (e.name !== "AbortError") setStatus(String(e.message || e), true);
+    } finally {
+      if (st.flight.get(job.id) === flight) st.flight.delete(job.id);
+      pump();
+    }
+  }
+
+  function pump() {
+    while (st.flight.size < PARALLEL && st.queue.length) {
+      const job = st.queue.shift();
+      if (!covers(st.tiles.get(job.key), job) && !st.flight.has(job.id)) start(job);
+    }
+    if (st.flight.size === 0 && st.queue.length === 0 && st.sharp && !st.ringDone) ring();
+  }
+
+  // Idle and sharp: the tiles one step around the view, so that a pan finds them ready.
+  function ring() {
+    st.ringDone = true;
+    if (st.mode === "bicubic" || !st.image || !window.liifViewer.prefetch) return;
+    const g = geometry();
+    const x0 = Math.max(0, g.x - TILE), y0 = Math.max(0, g.y - TILE);
+    const win = { x: x0, y: y0, w: Math.min(g.W, g.x + g.w + TILE) - x0, h: Math.min(g.H, g.y + g.h + TILE) - y0 };
+    st.queue = jobsFor("liif", g.W, g.H, win, "ring").slice(0, RING);
+    pump();
+  }
+
+  function checkSharp() {
+    if (!st.need || st.sharp) return;
+    for (const [k, r] of st.need) if (!covers(st.tiles.get(k), r)) return;
+    setSharp(true);
+    const g = geometry();
+    setStatus(`${g.W}×${g.H} · ${st.need.size} tiles sharp in ${((performance.now() - st.t0) / 1000).toFixed(2)} s`);
+    if (st.queue.length === 0) pump();
+  }
+
+  function requestRenders() {
     if (!st.image) return;
     const g = geometry();
-    const seq = ++st.seq;
-    if (st.abort) st.abort.abort();
-    st.abort = new AbortController();
     const upscaling = g.W > st.image.width || g.H > st.image.height;
+    st.t0 = performance.now();
+    st.ringDone = false;
     if (g.w <= 0 || g.h <= 0 || !upscaling) {
-      st.sharp = true; // at or below the source's size the source itself is what is shown
+      for (const f of st.flight.values()) f.ctrl.abort();
+      st.flight.clear();
+      st.queue = [];
+      st.need = null;
+      setSharp(true); // at or below the source's size the source itself is what is shown
       setStatus(`${g.W}×${g.H} · source`);
       return;
     }
-    const same = (l) => l && l.imageId === st.image.id && l.W === g.W && l.H === g.H &&
-      l.region.join() === [g.x, g.y, g.w, g.h].join();
-    const methods = (st.mode === "split" ? ["liif", "bicubic"] : [st.mode]).filter((m) => !same(st.layers[m].done));
-    const t0 = performance.now();
-    setStatus(`rendering ${g.w}×${g.h} of ${g.W}×${g.H}…`);
-    try {
-      for (const m of methods) {
-        if (!(await renderLayer(m, g, st.abort.signal, seq))) return;
-      }
-    } catch (e) {
-      if (e.name !== "AbortError") setStatus(String(e.message || e), true);
-      return;
+    const win = { x: g.x, y: g.y, w: g.w, h: g.h };
+    const methods = st.mode === "split" ? ["liif", "bicubic"] : [st.mode];
+    const sharp = methods.flatMap((m) => jobsFor(m, g.W, g.H, win, "sharp"));
+    st.need = new Map(methods.flatMap((m) => gridTiles(g.W, g.H, win).map((t) => [keyOf(m, g.W, g.H, t.cx, t.cy), t])));
+    let coarse = [];
+    // the coarse level: 1/st.coarse of the resolution per axis, but at least x1.25 of the source
+    const k = Math.min(st.coarse, g.W / st.image.width / 1.25);
+    const Wc = Math.round(g.W / k), Hc = Math.round(g.H / k);
+    if (k >= 1.5 && sharp.some((j) => j.method === "liif")) {
+      const x0 = Math.floor(g.x / k), y0 = Math.floor(g.y / k);
+      const cw = { x: x0, y: y0, w: Math.min(Wc, Math.ceil((g.x + g.w) / k)) - x0,
+        h: Math.min(Hc, Math.ceil((g.y + g.h) / k)) - y0 };
+      coarse = jobsFor("liif", Wc, Hc, cw, "coarse");
     }
-    if (seq !== st.seq) return;
-    st.sharp = true;
-    setStatus(`${g.W}×${g.H} · window ${g.w}×${g.h} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
-    redraw();
+    // a request on its way that covers a job (a prefetched tile the view now shows) is waited for
+    const flights = [...st.flight.entries()];
+    const useful = (j) => flights.find(([, f]) => f.job.key === j.key && covers(f.job, j));
+    const wanted = new Set();
+    st.queue = [...coarse, ...sharp].filter((j) => {
+      const f = useful(j);
+      wanted.add(f ? f[0] : j.id);
+      return !f;
+    });
+    for (const [id, f] of st.flight) {
+      if (!wanted.has(id)) { f.ctrl.abort(); st.flight.delete(id); } // stale: the view moved on
+    }
+    if (sharp.length === 0) checkSharp();
+    else setStatus(`rendering ${sharp.length} tiles of ${g.W}×${g.H}…`);
+    pump();
   }
 
   // -- interaction ----------------------------------------------------------------------------
@@ -299,7 +411,7 @@
   window.addEventListener("resize", () => { if (st.image) { clampView(); } redraw(); schedule(); });
 
   // -- images ---------------------------------------------------------------------------------
-  async function openImage(info) {
+  async function openImage(info, view = null) {
     setStatus(`opening ${info.name}…`);
     const r = await fetchPatiently(`/api/source?image=${encodeURIComponent(info.id)}`);
     if (!r.ok) { setStatus(`cannot open ${info.name}: ${r.status}`, true); return; }
@@ -309,11 +421,13 @@
     const sel = $("images");
     if (![...sel.options].some((o) => o.value === info.id)) sel.appendChild(option(info, "uploaded: "));
     sel.value = info.id;
-    st.layers = { liif: { done: null, next: null }, bicubic: { done: null, next: null } };
+    for (const t of st.tiles.values()) t.bitmap.close();
+    st.tiles.clear();
+    st.need = null;
     const c = cssSize();
-    st.zoom = Math.min(c.w / info.width, c.h / info.height);
-    st.cx = info.width / 2;
-    st.cy = info.height / 2;
+    st.zoom = view ? view.zoom : Math.min(c.w / info.width, c.h / info.height);
+    st.cx = view ? view.x : info.width / 2;
+    st.cy = view ? view.y : info.height / 2;
     clampView();
     const k = Math.max(1, Math.floor(Math.sqrt(st.limits.download_pixels / (info.width * info.height))));
     $("dl-w").value = info.width * Math.min(4, k);
@@ -372,26 +486,92 @@
     return o;
   }
 
+  // -- deep links: #image=<name>&zoom=<z>&x=<cx>&y=<cy> -----------------------------------------
+  // zoom: output (CSS) pixels per source pixel; x, y: the source point at the viewport centre.
+  function readHash() {
+    const p = new URLSearchParams(location.hash.replace(/^#/, ""));
+    const name = p.get("image");
+    if (!name) return null;
+    const num = (k) => { const v = parseFloat(p.get(k)); return Number.isFinite(v) ? v : null; };
+    return { name, zoom: num("zoom"), x: num("x"), y: num("y") };
+  }
+
+  function hashOf() {
+    const name = st.image.id.startsWith("f:") ? st.image.name : st.image.id;
+    const r = (v, d) => String(Math.round(v * 10 ** d) / 10 ** d);
+    return "#" + new URLSearchParams({ image: name, zoom: r(st.zoom, 4), x: r(st.cx, 2), y: r(st.cy, 2) });
+  }
+
+  function saveHash() {
+    if (!st.image) return;
+    const h = hashOf();
+    if (h !== location.hash) history.replaceState(null, "", h); // no history entry per pan step
+  }
+
+  function listed(name) {
+    const infos = [...$("images").options].filter((o) => o.value).map((o) => JSON.parse(o.dataset.info));
+    return infos.find((i) => i.name === name && i.id.startsWith("f:")) || infos.find((i) => i.id === name);
+  }
+
+  // Show the view a hash names (or, with none, the first image fitted); false when it names nothing known.
+  async function showLink() {
+    const link = readHash();
+    const info = link ? listed(link.name) : null;
+    if (link && !info) { setStatus(`no image named ${link.name}`, true); return false; }
+    if (!info) {
+      const first = [...$("images").options].find((o) => o.value);
+      if (first) await openImage(JSON.parse(first.dataset.info));
+      return true;
+    }
+    const c = cssSize();
+    const view = {
+      zoom: link.zoom > 0 ? link.zoom : Math.min(c.w / info.width, c.h / info.height),
+      x: link.x !== null ? link.x : info.width / 2,
+      y: link.y !== null ? link.y : info.height / 2,
+    };
+    if (st.image && st.image.id === info.id) {
+      st.zoom = view.zoom; st.cx = view.x; st.cy = view.y;
+      clampView();
+      redraw();
+      schedule(0);
+    } else {
+      await openImage(info, view);
+    }
+    return true;
+  }
+
+  window.addEventListener("hashchange", () => {
+    if (st.image && location.hash === hashOf()) return; // our own replaceState
+    showLink();
+  });
+
   async function init() {
-    st.limits = (await (await fetch("/api/config")).json()).limits;
+    setSharp(false);
+    const config = await (await fetch("/api/config")).json();
+    st.limits = config.limits;
+    st.coarse = config.coarse || 1;
     const list = await (await fetch("/api/images")).json();
     const sel = $("images");
     for (const info of list) sel.appendChild(option(info, ""));
     redraw();
+    await showLink();
     window.liifViewer.ready = true;
   }
 
   // A small read-only hook for tests and the console.
   window.liifViewer = {
     ready: false,
+    prefetch: true, // fetch a ring of tiles around a sharp view (tests may turn it off)
     state() {
       const g = st.image ? geometry() : null;
-      const done = st.layers.liif.done;
+      const tiles = (m) => [...st.tiles.values()].filter((t) => t.method === m && g && t.W === g.W &&
+        t.H === g.H && st.need && st.need.has(keyOf(m, t.W, t.H, Math.floor(t.x / TILE) * TILE,
+        Math.floor(t.y / TILE) * TILE))).map((t) => [t.x, t.y, t.w, t.h]);
       return {
-        image: st.image, zoom: st.zoom, mode: st.mode, sharp: st.sharp, geometry: g,
-        canvas: { width: canvas.width, height: canvas.height },
-        liif: done && { W: done.W, H: done.H, region: done.region,
-          bands: done.bands.map((b) => [b.x, b.y, b.w, b.h]) },
+        image: st.image, zoom: st.zoom, cx: st.cx, cy: st.cy, mode: st.mode, sharp: st.sharp, geometry: g,
+        canvas: { width: canvas.width, height: canvas.height }, coarse: st.coarse,
+        liif: g && { W: g.W, H: g.H, tiles: tiles("liif") }, bicubic: g && { tiles: tiles("bicubic") },
+        requests: { flight: st.flight.size, queued: st.queue.length, kept: st.tiles.size }, marks: st.marks,
       };
     },
     open: (id) => openImage(JSON.parse([...$("images").options].find((o) => o.value === id).dataset.info)),
