@@ -15,7 +15,8 @@ wheel=$(ls "$work"/dist/liif-*.whl)
 python3 - "$wheel" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["liif/serve/static/index.html", "liif/serve/static/viewer.js", "liif/serve/static/style.css", "liif/py.typed"]
+need = ["liif/serve/static/index.html", "liif/serve/static/viewer.js", "liif/serve/static/style.css", "liif/py.typed",
+        "liif/weights/files/edsr-baseline-liif-realworld.safetensors"]
 missing = [n for n in need if n not in names]
 assert not missing, f"wheel lacks {missing}"
 assert not [n for n in names if n.startswith(("tests/", "configs/", "scripts/"))], "wheel carries repository files"
@@ -27,6 +28,7 @@ cd "$work"
 export LIIF_CACHE_DIR="$work/cache"  # empty: the weights are really fetched and verified
 liif=("$work/venv/bin/liif")
 "${liif[@]}" weights fetch edsr-baseline-liif
+"${liif[@]}" weights fetch edsr-baseline-liif-realworld   # installed with the wheel: checked, not downloaded
 "${liif[@]}" demo -o "$work/demo"
 ls "$work"/demo/liif_x*.png "$work/demo/compare_bicubic_vs_liif.png" >/dev/null
 port=$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

