@@ -98,7 +98,8 @@ def test_every_variant_builds_and_only_fetchable_ones_are_registered():
     for name, v in weights.VARIANTS.items():
         model = build(ModelSpec.variant(name))
         assert type(model).__name__.lower() == v.spec["method"]
-    assert set(weights.REGISTRY) == {"edsr-baseline-liif", "mmagic-edsr-liif", "mmagic-rdn-liif", "lm-liif", "lm-lte"}
+    assert set(weights.REGISTRY) == {"edsr-baseline-liif", "edsr-baseline-liif-realworld", "mmagic-edsr-liif",
+                                     "mmagic-rdn-liif", "lm-liif", "lm-lte"}
     with pytest.raises(LiifError, match="no download of 'edsr-baseline-lte' weights here .*Google Drive.*--weights"):
         weights.fetch("edsr-baseline-lte")
 
