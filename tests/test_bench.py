@@ -148,12 +148,19 @@ def test_bench_infer_compare_times_fast_routes_side_by_side(official, official_p
     lm, _ = checkpoints.load(lm_path)
     for base, other in zip(rows[::2], rows[1::2], strict=True):
         assert base["method"] == "liif" and other["method"] == "lmliif"
-        assert base["speedup"] == 1.0 and base["decoder_speedup"] == pytest.approx(1.0)
+        assert base["speedup"] == 1.0
         assert other["speedup"] == pytest.approx(base["seconds"] / other["seconds"], rel=1e-9)
-        assert other["decoder_speedup"] == pytest.approx(
-            (base["seconds"] - base["encoder_s"]) / (other["seconds"] - other["encoder_s"]), rel=1e-9)
+        # the part after the encoder is a difference of two timings: on inputs this small, noise may make it <= 0,
+        # and then no ratio is given
+        rests = [r["seconds"] - r["encoder_s"] for r in (base, other)]
+        assert [r["decoder_s"] for r in (base, other)] == pytest.approx(rests, rel=1e-9)
+        if min(rests) > 0:
+            assert base["decoder_speedup"] == pytest.approx(1.0)
+            assert other["decoder_speedup"] == pytest.approx(rests[0] / rests[1], rel=1e-9)
+        else:
+            assert other["decoder_speedup"] is None
         assert base["speedup_bound_by_encoder"] == pytest.approx(base["seconds"] / base["encoder_s"], rel=1e-9)
-        assert 0 < base["encoder_s"] < base["seconds"] and 0 < other["encoder_s"]
+        assert 0 < base["encoder_s"] and 0 < other["encoder_s"]
         assert base["macs_per_output_px"] == macs_per_pixel(official[0], folded=True) == 793_600
         assert other["macs_per_output_px"] == macs_per_pixel(lm, folded=True) == 5_760
         assert other["macs_per_lr_px"] == encoder_macs_per_pixel(lm) + lm.macs_per_lr_pixel()
