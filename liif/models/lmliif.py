@@ -29,7 +29,6 @@ from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_nearest
 from liif.models import lmmlp, validate
-from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, official_hidden, register
 from liif.models.mlp import MLP
 from liif.models.variant import Pretrained, Variant
@@ -49,7 +48,7 @@ VARIANTS = [
 ]
 
 
-class LMLIIF(ImplicitDecoder):
+class LMLIIF(lmmlp.LMFDecoder):
     method = "lmliif"
 
     def __init__(self, encoder: nn.Module, hidden: Sequence[int] = (16,) * 6, hypernet_hidden: Sequence[int] = (208,),
@@ -82,18 +81,7 @@ class LMLIIF(ImplicitDecoder):
             areas.append(area(rel))
         return area_blend(preds, areas, local_ensemble=True)
 
-    def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
-        return lmmlp.clipped_cell(out_hw, lr_hw, self.cell_clip_scale)
-
-    # -- the seam -------------------------------------------------------------------------------
-    @property
-    def has_tail(self) -> bool:
-        return False
-
-    @property
-    def maps_see_cell(self) -> bool:
-        return True
-
+    # -- the seam (render_cell, has_tail, maps_see_cell: lmmlp.LMFDecoder) ----------------------------
     @property
     def map_channels(self) -> int:
         return 3 * self.width + 2 * self.width * (self.depth - 1)

@@ -28,7 +28,6 @@ from torch import nn
 
 from liif.geometry import area, area_blend, lr_units, reference_codes, sample_bilinear, sample_nearest
 from liif.models import lmmlp, validate
-from liif.models.decoder import ImplicitDecoder
 from liif.models.family import Family, register
 from liif.models.lmliif import LMF_LICENSE, LMF_URL, official_lmf
 from liif.models.mlp import MLP
@@ -51,7 +50,7 @@ def basis(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.cos(t), torch.sin(t)], dim=-1)
 
 
-class LMLTE(ImplicitDecoder):
+class LMLTE(lmmlp.LMFDecoder):
     method = "lmlte"
 
     def __init__(self, encoder: nn.Module, hidden: Sequence[int] = (16,) * 8, hidden_dim: int = 128,
@@ -101,18 +100,7 @@ class LMLTE(ImplicitDecoder):
     def has_global_term(self) -> bool:
         return True
 
-    def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
-        return lmmlp.clipped_cell(out_hw, lr_hw, self.cell_clip_scale)
-
-    # -- the seam -------------------------------------------------------------------------------
-    @property
-    def has_tail(self) -> bool:
-        return False
-
-    @property
-    def maps_see_cell(self) -> bool:
-        return True
-
+    # -- the seam (render_cell, has_tail, maps_see_cell: lmmlp.LMFDecoder) ----------------------------
     @property
     def map_channels(self) -> int:
         return 2 * self.width + 2 * self.width * self.depth

@@ -24,10 +24,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from liif.models import validate
+from liif.models.decoder import ImplicitDecoder
 from liif.models.mlp import MLP
 
 if TYPE_CHECKING:
     from liif.models.spec import ModelSpec
+
+
+class LMFDecoder(ImplicitDecoder):
+    """What both LMF families have at the seam: the official demo's clipped cell, maps that depend on the
+    render's cell (the hypernet sees it), and their own decode of the gathered rows (no plain tail)."""
+
+    cell_clip_scale: float | None
+
+    def render_cell(self, out_hw: tuple[int, int], lr_hw: tuple[int, int]) -> tuple[float, float]:
+        return clipped_cell(out_hw, lr_hw, self.cell_clip_scale)
+
+    @property
+    def has_tail(self) -> bool:
+        return False
+
+    @property
+    def maps_see_cell(self) -> bool:
+        return True
 
 
 def widths(hidden: Sequence[int] | None) -> tuple[int, int]:
