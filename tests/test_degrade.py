@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import make_images, one_error_line, random_image, run_cli, tiny_config
 from liif import checkpoints
 from liif.data.degrade import camera, pipeline
-from liif.data.degrade.settings import Degradation, problems
+from liif.data.degrade.settings import CameraMix, Degradation, problems
 from liif.data.folders import ImageFolder
 from liif.data.resize import resize_uint8
 from liif.data.sampling import ImplicitDownsampled
@@ -89,10 +89,36 @@ def test_config_block_defaults_overrides_and_errors(tmp_path: Path) -> None:
                                 ("clean_prob", "1.5", "clean_prob must be a probability"),
                                 ("first.jpeg_quality", "[30, 101]", "first.jpeg_quality"),
                                 ("second.resize_range", "[1.2, 2]", "must hold 1"),
+                                ("camera.prob", "2", "camera.prob must be a probability"),
+                                ("camera.noise_sigma", "[5, 2]", "camera.noise_sigma must be"),
+                                ("camera.jpeg_quality", "[0, 80]", "camera.jpeg_quality must be"),
                                 ("first.colour", "1", "unknown config key data.train.degradation.first.colour")):
         with pytest.raises(LiifError, match=message.replace(".", r"\.").replace("[", r"\[")):
             config.load(tiny_config(tmp_path, **{f"data.train.degradation.{key}": value}))
     assert problems(Degradation()) == []
+
+
+def test_the_camera_branch_is_the_evaluation_degradation_at_any_scale() -> None:
+    """``camera.prob``: a sample degraded like ``liif data degrade`` degrades an image (either order), to the
+    LR size of a continuous scale; the branch off (prob 0) draws nothing, so older configs keep their LRs."""
+    crop = random_image(93, 93, 3)  # n = 31 at s = 3.0; and 40 at s = 2.33
+    for order_draw, order in ((0.2, "classic"), (0.9, "hr-first")):
+        d = Degradation(camera=CameraMix(prob=0.5, blur_sigma=[0.5, 1.0], noise_sigma=[3, 5],
+                                         jpeg_quality=[50, 60], hr_first_prob=0.5))
+        for seed in range(40):
+            draws = np.random.default_rng(seed).random(3)
+            if draws[0] >= d.clean_prob and draws[1] < 0.5 and (draws[2] < 0.5) == (order == "hr-first"):
+                break
+        for n in (31, 40):
+            got = pipeline.degrade(crop, (n, n), d, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            rng.random(3)
+            want = camera.degrade_to(crop, (n, n), camera.Camera((0.5, 1.0), (3, 5), (50, 60), order), rng)
+            assert got.shape == (n, n, 3) and got.dtype == np.uint8 and np.array_equal(got, want), (order, n)
+        assert np.abs(got.astype(float) - resize_uint8(crop, (40, 40))).mean() > 1  # degraded, not clean
+    off = Degradation(camera=CameraMix(prob=0.0, hr_first_prob=1.0))
+    assert np.array_equal(pipeline.degrade(crop, (31, 31), off, np.random.default_rng(5)),
+                          pipeline.degrade(crop, (31, 31), Degradation(), np.random.default_rng(5)))
 
 
 def test_shipped_realworld_config(tmp_path: Path) -> None:

@@ -52,13 +52,19 @@ def degrade(hr: np.ndarray, scale: int, cam: Camera, rng: np.random.Generator) -
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
     if h < 1 or w < 1:
         raise LiifError(f"a {hr.shape[1]}x{hr.shape[0]} image is too small for x{scale}")
+    return degrade_to(np.ascontiguousarray(hr[:h * scale, :w * scale]), (h, w), cam, rng)
+
+
+def degrade_to(hr: np.ndarray, out_hw: tuple[int, int], cam: Camera, rng: np.random.Generator) -> np.ndarray:
+    """uint8 HR (H, W, 3) -> degraded uint8 LR of exactly ``out_hw`` (any, not only integer, ratio): the
+    evaluation sets' degradation, and the training pipeline's camera branch at LIIF's continuous scales."""
     sigma_b = float(rng.uniform(*cam.blur_sigma))
     sigma_n = float(rng.uniform(*cam.noise_sigma))
     quality = int(rng.integers(cam.jpeg_quality[0], cam.jpeg_quality[1] + 1))
-    x = gaussian_blur(np.ascontiguousarray(hr[:h * scale, :w * scale]).astype(np.float32) / 255.0, sigma_b)
+    x = gaussian_blur(hr.astype(np.float32) / 255.0, sigma_b)
     if cam.order == "classic":
-        low = resize_uint8(jpeg.to_uint8(x), (h, w))
+        low = resize_uint8(jpeg.to_uint8(x), out_hw)
         noisy = noise.gaussian(low.astype(np.float32) / 255.0, sigma_n, False, rng)
         return jpeg.jpeg_uint8(jpeg.to_uint8(noisy), quality)
     shot = jpeg.jpeg_uint8(jpeg.to_uint8(noise.gaussian(x, sigma_n, False, rng)), quality)
-    return resize_uint8(shot, (h, w))
+    return resize_uint8(shot, out_hw)

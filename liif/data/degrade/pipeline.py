@@ -1,6 +1,8 @@
 """Real-ESRGAN's second-order degradation, ended by the resize to the LR size of LIIF's sampled scale.
 
-For an HR crop and the LR size (n, n) the sampler drew (n = inp_size, the crop n x s for s ~ U(1, 4)):
+For an HR crop and the LR size (n, n) the sampler drew (n = inp_size, the crop n x s for s ~ U(1, 4)),
+after the clean branch (``clean_prob``: plain bicubic) and the camera branch (``camera.prob``: a photo's
+blur, noise and JPEG, :mod:`.camera`), the rest of the samples go through:
 
 1. round one, on the crop: blur with a random kernel, random resize (relative to the crop), Gaussian or
    Poisson noise, JPEG;
@@ -23,7 +25,8 @@ import math
 
 import numpy as np
 
-from liif.data.degrade import blur, jpeg, kernels, noise, resize
+from liif.data.degrade import blur, camera, jpeg, kernels, noise, resize
+from liif.data.degrade.camera import Camera
 from liif.data.degrade.settings import RESIZES, Degradation, Round
 from liif.data.resize import resize_uint8
 
@@ -102,6 +105,12 @@ def degrade(crop: np.ndarray, out_hw: tuple[int, int], d: Degradation, rng: np.r
     """uint8 HR crop (H, W, 3) -> degraded uint8 LR of exactly ``out_hw``."""
     if rng.random() < d.clean_prob:
         return resize_uint8(np.ascontiguousarray(crop), out_hw)
+    cam = d.camera
+    if cam.prob > 0 and rng.random() < cam.prob:  # no draw when the branch is off: older configs keep their LRs
+        order = "hr-first" if rng.random() < cam.hr_first_prob else "classic"
+        spec = Camera((cam.blur_sigma[0], cam.blur_sigma[1]), (cam.noise_sigma[0], cam.noise_sigma[1]),
+                      (cam.jpeg_quality[0], cam.jpeg_quality[1]), order)
+        return camera.degrade_to(np.ascontiguousarray(crop), out_hw, spec, rng)
     n = min(out_hw)
     x = crop.astype(np.float32) / np.float32(255.0)
     first, second = d.first, d.second

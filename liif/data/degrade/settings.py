@@ -53,10 +53,24 @@ class SecondRound(Round):
 
 
 @dataclass
+class CameraMix:
+    """The camera branch: with ``prob``, a sample is degraded like a photo (:mod:`.camera`: Gaussian blur of
+    the HR, bicubic resize to the LR size, Gaussian colour noise, JPEG; with ``hr_first_prob`` the noise and
+    the JPEG come before the resize) instead of by the second-order recipe."""
+
+    prob: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.3])
+    noise_sigma: list[float] = field(default_factory=lambda: [2.0, 7.0])
+    jpeg_quality: list[int] = field(default_factory=lambda: [45, 75])
+    hr_first_prob: float = 0.5
+
+
+@dataclass
 class Degradation:
     """Second-order degradation, then the resize to the sampled scale's LR size (see :mod:`.pipeline`)."""
 
     clean_prob: float = 0.0  # samples made the paper's way (PIL bicubic only), to keep clean inputs sharp
+    camera: CameraMix = field(default_factory=CameraMix)
     first: Round = field(default_factory=Round)
     second: SecondRound = field(default_factory=SecondRound)
     final_sinc_prob: float = 0.8  # a sinc filter after the final resize
@@ -69,6 +83,19 @@ def problems(d: Degradation, key: str = "data.train.degradation") -> list[str]:
            for name in ("clean_prob", "final_sinc_prob", "jpeg_last_prob") if not _prob(getattr(d, name))]
     for name in ("first", "second"):
         out += round_problems(getattr(d, name), f"{key}.{name}")
+    return out + camera_problems(d.camera, f"{key}.camera")
+
+
+def camera_problems(c: CameraMix, key: str) -> list[str]:
+    out = [f"config key {key}.{name} must be a probability in [0, 1], got {getattr(c, name)!r}"
+           for name in ("prob", "hr_first_prob") if not _prob(getattr(c, name))]
+    for name in ("blur_sigma", "noise_sigma"):
+        if not _range(getattr(c, name), 0.0, False):
+            out.append(f"config key {key}.{name} must be [low, high] with 0 <= low <= high, both finite, "
+                       f"got {getattr(c, name)!r}")
+    q = c.jpeg_quality
+    if not (_range(q, 0) and all(isinstance(v, int) for v in q) and q[1] <= 100):
+        out.append(f"config key {key}.jpeg_quality must be [low, high], integers from 1 to 100, got {q!r}")
     return out
 
 
