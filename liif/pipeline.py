@@ -28,6 +28,7 @@ from liif.progress import ProgressCallback
 from liif.render import Backend, TorchBackend, Window, plan_render, render, render_planned
 from liif.render.mapcache import Interrupted, MapCache
 from liif.render.plan import lr_box, plan_axis
+from liif.render.tiled import relative_cell
 
 ROUTES = ("fast", "reference")  # the render routes (the API's and CLI's ``method``)
 Scale = float | tuple[float, float]
@@ -285,6 +286,29 @@ class Pipeline:
             if x + t.shape[1] == window.w:  # the band's last tile
                 yield Window(window.y + top, window.x, buf.shape[0], window.w), buf
                 buf = None
+
+    def warm(self, image: Image.Image | np.ndarray, key: Hashable, cancel: Callable[[], bool] | None = None) -> bool:
+        """Fill the cache with image ``key``'s features over the whole image, and the maps that renders
+        of it read at most zooms: all of them where the maps ignore the cell (LIIF, LTE), else the maps
+        of the cell every zoom past the method's clip shares (LMF: x4 and more). A viewer calls it
+        while idle, so later views of the image only decode. False when there is no cache or the
+        image's tensors do not fit it; :class:`RenderCancelled` when ``cancel()`` turns True (between
+        pieces: the pieces done stay in the cache)."""
+        if self.cache is None or self.backend is None:
+            return False
+        dec = self.decode(image)
+        h, w = dec.hw
+        clip = getattr(self.model, "cell_clip_scale", None) or 4.0
+        rel_cell = relative_cell(self.model, (math.ceil(h * clip), math.ceil(w * clip)), (h, w), self.compute.device)
+        source = self.cache.source(key, self.model, self.backend, rgb_tensor(dec, self.compute.device), rel_cell,
+                                   self.compute)
+        if source is None:
+            return False
+        try:
+            source.maps((0, h, 0, w), cancel)  # the features first (in the fewest pieces), then the maps
+        except Interrupted:
+            raise RenderCancelled("warming cancelled") from None
+        return True
 
     # -- entry points ---------------------------------------------------------------------------
     def image(self, image: Image.Image | np.ndarray, size: Sequence[int] | None = None,

@@ -13,6 +13,7 @@ from liif import checkpoints
 from liif.compute import Compute
 from liif.pipeline import Pipeline
 from liif.render.mapcache import Grid, MapCache
+from liif.render.plan import working_set
 
 SRC = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")  # 57x64
 CPU = torch.device("cpu")
@@ -107,3 +108,43 @@ def test_grid_fills_missing_blocks_in_pieces():
     assert calls[14:] == [(0, 48, 0, 50)] and bool(grid.done.all())
     ys, xs = torch.meshgrid(torch.arange(90), torch.arange(50), indexing="ij")
     assert torch.equal(grid.data, torch.stack([ys, xs], -1).float())
+
+
+@pytest.mark.parametrize("family", ["liif", "lmliif"])
+def test_warm_fills_the_whole_image_and_renders_then_only_decode(family, official, lmliif):
+    """``Pipeline.warm`` computes the image's features and maps (LIIF: the maps of every zoom; LM-LIIF:
+    the maps of zooms past its cell clip, x4 and up) so that such renders compute nothing more and still
+    equal the normal region render; without a cache it does nothing."""
+    model = {"liif": official, "lmliif": lmliif}[family][0]
+    cached, plain = pipelines(model)
+    assert cached.warm(SRC, "b") is True
+    grids = dict(cached.cache.entries)
+    assert len(grids) == 2 and all(bool(g.done.all()) for g in grids.values())
+    filled = {k: g.filled for k, g in grids.items()}
+    assert filled[("b", "feat")] == 57 * 64
+    for (W, H), region in (((285, 320), (30, 40, 200, 150)), ((456, 512), (300, 100, 156, 200))):  # x5, x8
+        got = cached.image(SRC, size=(H, W), region=region, key="b", hint=(0, 0, W, H))
+        assert close(got, plain.image(SRC, size=(H, W), region=region)) <= 1
+    assert dict(cached.cache.entries) == grids and {k: g.filled for k, g in grids.items()} == filled
+    assert plain.warm(SRC, "b") is False and pipelines(model, cache_bytes=1000)[0].warm(SRC, "b") is False
+
+
+def test_warm_stops_between_pieces_and_keeps_what_it_did(official):
+    from liif.api import RenderCancelled
+
+    model = official[0]
+    per_px, fixed = working_set(model, torch.float32)
+    # room for about 12 rows of features (plus the encoder's halo) at a time: the image in several strips
+    budget = fixed + (64 + 70) * (12 + 70) * (per_px - model.map_channels * 4)
+    cached = Pipeline(model, "fast", Compute.exact(CPU, "fp32", budget), cache=MapCache(1 << 30))
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 1  # the first piece runs, the second is refused
+
+    with pytest.raises(RenderCancelled):
+        cached.warm(SRC, "b", cancel)
+    feat = cached.cache.entries[("b", "feat")]
+    assert 0 < feat.filled < 57 * 64
+    assert cached.warm(SRC, "b") is True and feat.filled == 57 * 64

@@ -131,6 +131,7 @@ def test_render_window_equals_region_render(client, upscaler, app):
     assert got.shape == (90, 160, 3)
     assert np.abs(got.astype(int) - want).max() <= 1
     cache = app.state.windows.cache
+    assert app.state.warmer.wait_idle(120)  # the server warms the rest of the image once idle
     feat = next(g for k, g in cache.entries.items() if k[1] == "feat")
     filled = feat.filled
     got = png(client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "x": 260, "y": 280,
@@ -141,6 +142,65 @@ def test_render_window_equals_region_render(client, upscaler, app):
     bad = client.get("/api/render", params={"image": "f:butterfly.png", "W": W, "H": H, "w": 10, "h": 10,
                                             "view": "300,150,300,200"})
     assert bad.status_code == 422 and "view x=300" in bad.json()["detail"]
+
+
+def test_the_server_warms_the_first_image_so_views_only_decode(upscaler, folder):
+    """Started on a folder, the server computes the first image's features and maps while idle; a view
+    of it then encodes nothing and equals the region render (1 LSB)."""
+    app = create_app(upscaler, folder, SMALL)
+    try:
+        assert app.state.warmer.wait_idle(120) and app.state.warmer.done >= 1
+        cache = app.state.windows.cache
+        grids = dict(cache.entries)
+        assert {k[0][0] for k in grids} == {"f:butterfly.png"} and len(grids) == 2
+        assert all(bool(g.done.all()) for g in grids.values())
+        filled = {k: g.filled for k, g in grids.items()}
+        src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
+        with TestClient(app, base_url="http://localhost") as c:
+            got = png(c.get("/api/render", params={"image": "f:butterfly.png", "W": 228, "H": 256, "x": 50, "y": 60,
+                                                   "w": 150, "h": 120, "view": "0,0,200,190"}))
+        assert np.abs(got.astype(int) - np.asarray(upscaler.upscale(src, size=(256, 228), region=(50, 60, 150, 120)))
+                      ).max() <= 1
+        assert {k: g.filled for k, g in cache.entries.items()} == filled
+    finally:
+        app.state.stop_renders()
+
+
+def test_the_warmer_waits_for_quiet_gives_way_to_renders_and_resumes():
+    from liif.api import RenderCancelled
+    from liif.serve.warm import Warmer
+
+    busy = threading.Event()
+    busy.set()
+    starts: list[float] = []
+    steps: list[int] = []
+
+    def job(cancel) -> None:  # ten pieces of 20 ms, asking between pieces
+        starts.append(time.monotonic())
+        while len(steps) < 10:
+            if cancel():
+                raise RenderCancelled("a render came")
+            time.sleep(0.02)
+            steps.append(1)
+
+    warmer = Warmer(busy.is_set, quiet=0.1)
+    try:
+        warmer.add("image", job)
+        time.sleep(0.4)
+        assert starts == [] and not warmer.idle()  # the renderer is busy: nothing starts
+        busy.clear()
+        deadline = time.monotonic() + 5
+        while not steps and time.monotonic() < deadline:
+            time.sleep(0.005)
+        busy.set()  # a render comes in the middle of the job
+        deadline = time.monotonic() + 5
+        while warmer.interrupted == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert warmer.interrupted == 1 and warmer.done == 0 and 0 < len(steps) < 10
+        busy.clear()
+        assert warmer.wait_idle(5) and warmer.done == 1 and len(steps) == 10 and len(starts) == 2
+    finally:
+        warmer.stop()
 
 
 def test_bicubic_window_is_the_crop_of_the_full_resize(client):
@@ -300,7 +360,8 @@ class UntilCancelled:
 
     def pipeline(self, **kw):
         real = self.upscaler.pipeline(**kw)
-        return type("Repeating", (), {"image": lambda _, image, **a: self.repeat(lambda: real.image(image, **a))})()
+        return type("Repeating", (), {"image": lambda _, image, **a: self.repeat(lambda: real.image(image, **a)),
+                                      "warm": lambda _, *a: real.warm(*a)})()
 
 
 def wait_until(cond, seconds: float = 30) -> bool:
@@ -564,3 +625,13 @@ def test_lte_model_serves_regions(lte, folder):
     assert got.shape == (40, 60, 3)
     assert np.array_equal(got, want)
     assert np.abs(want.astype(int) - full[210:250, 120:180].astype(int)).max() <= 1
+
+
+def test_render_workers_default_to_one_per_core_for_one_thread_decodes():
+    from liif.serve.limits import resolve_workers
+
+    assert Limits().workers == 0  # automatic
+    assert resolve_workers(Limits(), one_thread_decode=True, cores=2).workers == 2  # LMF: a tile per core
+    assert resolve_workers(Limits(), one_thread_decode=True, cores=64).workers == 4
+    assert resolve_workers(Limits(), one_thread_decode=False, cores=16).workers == 1  # LIIF: one using every core
+    assert resolve_workers(Limits(workers=3), one_thread_decode=False, cores=2).workers == 3  # as asked

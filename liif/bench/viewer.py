@@ -5,13 +5,18 @@ card; Chromium (1280x800 by default, device scale factor 1) opens the page and t
 the page's own marks (``performance.now()`` when the view changed, when its coarse preview was
 complete, when every visible pixel was the model's: ``dataset.sharp`` turned "1"):
 
-- cold open: the page opened with no deep link (the first image, fitted), empty caches;
-- deep link x4 cold: ``#image=...&zoom=4`` at the image centre, the server's cache emptied first;
+- warm-up: from creating the server to the end of its idle-time warming of the first image
+  (``liif.serve.warm``: the whole image's features and maps), which a user's server does while the
+  browser opens;
+- cold open: a fresh page with no deep link (the first image, fitted), on the warmed server;
+- deep link x4: a fresh page on ``#image=...&zoom=4`` at the image centre;
 - pan: a drag of 120 source pixels after that view (and its prefetch ring) was done;
 - zoom step: the + button (x1.25);
+- deep link x4, empty: the same link after the server's cache was emptied (the encoder runs for the
+  view first; the warmer fills the rest once the renderer is idle);
 - the same window of the deep link rendered by the API pipeline the CLI runs (in process, after
   loading: no start-up) and by a ``liif upscale --region`` process (wall time, start-up included);
-  the ratio is sharp time / in-process time.
+  the ratios are sharp time / in-process time.
 """
 from __future__ import annotations
 
@@ -124,9 +129,14 @@ def measure(weights: str, precision: str, folder: Path, window: tuple[int, int],
     from liif.serve.app import create_app
 
     up = api.load(weights, device="cpu", precision=precision)
+    t0 = time.perf_counter()
     app = create_app(up, folder)
     out: dict[str, Any] = {"weights": weights, "method": up.spec.method, "precision": up.precision}
+    warmer = app.state.warmer
     with serving(app) as base, tempfile.TemporaryDirectory() as tmp:
+        if not warmer.wait_idle(timeout):
+            raise LiifError("the server did not finish warming its first image")
+        out["warm_up_s"] = time.perf_counter() - t0  # start-up to the first image's features and maps
         browser = Chromium(chromium, Path(tmp) / "profile", window, Path(tmp) / "chromium.log")
         try:
             page = Page(browser, window)
@@ -134,9 +144,9 @@ def measure(weights: str, precision: str, folder: Path, window: tuple[int, int],
             out["cold_open_s"] = since(m, "sharp", 0.0)
             out["fit_zoom"] = m["zoom"]
             settle(page, app, timeout)
-            app.state.windows.cache.clear()  # cold again: no features of the image on the server
             w, h = Image.open(folder / IMAGE).size
-            m = open_url(page, f"{base}/#image={IMAGE}&zoom={ZOOM:g}&x={w / 2:g}&y={h / 2:g}", timeout)
+            link = f"{base}/#image={IMAGE}&zoom={ZOOM:g}&x={w / 2:g}&y={h / 2:g}"
+            m = open_url(page, link, timeout)  # a fresh page (no tiles) on a server that has warmed the image
             out["deep_link_s"] = since(m, "sharp", 0.0)
             out["deep_link_coarse_s"] = since(m, "coarse", 0.0)
             g = m["geometry"]
@@ -148,10 +158,18 @@ def measure(weights: str, precision: str, folder: Path, window: tuple[int, int],
             m = after(page, lambda: page.click("#zoom-in"), timeout)
             out["zoom_step_s"] = since(m, "sharp")
             out["zoom_step_coarse_s"] = since(m, "coarse")
+            settle(page, app, timeout)
+            warmer.wait_idle(timeout)
+            app.state.windows.cache.clear()  # nothing of the image on the server: the encoder runs for the view
+            m = open_url(page, link, timeout)
+            out["deep_link_empty_s"] = since(m, "sharp", 0.0)
+            out["deep_link_empty_coarse_s"] = since(m, "coarse", 0.0)
         finally:
             browser.close()
+            warmer.stop()
     out["api_window_s"], out["cli_window_s"] = window_times(up, weights, precision, folder / IMAGE, out["window"])
     out["sharp_over_api"] = out["deep_link_s"] / out["api_window_s"]
+    out["empty_over_api"] = out["deep_link_empty_s"] / out["api_window_s"]
     return out
 
 
@@ -186,13 +204,15 @@ def fmt(v: float | None) -> str:
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'model':<10} {'prec':<5} {'cold open':>9} {'x4 link':>8} {'x4 coarse':>9} {'pan 120':>8} "
-             f"{'zoom step':>9} {'zoom coarse':>11} {'window API':>10} {'window CLI':>10} {'sharp/API':>9}"]
+    cols = [("warm-up", "warm_up_s"), ("cold open", "cold_open_s"), ("x4 link", "deep_link_s"),
+            ("x4 coarse", "deep_link_coarse_s"), ("pan 120", "pan_s"), ("zoom step", "zoom_step_s"),
+            ("zoom coarse", "zoom_step_coarse_s"), ("link, empty", "deep_link_empty_s"),
+            ("its coarse", "deep_link_empty_coarse_s"), ("window API", "api_window_s"),
+            ("window CLI", "cli_window_s"), ("sharp/API", "sharp_over_api"), ("empty/API", "empty_over_api")]
+    lines = [f"{'model':<10} {'prec':<5} " + " ".join(f"{name:>{max(9, len(name))}}" for name, _ in cols)]
     for r in rows:
-        lines.append(f"{r['method']:<10} {r['precision']:<5} {fmt(r['cold_open_s']):>9} {fmt(r['deep_link_s']):>8} "
-                     f"{fmt(r['deep_link_coarse_s']):>9} {fmt(r['pan_s']):>8} {fmt(r['zoom_step_s']):>9} "
-                     f"{fmt(r['zoom_step_coarse_s']):>11} {fmt(r['api_window_s']):>10} "
-                     f"{fmt(r['cli_window_s']):>10} {r['sharp_over_api']:>9.2f}")
+        lines.append(f"{r['method']:<10} {r['precision']:<5} "
+                     + " ".join(f"{fmt(r.get(key)):>{max(9, len(name))}}" for name, key in cols))
     return "\n".join(lines)
 
 

@@ -108,6 +108,13 @@ class RenderPlan:
     block: int
 
 
+def relative_cell(model: ImplicitDecoder, out_hw: tuple[int, int], lr_hw: tuple[int, int],
+                  device: torch.device) -> torch.Tensor:
+    """The cell a render of ``out_hw`` from ``lr_hw`` decodes with, in LR pixels: (2,) float32."""
+    cy, cx = model.render_cell(out_hw, lr_hw)
+    return torch.tensor([cy * lr_hw[0], cx * lr_hw[1]], dtype=torch.float32, device=device)
+
+
 def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[int, int], window: Window,
                 compute: Compute, max_tile_rows: int | None = None) -> RenderPlan:
     """Plan a fast render of ``window`` of an ``out_hw`` output from an ``lr_hw`` input.
@@ -118,8 +125,7 @@ def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[in
     ens = model.local_ensemble
     rows = plan_axis(out_hw[0], window.y, window.h, h_lr, ens, dev)
     cols = plan_axis(out_hw[1], window.x, window.w, w_lr, ens, dev)
-    cy, cx = model.render_cell(out_hw, lr_hw)
-    rel_cell = torch.tensor([cy * h_lr, cx * w_lr], dtype=torch.float32, device=dev)
+    rel_cell = relative_cell(model, out_hw, lr_hw, dev)
     halo = encoder_halo(model)
     per_px, fixed = working_set(model, compute.dtype)
     stripe, stripe_bytes = stripe_plan(model, compute.budget, dev)

@@ -29,8 +29,9 @@ from liif.serve.decodes import DecodeGate
 from liif.serve.gate import RenderGate
 from liif.serve.images import attachment, bicubic_window, png_bytes
 from liif.serve.library import Entry, Library
-from liif.serve.limits import Limits
+from liif.serve.limits import Limits, resolve_workers
 from liif.serve.security import BodyLimit, Guard, allowed_hosts
+from liif.serve.warm import Warmer
 
 STATIC = Path(__file__).parent / "static"
 UPLOAD_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "application/octet-stream", ""}
@@ -45,11 +46,13 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     library = Library(images, limits)
     # one pipeline for every window: its backend built once, its cache kept across requests
     cores = torch.get_num_threads()
-    windows = upscaler.pipeline(cache=MapCache(limits.cache_bytes, cores) if limits.cache_bytes > 0 else None)
+    cache = MapCache(limits.cache_bytes, cores) if limits.cache_bytes > 0 else None
+    windows = upscaler.pipeline(cache=cache)
     # LMF's decode is many small elementwise steps: with two threads on a busy CPU each step waits
     # for a descheduled thread (measured: 4 s a tile instead of 0.13 s with one). GEMM decodes
     # (LIIF, LTE) keep every thread; the encoder always does (``MapCache.fill_threads``).
     decode_threads = None if upscaler.model.has_tail else 1
+    limits = resolve_workers(limits, decode_threads == 1, cores)  # LMF: tiles decode side by side instead
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=limits.upload_bytes, paths=("/api/upload",))
     app.add_middleware(Guard, hosts=allowed_hosts() if hosts is None else hosts)  # sees every answer
@@ -60,6 +63,22 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     coarse = 1 if upscaler.model.maps_see_cell else 4
     app.state.gate = app.state.decodes = None  # made on the server's event loop at first use (per loop)
     app.state.closing = False
+    # idle-time warming of the images the page shows (liif.serve.warm): renders only decode afterwards
+    warmer = None if cache is None else Warmer(
+        busy=lambda: app.state.gate is not None and app.state.gate.admitted > 0)
+    app.state.warmer = warmer
+
+    def warm(entry: Entry) -> None:
+        if warmer is not None:
+            key = (entry.id, entry.stamp)
+            warmer.add(key, lambda cancel: windows.warm(entry.image, key, cancel))
+
+    if warmer is not None and library.folder is not None:
+        first = library.listing()[:1]  # what the page opens when its URL names no image
+        if first:
+            image_id = first[0]["id"]
+            warmer.add(("first", image_id), lambda cancel: windows.warm(
+                (e := library.get(image_id)).image, (e.id, e.stamp), cancel))
 
     def gate() -> RenderGate:
         loop = asyncio.get_running_loop()
@@ -74,6 +93,8 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
         app.state.closing = True
         if app.state.gate is not None:
             app.state.gate.close()
+        if warmer is not None:
+            warmer.stop()
 
     def decodes() -> DecodeGate:
         loop = asyncio.get_running_loop()
@@ -108,6 +129,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     @app.get("/api/source")
     async def source(image: str = Query(max_length=200)) -> Response:
         entry = await lookup(image)
+        warm(entry)  # the page shows this image next: its features are computed while the page loads
         data = await decodes().run(lambda: png_bytes(entry.image), key=("png", entry.id, entry.stamp))
         return Response(data, media_type="image/png")
 
@@ -147,6 +169,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
             data = await gate().run(request, lambda stop: png_bytes(bicubic_window(entry.image, (H, W),
                                                                                    (x, y, w, h))))
         else:
+            warm(entry)  # the rest of the image, once the renderer is idle
             def window(stop: Callable[[], bool]) -> bytes:
                 with torch_threads(decode_threads):
                     return png_bytes(windows.image(  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     s.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     s.add_argument("--precision", default="auto", choices=list(CHOICES), help=CHOICES_HELP)
     s.add_argument("--onnx-dir", metavar="DIR", help="ONNX export for --backend onnxruntime (default: cached)")
-    s.add_argument("--workers", type=int, default=1, help="renders running at once (default 1)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="renders running at once (default: 1; for LMF models one per core, each decoding with "
+                        "one thread)")
     s.add_argument("--queue", type=int, default=4, help="renders waiting before 503 (default 4)")
     s.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default 20)")
     s.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
@@ -69,8 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     images = Path(args.images) if args.images else None
     if images is not None and not images.is_dir():
         raise LiifError(f"--images must be a folder: {images}")
-    if (args.workers < 1 or args.queue < 0 or args.max_upload_mb <= 0 or not 0 < args.port < 65536
-            or not args.time_limit > 0 or (args.cache_mb is not None and not args.cache_mb >= 0)):
+    if ((args.workers is not None and args.workers < 1) or args.queue < 0 or args.max_upload_mb <= 0
+            or not 0 < args.port < 65536 or not args.time_limit > 0
+            or (args.cache_mb is not None and not args.cache_mb >= 0)):
         raise LiifError("--workers must be >= 1, --queue >= 0, --max-upload-mb > 0, --time-limit > 0, "
                         "--cache-mb >= 0 and --port in 1..65535")
     device = args.device or ("cpu" if args.backend == "onnxruntime" else None)
@@ -79,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         up = api.load(args.weights, device=device, backend=args.backend, onnx_dir=args.onnx_dir,
                       precision=args.precision)
         cache = {} if args.cache_mb is None else {"cache_bytes": int(args.cache_mb * (1 << 20))}
-        limits = Limits(upload_bytes=int(args.max_upload_mb * (1 << 20)), workers=args.workers, queue=args.queue,
+        limits = Limits(upload_bytes=int(args.max_upload_mb * (1 << 20)), workers=args.workers or 0, queue=args.queue,
                         request_seconds=args.time_limit, **cache)
         app = create_app(up, images, limits, hosts=allowed_hosts(args.host, args.allow_host))
 

@@ -5,7 +5,7 @@ decodes at once and waiting, uploads kept, seconds per request, bytes of feature
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 def machine_cache_bytes() -> int:
@@ -26,7 +26,7 @@ class Limits:
     view_pixels: int = 4_200_000  # one /api/render window: a 2560x1600 screen
     download_pixels: int = 16_800_000  # one /api/download: 4K UHD x 2
     max_scale: float = 64.0  # output/input per axis: x30 zoom at device pixel ratio 2, with margin
-    workers: int = 1  # renders running at once
+    workers: int = 0  # renders running at once; 0: one for LIIF/LTE (each uses every core), one per core for LMF
     queue: int = 4  # renders waiting; beyond that 503
     decoders: int = 2  # decodes running at once (uploads, first opening of a served file, source PNGs)
     decode_queue: int = 16  # decodes waiting; beyond that 503
@@ -35,4 +35,13 @@ class Limits:
     cache_bytes: int = field(default_factory=machine_cache_bytes)  # features and maps kept (0: none)
 
 
-__all__ = ["Limits"]
+def resolve_workers(limits: Limits, one_thread_decode: bool, cores: int) -> Limits:
+    """``limits`` with ``workers=0`` (automatic) replaced: a render per core where each decodes with one
+    thread (LMF: its decode is many small steps, which two threads slow down on a busy CPU), else one
+    render at a time using every core."""
+    if limits.workers > 0:
+        return limits
+    return replace(limits, workers=max(1, min(cores, 4)) if one_thread_decode else 1)
+
+
+__all__ = ["Limits", "resolve_workers"]

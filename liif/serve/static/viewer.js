@@ -12,7 +12,6 @@
   const ZOOM_MAX = 30;
   const STEP = 1.25;
   const TILE = 256; // device pixels per side of a tile of the output grid
-  const PARALLEL = 2; // tile requests at once: one rendering, one waiting on the server
   const KEEP = 600; // tiles kept in memory (least recently stored dropped first)
   const RING = 12; // tiles fetched around a sharp view, nearest first
 
@@ -33,6 +32,7 @@
     ringDone: false,
     t0: 0,
     coarse: 1, // the server's coarse factor (1: no coarse pass)
+    parallel: 2, // tile requests at once: one per server render worker, and one waiting
     timer: 0,
     sharp: false,
     pointers: new Map(),
@@ -245,7 +245,7 @@
   }
 
   function pump() {
-    while (st.flight.size < PARALLEL && st.queue.length) {
+    while (st.flight.size < st.parallel && st.queue.length) {
       const job = st.queue.shift();
       if (!covers(st.tiles.get(job.key), job) && !st.flight.has(job.id)) start(job);
     }
@@ -550,6 +550,7 @@
     const config = await (await fetch("/api/config")).json();
     st.limits = config.limits;
     st.coarse = config.coarse || 1;
+    st.parallel = (config.limits.workers || 1) + 1;
     const list = await (await fetch("/api/images")).json();
     const sel = $("images");
     for (const info of list) sel.appendChild(option(info, ""));
