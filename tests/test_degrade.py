@@ -102,7 +102,7 @@ def test_the_camera_branch_is_the_evaluation_degradation_at_any_scale() -> None:
     """``camera.prob``: a sample degraded like ``liif data degrade`` degrades an image (either order), to the
     LR size of a continuous scale; the branch off (prob 0) draws nothing, so older configs keep their LRs."""
     crop = random_image(93, 93, 3)  # n = 31 at s = 3.0; and 40 at s = 2.33
-    for order_draw, order in ((0.2, "classic"), (0.9, "hr-first")):
+    for order in ("classic", "hr-first"):
         d = Degradation(camera=CameraMix(prob=0.5, blur_sigma=[0.5, 1.0], noise_sigma=[3, 5],
                                          jpeg_quality=[50, 60], hr_first_prob=0.5))
         for seed in range(40):
