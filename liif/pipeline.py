@@ -287,13 +287,15 @@ class Pipeline:
                 yield Window(window.y + top, window.x, buf.shape[0], window.w), buf
                 buf = None
 
-    def warm(self, image: Image.Image | np.ndarray, key: Hashable, cancel: Callable[[], bool] | None = None) -> bool:
+    def warm(self, image: Image.Image | np.ndarray, key: Hashable, cancel: Callable[[], bool] | None = None,
+             evict: bool = True) -> bool:
         """Fill the cache with image ``key``'s features over the whole image, and the maps that renders
         of it read at most zooms: all of them where the maps ignore the cell (LIIF, LTE), else the maps
         of the cell every zoom past the method's clip shares (LMF: x4 and more). A viewer calls it
         while idle, so later views of the image only decode. False when there is no cache or the
-        image's tensors do not fit it; :class:`RenderCancelled` when ``cancel()`` turns True (between
-        pieces: the pieces done stay in the cache)."""
+        image's tensors do not fit it (``evict=False``: do not fit beside what it holds, so nothing is
+        dropped); :class:`RenderCancelled` when ``cancel()`` turns True (between pieces: the pieces done
+        stay in the cache)."""
         if self.cache is None or self.backend is None:
             return False
         dec = self.decode(image)
@@ -301,7 +303,7 @@ class Pipeline:
         clip = getattr(self.model, "cell_clip_scale", None) or 4.0
         rel_cell = relative_cell(self.model, (math.ceil(h * clip), math.ceil(w * clip)), (h, w), self.compute.device)
         source = self.cache.source(key, self.model, self.backend, rgb_tensor(dec, self.compute.device), rel_cell,
-                                   self.compute)
+                                   self.compute, evict)
         if source is None:
             return False
         try:

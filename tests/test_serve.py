@@ -166,6 +166,23 @@ def test_the_server_warms_the_first_image_so_views_only_decode(upscaler, folder)
         app.state.stop_renders()
 
 
+def test_the_server_warms_folder_images_in_name_order_while_they_fit(upscaler, tmp_path):
+    """At start the server warms the folder's first images in name order, each only where it fits beside
+    what the cache holds: nothing is evicted for it."""
+    for name in ("c.png", "a.png", "b.png"):
+        shutil.copy(GOLDEN / "set5_butterfly_in.png", tmp_path / name)
+    model = upscaler.model
+    one = 57 * 64 * (int(model.encoder.out_dim) + model.map_channels) * 4  # features and maps, fp32
+    app = create_app(upscaler, tmp_path, dataclasses.replace(SMALL, cache_bytes=int(one * 2.5)))
+    try:
+        assert app.state.warmer.wait_idle(120)
+        cache = app.state.windows.cache
+        assert sorted({k[0][0] for k in cache.entries}) == ["f:a.png", "f:b.png"] and cache.evicted == 0
+        assert all(bool(g.done.all()) for g in cache.entries.values())
+    finally:
+        app.state.stop_renders()
+
+
 def test_the_warmer_waits_for_quiet_gives_way_to_renders_and_resumes():
     from liif.api import RenderCancelled
     from liif.serve.warm import Warmer
@@ -361,7 +378,7 @@ class UntilCancelled:
     def pipeline(self, **kw):
         real = self.upscaler.pipeline(**kw)
         return type("Repeating", (), {"image": lambda _, image, **a: self.repeat(lambda: real.image(image, **a)),
-                                      "warm": lambda _, *a: real.warm(*a)})()
+                                      "warm": lambda _, *a, **k: real.warm(*a, **k)})()
 
 
 def wait_until(cond, seconds: float = 30) -> bool:

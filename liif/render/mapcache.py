@@ -183,9 +183,10 @@ class MapCache:
             return grid if key in self.entries else None
 
     def source(self, key: Hashable, model: ImplicitDecoder, dec: Encoder, img: torch.Tensor,
-               rel_cell: torch.Tensor, compute: Compute) -> ImageMaps | None:
+               rel_cell: torch.Tensor, compute: Compute, evict: bool = True) -> ImageMaps | None:
         """The cached features and maps of image ``key`` (its RGB ``img``, (3, H, W)) for a render with
-        ``rel_cell``; None when they would not fit the cache."""
+        ``rel_cell``; None when they would not fit the cache (``evict=False``: would not fit beside what
+        it holds)."""
         hw = (int(img.shape[-2]), int(img.shape[-1]))
         halo = encoder_halo(model)
         per_px, fixed = working_set(model, compute.dtype)
@@ -200,12 +201,20 @@ class MapCache:
                 out = dec.encode(img[None, :, y0:y1, x0:x1])[0].permute(1, 2, 0)
             return out[box[0] - grown[0]:box[1] - grown[0], box[2] - grown[2]:box[3] - grown[2]]
 
+        see_cell = model.maps_see_cell
+        cell_key = tuple(float(v) for v in rel_cell.tolist()) if see_cell else None
+        if not evict:  # room for what is missing beside what the cache holds, or nothing at all
+            size = torch.empty((), dtype=dtype).element_size() * hw[0] * hw[1]
+            with self.lock:
+                need = sum(size * depth for k, depth in (((key, "feat"), feat_dim),
+                                                         ((key, "maps", cell_key), model.map_channels))
+                           if k not in self.entries)
+                if need and sum(g.nbytes for g in self.entries.values()) + need > self.limit:
+                    return None
         feat = self._get((key, "feat"), lambda: Grid(hw, feat_dim, dtype, img.device, encode, halo,
                                                      avail // (per_px - map_bytes)))
         if feat is None:
             return None
-        see_cell = model.maps_see_cell
-        cell_key = tuple(float(v) for v in rel_cell.tolist()) if see_cell else None
 
         def maps_of(box: Box) -> torch.Tensor:
             y0, y1, x0, x1 = grown = grow(box, MAP_HALO, hw)

@@ -36,6 +36,7 @@ from liif.serve.warm import Warmer
 STATIC = Path(__file__).parent / "static"
 UPLOAD_TYPES = {"image/png", "image/jpeg", "image/webp", "image/bmp", "application/octet-stream", ""}
 MAX_SIDE = 1 << 20  # sanity bound on any size parameter before the real limits apply
+WARM_AT_START = 8  # folder images the server warms when it starts (while they fit the cache)
 
 
 def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | None = None,
@@ -73,12 +74,15 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
             key = (entry.id, entry.stamp)
             warmer.add(key, lambda cancel: windows.warm(entry.image, key, cancel))
 
+    def warm_served(image_id: str) -> Callable[[Callable[[], bool]], object]:
+        """A start-up job: a folder image, only where it fits beside what the cache holds."""
+        return lambda cancel: windows.warm((e := library.get(image_id)).image, (e.id, e.stamp), cancel, evict=False)
+
     if warmer is not None and library.folder is not None:
-        first = library.listing()[:1]  # what the page opens when its URL names no image
-        if first:
-            image_id = first[0]["id"]
-            warmer.add(("first", image_id), lambda cancel: windows.warm(
-                (e := library.get(image_id)).image, (e.id, e.stamp), cancel))
+        # the folder's first images, in name order (the first is what the page opens when its URL names
+        # none), so that deep links into the folder find their features
+        for info in reversed(library.listing()[:WARM_AT_START]):
+            warmer.add(("start", info["id"]), warm_served(info["id"]))
 
     def gate() -> RenderGate:
         loop = asyncio.get_running_loop()

@@ -3,13 +3,14 @@
 A render of a view first needs the encoder's output over the view's LR footprint (for EDSR-baseline
 on a CPU, most of a cold view's time); the decode that follows is cheaper, for LMF much cheaper. So
 while no render is admitted, :class:`Warmer` computes, in one background thread, the whole image's
-features and maps (``Pipeline.warm``) of the images the page is about to show: the folder's first
-image when the server starts (the page opens it when its URL names none), and any image as soon as
-the page opens it or renders from it. It works in the cache's pieces and gives way to renders: it
-starts a piece only after the renderer has been idle for ``quiet`` seconds and stops between pieces
-as soon as a render is admitted (what it finished stays cached; it resumes when the renderer is idle
-again). It never evicts what a render needs: the cache is least-recently-used, and warming touches
-only the images just opened.
+features and maps (``Pipeline.warm``) of the images the page is about to show: when the server
+starts, the folder's first images in name order (the page opens the first when its URL names none;
+deep links name the others), each only where it fits beside what the cache holds; and any image as
+soon as the page opens it or renders from it. It works in the cache's pieces and gives way to
+renders: it starts a piece only after the renderer has been idle for ``quiet`` seconds and stops
+between pieces as soon as a render is admitted (what it finished stays cached; it resumes when the
+renderer is idle again). Start-up warming never evicts; warming an opened image may, as its render
+would (the cache is least-recently-used).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ Job = Callable[[Callable[[], bool]], object]  # job(cancel): warm one image
 
 class Warmer:
     """One thread running the newest job first, only while ``busy()`` has been False for ``quiet``
-    seconds; a job stopped by a render goes back to the front of the queue."""
+    seconds; a job stopped by a render goes back to the queue, behind any job added meanwhile."""
 
     def __init__(self, busy: Callable[[], bool], quiet: float = 0.3) -> None:
         self.busy, self.quiet = busy, quiet
