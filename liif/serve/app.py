@@ -81,8 +81,8 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
     if warmer is not None and library.folder is not None:
         # the folder's first images, in name order (the first is what the page opens when its URL names
         # none), so that deep links into the folder find their features
-        for info in reversed(library.listing()[:WARM_AT_START]):
-            warmer.add(("start", info["id"]), warm_served(info["id"]))
+        for name in reversed(library.served_names()[:WARM_AT_START]):  # names only: no file is opened here
+            warmer.add(("start", f"f:{name}"), warm_served(f"f:{name}"))
 
     def gate() -> RenderGate:
         loop = asyncio.get_running_loop()
