@@ -93,9 +93,7 @@ def camera_problems(c: CameraMix, key: str) -> list[str]:
         if not _range(getattr(c, name), 0.0, False):
             out.append(f"config key {key}.{name} must be [low, high] with 0 <= low <= high, both finite, "
                        f"got {getattr(c, name)!r}")
-    q = c.jpeg_quality
-    if not (_range(q, 0) and all(isinstance(v, int) for v in q) and q[1] <= 100):
-        out.append(f"config key {key}.jpeg_quality must be [low, high], integers from 1 to 100, got {q!r}")
+    out += _quality_problems(c.jpeg_quality, f"{key}.jpeg_quality")
     return out
 
 
@@ -113,15 +111,20 @@ def round_problems(r: Round, key: str) -> list[str]:
     size = r.kernel_size
     if not (_range(size, 2) and all(isinstance(s, int) and s % 2 == 1 for s in size) and size[1] <= 63):
         out.append(f"config key {key}.kernel_size must be [low, high], odd integers from 3 to 63, got {size!r}")
-    q = r.jpeg_quality
-    if not (_range(q, 0) and all(isinstance(v, int) for v in q) and q[1] <= 100):
-        out.append(f"config key {key}.jpeg_quality must be [low, high], integers from 1 to 100, got {q!r}")
+    out += _quality_problems(r.jpeg_quality, f"{key}.jpeg_quality")
     out += _weights(r.kernel_probs, KINDS, f"{key}.kernel_probs")
     out += _weights(r.resize_probs, RESIZES, f"{key}.resize_probs")
     if _range(r.resize_range, 0.0) and not r.resize_range[0] <= 1.0 <= r.resize_range[1]:
         out.append(f"config key {key}.resize_range must hold 1 (down-scales below it, up-scales above), "
                    f"got {r.resize_range!r}")
     return out
+
+
+def _quality_problems(q: Any, key: str) -> list[str]:
+    """A JPEG quality range: [low, high], integers from 1 to 100."""
+    if _range(q, 0) and all(isinstance(v, int) for v in q) and q[1] <= 100:
+        return []
+    return [f"config key {key} must be [low, high], integers from 1 to 100, got {q!r}"]
 
 
 def _prob(x: Any) -> bool:
