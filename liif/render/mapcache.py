@@ -153,7 +153,11 @@ class MapCache:
     @property
     def nbytes(self) -> int:
         with self.lock:
-            return sum(g.nbytes for g in self.entries.values())
+            return self._held()
+
+    def _held(self) -> int:
+        """Bytes of the entries (the caller holds the lock)."""
+        return sum(g.nbytes for g in self.entries.values())
 
     def clear(self) -> None:
         with self.lock:
@@ -171,7 +175,7 @@ class MapCache:
         with self.lock:
             grid = self.entries.setdefault(key, grid)
             self.entries.move_to_end(key)
-            total = sum(g.nbytes for g in self.entries.values())
+            total = self._held()
             while total > self.limit:
                 gone, old = self.entries.popitem(last=False)
                 total -= old.nbytes
@@ -209,7 +213,7 @@ class MapCache:
                 need = sum(size * depth for k, depth in (((key, "feat"), feat_dim),
                                                          ((key, "maps", cell_key), model.map_channels))
                            if k not in self.entries)
-                if need and sum(g.nbytes for g in self.entries.values()) + need > self.limit:
+                if need and self._held() + need > self.limit:
                     return None
         feat = self._get((key, "feat"), lambda: Grid(hw, feat_dim, dtype, img.device, encode, halo,
                                                      avail // (per_px - map_bytes)))
