@@ -219,3 +219,23 @@ def test_fp32_mode_helpers_round_trip():
     assert fp32_modes() == before
     with fp32_math(torch.device("cpu")):  # a no-op on the CPU
         assert fp32_modes() == before
+
+
+def test_encoder_gets_dense_channels_last_input(official):
+    """A crop of an (H, W, 3) image, as the pipeline slices it, reaches the encoder as a dense channels-last
+    tensor (oneDNN runs its slow reference convolution on the crop's own strides), with the same features."""
+    from liif.render.backend import TorchBackend
+
+    model, _ = official
+    hwc = (MID.permute(1, 2, 0) * 255).round().to(torch.uint8).contiguous()  # a decoded 8-bit image
+    crop = hwc.permute(2, 0, 1)[None, :, 10:70, 20:100]  # batch stride 3, rows of the whole width
+    seen = []
+    hook = model.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].stride()))
+    try:
+        backend = TorchBackend(model)
+        got = backend.encode(crop)
+        want = backend.encode(crop.contiguous())
+    finally:
+        hook.remove()
+    assert seen[0] == (60 * 80 * 3, 1, 80 * 3, 3)
+    assert (got - want).abs().max() <= 1e-6
