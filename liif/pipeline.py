@@ -208,12 +208,14 @@ class Pipeline:
     # -- render -----------------------------------------------------------------------------------
     def render(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, finish: Finish = RAW_RGB, *,
                progress: bool = False, cancel: Callable[[], bool] | None = None,
-               tick: Tick | None = None, key: Hashable | None = None, hint: Window | None = None) -> np.ndarray:
+               tick: Tick | None = None, key: Hashable | None = None, hint: Window | None = None,
+               preview: bool = False) -> np.ndarray:
         """Render ``window`` tile by tile, turning each float RGB tile into final pixels at once, so
-        the only full-size array is the result in its final dtype. ``key``, ``hint``: see :meth:`tiles`."""
+        the only full-size array is the result in its final dtype. ``key``, ``hint``, ``preview``: see
+        :meth:`tiles`."""
         out = np.empty((window.h, window.w, finish.channels), dtype=finish.dtype)
         for (y, x), t in self.tiles(rgb, out_hw, window, finish, progress=progress, cancel=cancel, key=key,
-                                    hint=hint):
+                                    hint=hint, preview=preview):
             out[y:y + t.shape[0], x:x + t.shape[1]] = t
             if tick is not None:
                 tick(t.shape[0] * t.shape[1])
@@ -222,18 +224,21 @@ class Pipeline:
     def tiles(self, rgb: torch.Tensor, out_hw: tuple[int, int], window: Window, finish: Finish, *,
               max_tile_rows: int | None = None, progress: bool = False,
               cancel: Callable[[], bool] | None = None, key: Hashable | None = None,
-              hint: Window | None = None) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+              hint: Window | None = None, preview: bool = False) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         """Finished tiles ((y, x) in the window, pixels), row-major; ``cancel`` is asked before the
         render and after each tile. ``key`` names the image ``rgb`` for the pipeline's cache (fast
         route): its features and maps are kept for the next render of it; ``hint``, a larger window of
-        the same output (a viewer's visible window), has its maps computed first, in one piece."""
+        the same output (a viewer's visible window), has its maps computed first, in one piece.
+        ``preview``: decode each pixel from its nearest code only, without the local ensemble (a
+        quarter of the decode; a viewer's coarse pass; fast route only)."""
         stop_if(cancel)
         model = self.model
         if self.route == "reference":  # the official route: whole-image features, one piece
             pred = render(model, rgb, out_hw, window, method="reference")
             yield (0, 0), finish.fn(model.denormalize(pred.permute(1, 2, 0)).cpu().numpy())
             return
-        plan = plan_render(model, (rgb.shape[-2], rgb.shape[-1]), out_hw, window, self.compute, max_tile_rows)
+        plan = plan_render(model, (rgb.shape[-2], rgb.shape[-1]), out_hw, window, self.compute, max_tile_rows,
+                           local_ensemble=not preview)
         source = None
         if self.cache is not None and key is not None:
             assert self.backend is not None  # the fast route's
@@ -316,14 +321,14 @@ class Pipeline:
     def image(self, image: Image.Image | np.ndarray, size: Sequence[int] | None = None,
               scale: Scale | None = None, region: Sequence[int] | None = None, *, progress: bool = False,
               cancel: Callable[[], bool] | None = None, key: Hashable | None = None,
-              hint: Sequence[int] | None = None) -> Image.Image | np.ndarray:
+              hint: Sequence[int] | None = None, preview: bool = False) -> Image.Image | np.ndarray:
         """A PIL image or a NumPy array in, the same kind out. ``key`` (a name of this image, e.g. a
-        viewer's) and ``hint`` (x, y, w, h): see :meth:`tiles`."""
+        viewer's), ``hint`` (x, y, w, h) and ``preview``: see :meth:`tiles`."""
         dec = self.decode(image)
         out_hw, window = self.plan(dec.hw, size, scale, region)
         hint_window = None if hint is None else Window(*(_whole("hint", v) for v in (hint[1], hint[0], hint[3],
                                                                                       hint[2])))
-        return self._finish_image(image, dec, out_hw, window, progress, cancel, key, hint_window)
+        return self._finish_image(image, dec, out_hw, window, progress, cancel, key, hint_window, preview)
 
     def frame(self, frame: np.ndarray, size: Sequence[int] | None = None,
               scale: Scale | None = None) -> np.ndarray:
@@ -338,10 +343,11 @@ class Pipeline:
 
     def _finish_image(self, image: Image.Image | np.ndarray, dec: imaging.Decoded, out_hw: tuple[int, int],
                       window: Window, progress: bool, cancel: Callable[[], bool] | None,
-                      key: Hashable | None = None, hint: Window | None = None) -> Image.Image | np.ndarray:
+                      key: Hashable | None = None, hint: Window | None = None,
+                      preview: bool = False) -> Image.Image | np.ndarray:
         finish = Finish.of(dec.gray, dec.bits, self.quantize)
         pixels = self.render(rgb_tensor(dec, self.compute.device), out_hw, window, finish, progress=progress,
-                             cancel=cancel, key=key, hint=hint)
+                             cancel=cancel, key=key, hint=hint, preview=preview)
         alpha = window_alpha(dec.alpha, out_hw, window)  # the window's alpha only
         if isinstance(image, Image.Image):
             return imaging.compose(pixels, alpha, dec.bits, self.quantize)

@@ -95,6 +95,30 @@ def test_ablation_models_render_exactly():
         assert (render(m, MID, (125, 131), max_memory=4 << 20) - ref).abs().max() <= 1e-5, kw
 
 
+def test_preview_is_the_model_without_its_local_ensemble():
+    """A preview plan (the viewer's coarse pass) decodes each pixel from its nearest code: the reference
+    route of the same weights with the ensemble switched off, in tiles too, and not the full render."""
+    import copy
+
+    from liif.compute import Compute
+    from liif.render.tiled import plan_render, render_planned
+
+    m = small_model()
+    plain = copy.deepcopy(m)
+    plain.local_ensemble = False
+    out_hw = (125, 131)
+    want = render(plain, MID, out_hw, method="reference")
+    for budget in (1 << 30, 4 << 20):
+        plan = plan_render(m, (101, 123), out_hw, Window.full(out_hw), Compute.exact(MID.device, "fp32", budget),
+                           local_ensemble=False)
+        assert not plan.ensemble and (plan.rows.idx.shape[0], plan.cols.idx.shape[0]) == (1, 1)
+        got = torch.zeros(3, *out_hw)
+        for (y, x), t in render_planned(m, MID, plan):
+            got[:, y:y + t.shape[1], x:x + t.shape[2]] = t
+        assert (got - want).abs().max() <= 1e-5, budget
+    assert (got - render(m, MID, out_hw)).abs().max() > 1e-2  # the ensemble does change the pixels
+
+
 def test_rdn_tiling_uses_its_receptive_field():
     torch.manual_seed(0)
     m = build(ModelSpec(encoder="rdn", encoder_args={"D": 2, "C": 2, "G": 8, "G0": 8}, hidden=[16])).eval()

@@ -119,6 +119,20 @@ def test_static_traversal_refused(client, path):
     assert client.get(path).status_code == 404
 
 
+def test_preview_window_is_the_coarse_pass(client, upscaler):
+    """method=preview: the pipeline's preview render (no local ensemble) of the window, not LIIF's."""
+    src = Image.open(GOLDEN / "set5_butterfly_in.png").convert("RGB")
+    W, H, region = 142, 160, (30, 40, 90, 70)  # x2.5 of 57x64
+    params = {"image": "f:butterfly.png", "W": W, "H": H, "x": region[0], "y": region[1], "w": region[2],
+              "h": region[3]}
+    got = png(client.get("/api/render", params={**params, "method": "preview"})).astype(int)
+    want = np.asarray(upscaler.pipeline().image(src, size=(H, W), region=region, preview=True)).astype(int)
+    assert got.shape == (70, 90, 3) and np.abs(got - want).max() <= 1
+    sharp = png(client.get("/api/render", params=params)).astype(int)
+    assert np.abs(got - sharp).mean() > 0.5  # the seams between codes show
+    assert client.get("/api/render", params={**params, "method": "nearest"}).status_code == 422
+
+
 def test_render_window_equals_region_render(client, upscaler, app):
     """Windows come from the server's cache of features and maps: the region render up to float
     rounding (1 LSB); a second window of the same view encodes nothing new."""

@@ -12,6 +12,9 @@ complete, when every visible pixel was the model's: ``dataset.sharp`` turned "1"
 - deep link x4: a fresh page on ``#image=...&zoom=4`` at the image centre;
 - pan: a drag of 120 source pixels after that view (and its prefetch ring) was done;
 - zoom step: the + button (x1.25);
+- each "coarse" column: when the view's coarse preview was complete (models with a coarse pass: LIIF's
+  and LTE's tiles at 1/4 of the resolution, decoded without the local ensemble); at once when the
+  page's kept coarse tiles already cover the new view;
 - deep link x4, empty: the same link after the server's cache was emptied (the encoder runs for the
   view first; the warmer fills the rest once the renderer is idle);
 - the same window of the deep link rendered by the API pipeline the CLI runs (in process, after
@@ -154,6 +157,7 @@ def measure(weights: str, precision: str, folder: Path, window: tuple[int, int],
             settle(page, app, timeout)
             m = after(page, lambda: drag(page, -PAN * ZOOM), timeout)
             out["pan_s"] = since(m, "sharp")
+            out["pan_coarse_s"] = since(m, "coarse")
             settle(page, app, timeout)
             m = after(page, lambda: page.click("#zoom-in"), timeout)
             out["zoom_step_s"] = since(m, "sharp")
@@ -205,7 +209,8 @@ def fmt(v: float | None) -> str:
 
 def report(rows: list[dict[str, Any]]) -> str:
     cols = [("warm-up", "warm_up_s"), ("cold open", "cold_open_s"), ("x4 link", "deep_link_s"),
-            ("x4 coarse", "deep_link_coarse_s"), ("pan 120", "pan_s"), ("zoom step", "zoom_step_s"),
+            ("x4 coarse", "deep_link_coarse_s"), ("pan 120", "pan_s"), ("pan coarse", "pan_coarse_s"),
+            ("zoom step", "zoom_step_s"),
             ("zoom coarse", "zoom_step_coarse_s"), ("link, empty", "deep_link_empty_s"),
             ("its coarse", "deep_link_empty_coarse_s"), ("window API", "api_window_s"),
             ("window CLI", "cli_window_s"), ("sharp/API", "sharp_over_api"), ("empty/API", "empty_over_api")]

@@ -106,6 +106,7 @@ class RenderPlan:
     tiles: list[tuple[tuple[int, int], tuple[int, int]]]
     stripe: int
     block: int
+    ensemble: bool  # the local ensemble (four codes per pixel) or the nearest code only
 
 
 def relative_cell(model: ImplicitDecoder, out_hw: tuple[int, int], lr_hw: tuple[int, int],
@@ -116,13 +117,15 @@ def relative_cell(model: ImplicitDecoder, out_hw: tuple[int, int], lr_hw: tuple[
 
 
 def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[int, int], window: Window,
-                compute: Compute, max_tile_rows: int | None = None) -> RenderPlan:
+                compute: Compute, max_tile_rows: int | None = None, local_ensemble: bool = True) -> RenderPlan:
     """Plan a fast render of ``window`` of an ``out_hw`` output from an ``lr_hw`` input.
-    ``max_tile_rows`` caps the tiles' height (a streaming writer's band buffer)."""
+    ``max_tile_rows`` caps the tiles' height (a streaming writer's band buffer); ``local_ensemble``
+    False decodes each pixel from its nearest code only, even for a model with the ensemble: a
+    quarter of the decode, for previews (the seams between codes show)."""
     window.check(out_hw)
     dev = compute.device
     h_lr, w_lr = lr_hw
-    ens = model.local_ensemble
+    ens = model.local_ensemble and local_ensemble
     rows = plan_axis(out_hw[0], window.y, window.h, h_lr, ens, dev)
     cols = plan_axis(out_hw[1], window.x, window.w, w_lr, ens, dev)
     rel_cell = relative_cell(model, out_hw, lr_hw, dev)
@@ -132,7 +135,7 @@ def plan_render(model: ImplicitDecoder, lr_hw: tuple[int, int], out_hw: tuple[in
     tiles = plan_tiles(rows, cols, h_lr, w_lr, halo, compute.budget, per_px, fixed + stripe_bytes, window,
                        max_tile_rows)
     block = BLOCK_QUERIES if dev.type == "cpu" else stripe
-    return RenderPlan(out_hw, lr_hw, window, compute, rows, cols, rel_cell, halo, tiles, stripe, block)
+    return RenderPlan(out_hw, lr_hw, window, compute, rows, cols, rel_cell, halo, tiles, stripe, block, ens)
 
 
 def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, backend: Backend | None = None,
@@ -149,7 +152,7 @@ def render_planned(model: ImplicitDecoder, img: torch.Tensor, plan: RenderPlan, 
         raise LiifError(f"the plan is for a {plan.lr_hw[1]}x{plan.lr_hw[0]} (WxH) input, got "
                         f"{img.shape[-1]}x{img.shape[-2]}")
     compute, window, rows, cols = plan.compute, plan.window, plan.rows, plan.cols
-    dev, ens = img.device, model.local_ensemble
+    dev, ens = img.device, plan.ensemble
     dec: Backend = backend if backend is not None else TorchBackend(model, compute)
     bar = None
     if progress:

@@ -155,10 +155,11 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
                      W: int = Query(ge=1, le=MAX_SIDE), H: int = Query(ge=1, le=MAX_SIDE),
                      x: int = Query(0, ge=0, le=MAX_SIDE), y: int = Query(0, ge=0, le=MAX_SIDE),
                      w: int = Query(ge=1, le=MAX_SIDE), h: int = Query(ge=1, le=MAX_SIDE),
-                     kind: str = Query("liif", alias="method", pattern="^(liif|bicubic)$"),
+                     kind: str = Query("liif", alias="method", pattern="^(liif|preview|bicubic)$"),
                      view: str | None = Query(None, max_length=60, pattern=r"^\d+,\d+,\d+,\d+$")) -> Response:
         """PNG of the window (x, y, w, h) of the image rendered at W x H; ``kind`` (query ``method``):
-        LIIF or the bicubic resize shown beside it. ``view`` ("x,y,w,h"): the page's visible window
+        LIIF, its preview (each pixel from its nearest code, without the local ensemble: the page's coarse
+        pass, a quarter of the decode) or the bicubic resize shown beside it. ``view`` ("x,y,w,h"): the page's visible window
         around this tile, whose features and maps the server computes first, in one piece, and keeps."""
         entry = await lookup(image)
         check_size(entry, W, H)
@@ -178,7 +179,7 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
                 with torch_threads(decode_threads):
                     return png_bytes(windows.image(  # type: ignore[arg-type]
                         entry.image, size=(H, W), region=(x, y, w, h), cancel=stop, key=(entry.id, entry.stamp),
-                        hint=hint))
+                        hint=hint, preview=kind == "preview"))
             data = await gate().run(request, window)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 

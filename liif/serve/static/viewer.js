@@ -1,8 +1,8 @@
 // liif viewer: continuous zoom (x1..x30) and pan. The view is cut into tiles of a fixed grid
 // (TILE x TILE device pixels of the virtual output at the current zoom); the server renders each
 // tile with LIIF region rendering from its cache of the image's features. Tiles are kept and reused
-// across pans; a coarse pass (1/COARSE of the resolution) comes first where the model's decode is
-// costly; requests for tiles the view no longer needs are aborted; when the view is sharp, a ring
+// across pans; a coarse pass (1/COARSE of the resolution, decoded without the local ensemble: the
+// "preview" method) comes first where the model's decode is costly; requests for tiles the view no longer needs are aborted; when the view is sharp, a ring
 // of tiles around it is fetched. Plain JS, no build step.
 "use strict";
 (() => {
@@ -87,8 +87,11 @@
   // Every kept tile of the image that meets the canvas, scaled to the current view: other zoom
   // levels (coarse ones first) are placeholders under the current level's tiles, drawn last.
   function drawTiles(method, g, clipX0, clipX1) {
-    const list = [...st.tiles.values()].filter((t) => t.method === method && t.imageId === st.image.id);
-    list.sort((a, b) => ((a.W === g.W) - (b.W === g.W)) || (a.W - b.W));
+    // LIIF's coarse tiles ("preview") lie under LIIF's; the current level's sharp tiles come last
+    const mine = (t) => t.method === method || (method === "liif" && t.method === "preview");
+    const list = [...st.tiles.values()].filter((t) => mine(t) && t.imageId === st.image.id);
+    const top = (t) => t.W === g.W && t.method === method;
+    list.sort((a, b) => (top(a) - top(b)) || (a.W - b.W));
     ctx.save();
     ctx.beginPath();
     ctx.rect(clipX0, 0, clipX1 - clipX0, canvas.height);
@@ -228,7 +231,7 @@
     try {
       const params = { image: imageId, W: job.W, H: job.H, x: job.x, y: job.y, w: job.w, h: job.h,
         method: job.method };
-      if (job.view && job.method === "liif") params.view = job.view;
+      if (job.view && job.method !== "bicubic") params.view = job.view;
       const bitmap = await fetchTile(params, ctrl.signal);
       if (!st.image || st.image.id !== imageId) { bitmap.close(); return; }
       keep(job, bitmap);
@@ -299,7 +302,8 @@
       const x0 = Math.floor(g.x / k), y0 = Math.floor(g.y / k);
       const cw = { x: x0, y: y0, w: Math.min(Wc, Math.ceil((g.x + g.w) / k)) - x0,
         h: Math.min(Hc, Math.ceil((g.y + g.h) / k)) - y0 };
-      coarse = jobsFor("liif", Wc, Hc, cw, "coarse");
+      coarse = jobsFor("preview", Wc, Hc, cw, "coarse");
+      if (coarse.length === 0) st.marks.coarse = performance.now(); // the kept coarse tiles cover the view
     }
     // a request on its way that covers a job (a prefetched tile the view now shows) is waited for
     const flights = [...st.flight.entries()];
