@@ -54,7 +54,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 class Encoder(Protocol):
-    """What the cache needs of a compute backend (its ``grouped`` attribute, if any, is read too)."""
+    """What the cache needs of a compute backend."""
 
     def encode(self, crop: torch.Tensor) -> torch.Tensor: ...
     def lr_maps(self, feat: torch.Tensor, rel_cell: torch.Tensor | None = None) -> torch.Tensor: ...
@@ -64,17 +64,13 @@ class Grid:
     """A full-image (H, W, D) tensor whose blocks of ``BLOCK`` x ``BLOCK`` LR pixels are computed on
     demand by ``fill(box) -> (h, w, D)`` values of exactly that box, which reads ``halo`` pixels
     around the box and may hold ``max_px`` pixels (box plus halo) at a time. ``before(box)`` runs
-    once before the pieces of a box are filled (the maps: their features, in one piece).
-    ``channel_major``: stored (D, H, W) and seen (H, W, D), the layout a grouped backend (LMF) reads."""
+    once before the pieces of a box are filled (the maps: their features, in one piece)."""
 
     def __init__(self, hw: tuple[int, int], depth: int, dtype: torch.dtype, device: torch.device,
-                 fill: Callable[[Box], torch.Tensor], halo: int, max_px: int, channel_major: bool = False,
+                 fill: Callable[[Box], torch.Tensor], halo: int, max_px: int,
                  before: Callable[[Box, Cancel], None] | None = None) -> None:
         self.hw, self.fill, self.halo, self.max_px, self.before = hw, fill, halo, max_px, before
-        if channel_major:
-            self.data = torch.empty(depth, *hw, dtype=dtype, device=device).permute(1, 2, 0)
-        else:
-            self.data = torch.empty(*hw, depth, dtype=dtype, device=device)
+        self.data = torch.empty(*hw, depth, dtype=dtype, device=device)
         self.done = torch.zeros(math.ceil(hw[0] / BLOCK), math.ceil(hw[1] / BLOCK), dtype=torch.bool)
         self.lock = threading.Lock()
         self.filled = 0  # LR pixels computed so far (tests and logs)
@@ -229,7 +225,6 @@ class MapCache:
 
         grid = self._get((key, "maps", cell_key), lambda: Grid(
             hw, model.map_channels, dtype, img.device, maps_of, MAP_HALO, avail // (4 * map_bytes + 8 * feat_dim),
-            channel_major=bool(getattr(dec, "grouped", False)),
             before=lambda box, cancel: feat.ensure(grow(box, MAP_HALO, hw), cancel)))  # features: fewest pieces
         return None if grid is None else ImageMaps(feat, grid)
 
