@@ -14,7 +14,9 @@ Fast routes: the hypernet's first layer on the unfolded code is a 3x3 convolutio
 per-sample bias), and ``lr_maps`` folds each code's modulations with the render MLP's layer 0 into
 per-code tables: ``A = (W_z Z + W_c rel_cell + b_0) * (1 + s_0) + t_0`` and
 ``B = diag(1 + s_0) W_rel``, so that layer 0 of a query is ``ReLU(A + B @ offset)``, then
-``S_l, T_l`` for the other hidden layers (``lmmlp.tables``). A render (and a training sample) has one
+``S_l, T_l = t_l + b_l * S_l`` for the other hidden layers. All but A are affine in the modulations, so
+they come out of the hypernet's last layer folded with them (``folded_last``: one GEMM per LR pixel),
+and A = T_0 + pre * S_0 is one product more. A render (and a training sample) has one
 cell, as in the official code, which gives the hypernet the cell of the first queries.
 Checkpoint keys (official): ``encoder.*``, ``hypernet.layers.*``, ``imnet.layers.*``.
 """
@@ -104,22 +106,47 @@ class LMLIIF(lmmlp.LMFDecoder):
         else:
             hid = F.conv2d(feat, w, None, padding=1) + bias.to(dt)[:, :, None, None]
         hid = hid.relu_().permute(0, 2, 3, 1)  # channels-last views when feat is channels-last
-        mod = lmmlp.chain(rest, hid)  # (B, h, w, D)
-        return self.fold(mod, rel_cell).permute(0, 3, 1, 2)
+        *mid, last = rest
+        for lin in mid:
+            hid = F.linear(hid, lin.weight.to(dt), lin.bias.to(dt)).relu_()
+        # The tables are affine in the modulations except A (a product of two affine parts): one GEMM of
+        # the hypernet's last layer folded with the tables gives [T_0, B_row, B_col, S_1, T_1, ..., pre, S_0],
+        # then A = T_0 + pre * S_0 in the first columns.
+        weight, bias = self.folded_last(last, rel_cell)
+        if B == 1:
+            out = F.linear(hid, weight.to(dt), bias[0].to(dt))
+        else:
+            out = F.linear(hid, weight.to(dt)) + bias.to(dt)[:, None, None, :]
+        wd, n = self.width, self.map_channels
+        a = torch.addcmul(out[..., :wd], out[..., n:n + wd], out[..., n + wd:])
+        return torch.cat([a, out[..., wd:n]], dim=-1).permute(0, 3, 1, 2)  # one copy, as maps are read anyway
 
-    def fold(self, mod: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
-        """Modulations (B, h, w, D) -> per-code tables (B, h, w, map_channels), in the dtype of ``mod``."""
-        wd, dt = self.width, mod.dtype
+    def folded_last(self, last: nn.Linear, rel_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hypernet's last layer folded with :meth:`fold`'s affine parts: weight (map_channels + 2 * width,
+        hidden) and bias (B, ...) for the outputs [T_0, B_row, B_col, S_1, T_1, ..., S_5, T_5, pre, S_0],
+        where S_l = 1 + s_l, T_l = t_l + b_l * S_l (T_0: t_0) and pre = W_z Z + W_c rel_cell + b_0."""
+        wd, dp = self.width, self.depth
+        w, b = last.weight.float(), last.bias.float()
         layers = lmmlp.linears(self.imnet)
-        w0, b0 = layers[0].weight, layers[0].bias
-        scale0 = mod[..., :wd] + 1.0
-        cell_term = (torch.addmm(b0, rel_cell.float(), w0[:, wd + 2:].t())).to(dt)[:, None, None, :]
-        pre = F.linear(mod[..., self.mod_dim:], w0[:, :wd].to(dt)) + cell_term
-        a = torch.addcmul(mod[..., self.depth * wd:(self.depth + 1) * wd], pre, scale0)  # layer 0's shift
-        b_row = scale0 * w0[:, wd].to(dt)
-        b_col = scale0 * w0[:, wd + 1].to(dt)
-        rest = lmmlp.tables(mod, [lin.bias for lin in layers[1:-1]], 1, self.depth, wd)
-        return torch.cat([a, b_row, b_col, rest], dim=-1)
+        w0, b0 = layers[0].weight.float(), layers[0].bias.float()
+
+        def rows(k: int) -> slice:  # the hypernet's outputs: s_0..s_{depth-1}, t_0..t_{depth-1}, Z
+            return slice(k * wd, (k + 1) * wd)
+
+        s_w = [w[rows(k)] for k in range(dp)]
+        s_b = [b[rows(k)] + 1.0 for k in range(dp)]  # S_l = 1 + s_l
+        ws = [w[rows(dp)], w0[:, wd, None] * s_w[0], w0[:, wd + 1, None] * s_w[0]]
+        bs = [b[rows(dp)], w0[:, wd] * s_b[0], w0[:, wd + 1] * s_b[0]]
+        for k, lin in enumerate(layers[1:-1], start=1):
+            lb = lin.bias.float()
+            ws += [s_w[k], w[rows(dp + k)] + lb[:, None] * s_w[k]]
+            bs += [s_b[k], b[rows(dp + k)] + lb * s_b[k]]
+        wz = w0[:, :wd]
+        ws += [wz @ w[rows(2 * dp)], s_w[0]]
+        fixed = torch.cat(bs + [wz @ b[rows(2 * dp)] + b0, s_b[0]])
+        cell = torch.zeros(rel_cell.shape[0], fixed.shape[0], device=fixed.device)
+        cell[:, self.map_channels:self.map_channels + wd] = rel_cell.float() @ w0[:, wd + 2:].t()
+        return torch.cat(ws), fixed + cell
 
     def decode_rows(self, rows: torch.Tensor, rel: torch.Tensor, rel_cell: torch.Tensor) -> torch.Tensor:
         wd = self.width
