@@ -159,8 +159,9 @@ def create_app(upscaler: Upscaler, images: Path | None = None, limits: Limits | 
                      view: str | None = Query(None, max_length=60, pattern=r"^\d+,\d+,\d+,\d+$")) -> Response:
         """PNG of the window (x, y, w, h) of the image rendered at W x H; ``kind`` (query ``method``):
         LIIF, its preview (each pixel from its nearest code, without the local ensemble: the page's coarse
-        pass, a quarter of the decode) or the bicubic resize shown beside it. ``view`` ("x,y,w,h"): the page's visible window
-        around this tile, whose features and maps the server computes first, in one piece, and keeps."""
+        pass, a quarter of the decode) or the bicubic resize shown beside it. ``view`` ("x,y,w,h"): the
+        page's visible window around this tile, whose features and maps the server computes first, in one
+        piece, and keeps."""
         entry = await lookup(image)
         check_size(entry, W, H)
         hint = None if view is None else tuple(int(v) for v in view.split(","))
