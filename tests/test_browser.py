@@ -26,6 +26,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="liif serve needs FastAPI: pip install 'liif[serve]'")
 pytest.importorskip("uvicorn", reason="liif serve needs uvicorn")
 
+import liif.serve.app  # noqa: E402
 from conftest import DATA, serve_in_thread  # noqa: E402
 from liif.bench.chrome import Chromium, Page, find_chromium, spawn_with_fds  # noqa: E402
 from liif.serve.app import create_app  # noqa: E402
@@ -168,7 +169,7 @@ def open_page(page: Page, url: str) -> None:
 
 
 @needs_chromium
-def test_first_image_and_deep_links(browser, upscaler, tmp_path):
+def test_first_image_and_deep_links(browser, upscaler, tmp_path, monkeypatch):
     folder = tmp_path / "images"
     folder.mkdir()
     src = Image.open(IMAGE).convert("RGB")
@@ -209,6 +210,21 @@ def test_first_image_and_deep_links(browser, upscaler, tmp_path):
         page.wait_for("window.liifViewer.state().image.name === 'a.png'")
         v = view_of(page)
         assert (v["zoom"], v["cx"], v["cy"]) == (2, 20, 30)
+
+        # at the source's own size the page shows the source: sharp only once it is drawn (the source
+        # comes beside the tiles' requests; here it is held back for 1.5 s)
+        source_png = liif.serve.app.png_bytes
+        monkeypatch.setattr(liif.serve.app, "png_bytes", lambda im: (time.sleep(1.5), source_png(im))[1])
+        page.send("Page.navigate", {"url": "about:blank"})
+        page.send("Page.navigate", {"url": base + "/#image=b.png&zoom=1"})
+        page.wait_for("window.liifViewer && (window.liifViewer.state().image || {}).name === 'b.png'")
+        time.sleep(0.5)
+        assert page.eval("document.documentElement.dataset.sharp") == "0"
+        page.wait_for("document.documentElement.dataset.sharp === '1'")
+        centre = page.eval("(() => { const c = document.getElementById('view');"
+                           " return [...c.getContext('2d').getImageData(c.width >> 1, c.height >> 1, 1, 1).data]; })()")
+        w, h = src.size
+        assert np.abs(np.array(centre[:3]) - np.asarray(src)[h // 2, w // 2]).max() <= 24  # not the dark background
 
 
 # -- the descriptors of the debugging pipe -------------------------------------------------------------------

@@ -286,7 +286,7 @@
       st.flight.clear();
       st.queue = [];
       st.need = null;
-      setSharp(true); // at or below the source's size the source itself is what is shown
+      setSharp(st.source !== null); // at or below the source's size the source itself is what is shown
       setStatus(`${g.W}×${g.H} · source`);
       return;
     }
@@ -415,13 +415,12 @@
   window.addEventListener("resize", () => { if (st.image) { clampView(); } redraw(); schedule(); });
 
   // -- images ---------------------------------------------------------------------------------
+  // The view's tiles are asked for at once; the source image (the preview under them) comes beside them.
   async function openImage(info, view = null) {
     setStatus(`opening ${info.name}…`);
-    const r = await fetchPatiently(`/api/source?image=${encodeURIComponent(info.id)}`);
-    if (!r.ok) { setStatus(`cannot open ${info.name}: ${r.status}`, true); return; }
-    const source = await createImageBitmap(await r.blob());
     st.image = info;
-    st.source = source;
+    if (st.source) st.source.close();
+    st.source = null;
     const sel = $("images");
     if (![...sel.options].some((o) => o.value === info.id)) sel.appendChild(option(info, "uploaded: "));
     sel.value = info.id;
@@ -439,6 +438,13 @@
     $("hint").hidden = true;
     redraw();
     schedule(0);
+    const r = await fetchPatiently(`/api/source?image=${encodeURIComponent(info.id)}`);
+    if (!r.ok) { setStatus(`cannot open ${info.name}: ${r.status}`, true); return; }
+    const source = await createImageBitmap(await r.blob());
+    if (st.image !== info) { source.close(); return; } // another image was opened meanwhile
+    st.source = source;
+    redraw();
+    if (st.need === null) requestRenders(); // a view the source shows as it is: sharp now
   }
 
   $("images").addEventListener("change", async (e) => {
