@@ -122,9 +122,11 @@ class LMLIIF(lmmlp.LMFDecoder):
         return torch.cat([a, out[..., wd:n]], dim=-1).permute(0, 3, 1, 2)  # one copy, as maps are read anyway
 
     def folded_last(self, last: nn.Linear, rel_cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hypernet's last layer folded with :meth:`fold`'s affine parts: weight (map_channels + 2 * width,
-        hidden) and bias (B, ...) for the outputs [T_0, B_row, B_col, S_1, T_1, ..., S_5, T_5, pre, S_0],
-        where S_l = 1 + s_l, T_l = t_l + b_l * S_l (T_0: t_0) and pre = W_z Z + W_c rel_cell + b_0."""
+        """The hypernet's last layer (modulations s_l, t_l and the code Z) composed with the affine maps from
+        the modulations to the tables: weight (map_channels + 2 * width, hidden) and one bias per sample
+        (B, map_channels + 2 * width) for the outputs [T_0, B_row, B_col, S_1, T_1, ..., S_5, T_5, pre, S_0],
+        where S_l = 1 + s_l, T_l = t_l + b_l * S_l (T_0: t_0), B_row/B_col = S_0 * W_rel, and
+        pre = W_z Z + W_c rel_cell + b_0."""
         wd, dp = self.width, self.depth
         w, b = last.weight.float(), last.bias.float()
         layers = lmmlp.linears(self.imnet)
