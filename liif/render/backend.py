@@ -64,8 +64,9 @@ class TorchBackend:
         # channels-last input makes oneDNN run the whole encoder channels-last (~20-35% faster on CPU).
         # Always a fresh dense tensor: a crop of an (H, W, 3) image seen as (1, 3, h, w) passes PyTorch's
         # channels-last check (a batch of one) but has a batch stride of 3 and rows of the whole image's
-        # width, and oneDNN runs its slow reference convolution on such strides (measured: the encoder
-        # of a 424 x 264 crop 1.5 s instead of 0.3 s, bf16, AVX-512).
+        # width, and oneDNN runs its slow reference convolution on such strides (measured, interleaved
+        # runs: the encoder of a 424 x 264 crop 1.7 s instead of 0.66 s in bf16, 2.2 s instead of 1.75 s
+        # in fp32, AVX-512).
         x = self.model.normalize(as_float(crop))
         x = torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
         with self.compute.autocast():  # fp32 and tf32: fp32 tensors (TF32 math is fp32_math's business)

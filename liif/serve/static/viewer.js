@@ -2,8 +2,9 @@
 // (TILE x TILE device pixels of the virtual output at the current zoom); the server renders each
 // tile with LIIF region rendering from its cache of the image's features. Tiles are kept and reused
 // across pans; a coarse pass (1/COARSE of the resolution, decoded without the local ensemble: the
-// "preview" method) comes first where the model's decode is costly; requests for tiles the view no longer needs are aborted; when the view is sharp, a ring
-// of tiles around it is fetched. Plain JS, no build step.
+// "preview" method) comes first where the model's decode is costly; requests for tiles the view no
+// longer needs are aborted; when the view is sharp, a ring of tiles around it is fetched. Plain JS,
+// no build step.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
