@@ -47,7 +47,7 @@ VARIANTS = [
     Variant("edsr-baseline-liif-realworld", "EDSR-baseline-LIIF fine-tuned on blurred, noisy, JPEG-compressed "
             "inputs at x1-x4 (for real photos; docs/realworld.md)", {"method": "liif", "encoder": "edsr-baseline"},
             Pretrained(bundled="weights/files/edsr-baseline-liif-realworld.safetensors",
-                       digest="3c736cd8e0a01d648782511a95df20e9401c19bbd8ef474a28101bbe4218de40",
+                       digest="6301d7fb3c01350b93102b9a0429f38a45c3f8ae52004750c023722a84b0c576",
                        license="BSD-3-Clause (this package; fine-tuned from the official weights)")),
     Variant("rdn-liif", "RDN-LIIF (the paper's RDN encoder, config B: 16 blocks x 8 convs, growth 64)",
             {"method": "liif", "encoder": "rdn"},
