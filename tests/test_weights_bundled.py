@@ -14,6 +14,7 @@ from PIL import Image
 import liif
 from conftest import DATA, run_cli
 from liif import checkpoints, cli, weights
+from liif.data.train_sets import central_crop
 from liif.errors import LiifError
 from liif.models import ModelSpec, build
 from liif.models.variant import Pretrained, Variant
@@ -118,9 +119,7 @@ def test_the_real_world_model_beats_the_official_one_on_camera_like_inputs(
     hr = tmp_path / "Crops" / "HR"
     hr.mkdir(parents=True)
     for f in sorted((DATA / "Set5" / "HR").glob("*.png")):
-        im = Image.open(f)
-        left, top = (im.width - 192) // 2, (im.height - 192) // 2
-        im.crop((left, top, left + 192, top + 192)).save(hr / f.name)
+        central_crop(Image.open(f), 192).save(hr / f.name)
     lr = tmp_path / "lr"
     rc, _, _ = run_cli(["data", "degrade", str(hr), str(lr), "--scale", str(scale), "--seed", "7", "--order", order],
                        capsys)
